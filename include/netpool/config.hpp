@@ -1,0 +1,89 @@
+// netpool/config.hpp — what a pool is created with, and how it is checked.
+//
+//   netpool::pool_config<netpool::socket> cfg;
+//   cfg.factory = netpool::tcp_dialer("127.0.0.1", 6379);   // required: how to open a connection
+//   cfg.max_size = 32;                                      // at most 32 open at once
+//   cfg.min_size = 4;                                       // kept open in the background (pool only)
+//   cfg.dial_timeout = std::chrono::seconds(2);
+//   cfg.max_idle_time = std::chrono::minutes(5);            // pool only; 0 = never close idle ones
+//   cfg.health_check = [](netpool::socket& s) { return s.probe() == netpool::liveness::alive; };
+//   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg));
+//   if (!pool) std::puts(netpool::describe(netpool::validate(cfg)));  // why it was rejected
+//
+// Every field's constraint is written next to it; create() checks them all once and rejects a bad
+// configuration with errc::invalid_config (never undefined behaviour). validate() says which field.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+
+#include "netpool/result.hpp"
+
+namespace netpool {
+
+// Opens one connection, giving up at `deadline`. Any callable of this shape works: the built-in
+// tcp_dialer / unix_dialer, or a lambda that builds your own client object. It may fail by
+// returning an error or by throwing (the pool catches it: errc::factory_threw).
+template <class Conn>
+using factory_function = std::function<result<Conn>(std::chrono::steady_clock::time_point deadline)>;
+
+template <class Conn>
+struct pool_config {
+  // Required. Called outside any lock, possibly from several threads at once, and (pool) from the
+  // background maintainer thread.
+  factory_function<Conn> factory;
+
+  // Upper bound on open connections (idle + in use + being dialed). Must be in [1, max_supported].
+  std::size_t max_size = 15;
+
+  // Connections the maintainer keeps open in the background (pool only; lean_pool dials them once
+  // at creation). Must be <= max_size.
+  std::size_t min_size = 0;
+
+  // Bound on one dial (the factory's deadline is now + dial_timeout, or the caller's deadline if
+  // sooner). Must be > 0.
+  std::chrono::nanoseconds dial_timeout = std::chrono::seconds(5);
+
+  // pool only: an idle connection older than this is closed, by the maintainer or when found on
+  // get. 0 turns it off. Must be >= 0. Resolution: max_idle_time / 8, at least 1 ms.
+  std::chrono::nanoseconds max_idle_time = std::chrono::nanoseconds::zero();
+
+  // pool only, optional: called on a pooled connection before it is handed out. false (or a throw)
+  // closes that connection and the get goes on with another one or a fresh dial. Runs on the
+  // getting thread, outside any lock; it must bound its own time (e.g. a non-blocking probe or an
+  // I/O timeout) because the pool cannot interrupt it.
+  std::function<bool(Conn&)> health_check;
+
+  // The largest max_size accepted: slots are preallocated, one cache line each.
+  static constexpr std::size_t max_supported = std::size_t{1} << 20;
+};
+
+// Why a configuration was rejected; config_problem::none when it is valid.
+enum class config_problem {
+  none,
+  missing_factory,
+  max_size_zero,
+  max_size_too_large,
+  min_above_max,
+  dial_timeout_not_positive,
+  max_idle_time_negative,
+  idle_tracking_on_lean_pool,  // lean_pool has no idle tracking: use pool
+  health_check_on_lean_pool,   // lean_pool has no health check: use pool
+};
+
+// A short sentence naming the field and its constraint, for logs.
+[[nodiscard]] const char* describe(config_problem problem) noexcept;
+
+template <class Conn>
+[[nodiscard]] config_problem validate(const pool_config<Conn>& config) noexcept {
+  if (!config.factory) return config_problem::missing_factory;
+  if (config.max_size == 0) return config_problem::max_size_zero;
+  if (config.max_size > pool_config<Conn>::max_supported) return config_problem::max_size_too_large;
+  if (config.min_size > config.max_size) return config_problem::min_above_max;
+  if (config.dial_timeout <= std::chrono::nanoseconds::zero()) return config_problem::dial_timeout_not_positive;
+  if (config.max_idle_time < std::chrono::nanoseconds::zero()) return config_problem::max_idle_time_negative;
+  return config_problem::none;
+}
+
+}  // namespace netpool

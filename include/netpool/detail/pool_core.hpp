@@ -1,0 +1,1041 @@
+// netpool/detail/pool_core.hpp — the shared state behind pool and lean_pool.
+//
+// Design in one paragraph (docs/design.md draws it): connections live in a fixed array of slots,
+// one cache line each. A slot's whole state is one 64-bit word (phase, flags, generation), so every
+// ownership change is a single CAS on a line that, in steady state, only one thread touches: the
+// thread that returned a connection last takes the same slot back (a thread-local hint), which is
+// why get+put costs two uncontended atomic operations instead of a fight over a shared head or
+// counter. Callers that must wait queue in FIFO order under a small mutex; a returned connection
+// goes straight to the oldest waiter. Gauges are derived by reading the slots, never kept as shared
+// counters on the hot path.
+//
+// Invariants (cited in the code as INVn):
+//   INV1  A slot's phase is exactly one of free, idle, leased, busy. Only the slot's owner — the
+//         thread that moved it to leased or busy — touches its connection, until it moves the
+//         slot to idle or free (or hands it to a waiter, who becomes the owner).
+//   INV2  (slots not free) <= active_ <= max_size. reserve_slot() raises active_ before claiming
+//         a free slot; release_slot() marks the slot free before lowering active_. So a thread that
+//         raised active_ always finds a free slot (once transit bits clear).
+//   INV3  The generation grows on every change of owner, so a CAS that expects a word read before
+//         a slot changed hands fails: no ABA. (60 bits: no wrap in practice.)
+//   INV4  `closed` and `orphan` bits are never cleared; no slot becomes idle once closed.
+//   INV5  While a slot's `transit` bit is set, only the thread that set it writes the slot's word
+//         (close() and the orphan sweep wait for it to clear). The thread that set it still counts
+//         as using the core, so the core cannot be freed under it; clearing transit (a plain
+//         store) is its last access to the core.
+//   INV6  No lost wake-up for idle connections: make_idle() publishes the slot with a seq_cst RMW
+//         and then loads waiters_ (seq_cst); a waiter raises waiters_ (seq_cst RMW) and then scans
+//         the slots (seq_cst loads, waiting out transit). In the single total order one of them
+//         sees the other: either the waiter finds the idle slot, or the returner sees the waiter
+//         and hands the connection over.
+//   INV7  No lost wake-up for free slots: release_slot() lowers active_ (seq_cst) then loads
+//         waiters_; a waiter raises waiters_ then tries reserve_slot() (seq_cst CAS on active_).
+//   INV8  waiters_ == number of nodes in queue_; both change only under wait_mutex_. A waiter node
+//         taken off the queue by a granter (or close) waits, without deadline, for the grant to be
+//         published: the granter's last access to the core is unlocking wait_mutex_, after which
+//         it only writes the waiter's node and wakes its address.
+//   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
+//         reference, and the orphan sweep adds one per slot that was still leased or busy when the
+//         handle went away; that slot's owner drops it when it returns the slot.
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cassert>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include "netpool/config.hpp"
+#include "netpool/detail/futex.hpp"
+#include "netpool/detail/waiter_queue.hpp"
+#include "netpool/error.hpp"
+#include "netpool/lease.hpp"
+#include "netpool/result.hpp"
+#include "netpool/stats.hpp"
+
+namespace netpool::detail {
+
+inline constexpr std::size_t cache_line = 64;
+
+// The slot word: [ generation : 59 | orphan | closed | transit | phase : 2 ].
+namespace word {
+inline constexpr std::uint64_t phase_mask = 0x3;
+inline constexpr std::uint64_t free = 0;    // no connection; may be reserved for a dial
+inline constexpr std::uint64_t idle = 1;    // holds a connection waiting in the pool
+inline constexpr std::uint64_t leased = 2;  // holds a connection lent to a caller (the owner)
+inline constexpr std::uint64_t busy = 3;    // owned by the pool itself: dialing, checking or closing
+inline constexpr std::uint64_t transit = 1u << 2;  // INV5: the owner is finishing a release
+inline constexpr std::uint64_t closed = 1u << 3;   // INV4: the pool was closed
+inline constexpr std::uint64_t orphan = 1u << 4;   // INV9: the pool handle was destroyed
+inline constexpr std::uint64_t flag_mask = transit | closed | orphan;
+inline constexpr unsigned generation_shift = 5;
+inline constexpr std::uint64_t one_generation = std::uint64_t{1} << generation_shift;
+
+constexpr std::uint64_t phase(std::uint64_t w) noexcept { return w & phase_mask; }
+constexpr std::uint64_t generation(std::uint64_t w) noexcept { return w >> generation_shift; }
+constexpr std::uint64_t with_phase(std::uint64_t w, std::uint64_t p) noexcept { return (w & ~phase_mask) | p; }
+// A new owner takes the slot: new phase, next generation (INV3), flags kept.
+constexpr std::uint64_t next_owner(std::uint64_t w, std::uint64_t p) noexcept {
+  return with_phase(w, p) + one_generation;
+}
+constexpr std::uint64_t make(std::uint64_t generation, std::uint64_t p) noexcept {
+  return (generation << generation_shift) | p;
+}
+}  // namespace word
+
+// The slot a thread returned last, per pool. A few ways so that a thread using several pools keeps
+// its hint in each; a stale hint is harmless because the CAS on the slot word decides.
+struct thread_hint {
+  std::uint64_t pool_id = 0;
+  std::uint32_t slot = 0;
+};
+inline constexpr std::size_t hint_ways = 8;
+inline thread_local thread_hint thread_hints[hint_ways]{};
+
+// Unique for the life of the process (never reused, unlike an address), starting at 1.
+std::uint64_t next_pool_id() noexcept;
+
+enum class pool_kind { standard, lean };
+
+template <class Conn>
+class pool_core {
+  static_assert(std::is_nothrow_move_constructible_v<Conn>,
+                "netpool: the connection type must be nothrow move-constructible");
+  static_assert(std::is_nothrow_destructible_v<Conn>, "netpool: the connection type must not throw on destruction");
+
+ public:
+  using clock = std::chrono::steady_clock;
+  using lease_type = lease<Conn>;
+
+  enum class acquire_mode {
+    try_idle,  // try_get: an idle connection or errc::exhausted; never dials, never waits
+    wait,      // get*: idle, else dial if there is room, else wait (until the deadline)
+  };
+
+  // Validates, allocates and starts the pool. The caller owns the returned core's one reference.
+  static result<pool_core*> create(pool_config<Conn> config, pool_kind kind) {
+    const config_problem problem = check(config, kind);
+    if (problem != config_problem::none) return errc::invalid_config;
+    std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
+    if (!core || !core->slots_) return std::make_error_code(std::errc::not_enough_memory);
+    if (kind == pool_kind::lean) {
+      core->warm_up_now();
+    } else {
+      try {
+        core->maintainer_ = std::thread([c = core.get()] { c->maintain(); });
+      } catch (const std::system_error& e) {
+        return e.code();
+      }
+    }
+    return core.release();
+  }
+
+  static config_problem check(const pool_config<Conn>& config, pool_kind kind) noexcept {
+    const config_problem problem = validate(config);
+    if (problem != config_problem::none || kind == pool_kind::standard) return problem;
+    if (config.max_idle_time != std::chrono::nanoseconds::zero()) return config_problem::idle_tracking_on_lean_pool;
+    if (config.health_check) return config_problem::health_check_on_lean_pool;
+    return config_problem::none;
+  }
+
+  pool_core(const pool_core&) = delete;
+  pool_core& operator=(const pool_core&) = delete;
+
+  // Only create() (on failure) and release_ref() destroy a core; the handle calls destroy_handle().
+  ~pool_core() {
+    if (maintainer_.joinable()) {
+      stop_maintainer();
+      maintainer_.join();
+    }
+  }
+
+  // ---- get ---------------------------------------------------------------------------------
+
+  result<lease_type> acquire(clock::time_point deadline, acquire_mode mode, const std::stop_token* stop) noexcept {
+    // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
+    // relaxed: a fairness heuristic; INV6 does not depend on this load.
+    if (waiters_.load(std::memory_order_relaxed) == 0) {
+      const thread_hint& hint = thread_hints[id_ % hint_ways];
+      if (hint.pool_id == id_) {
+        if (lease_type taken = try_take_idle(hint.slot)) return taken;
+      }
+    }
+    return acquire_slow(deadline, mode, stop);
+  }
+
+  // ---- put ---------------------------------------------------------------------------------
+
+  // Called by lease::release() (broken == false) and lease::discard() (broken == true).
+  std::error_code give_back(std::uint32_t i, std::uint64_t generation, bool broken) noexcept {
+    const std::uint64_t owned = word::make(generation, word::leased);
+    if (!broken) {
+      thread_hint& hint = thread_hints[id_ % hint_ways];
+      hint.pool_id = id_;
+      hint.slot = i;
+      return make_idle(i, owned);
+    }
+    slot_type& s = slots_[i];
+    // acquire: pairs with the release that made us the owner (it is our own write, or a grant's).
+    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return errc::empty_lease;
+    s.conn.reset();
+    counters_.closed_error.fetch_add(1, std::memory_order_relaxed);
+    release_slot(i);
+    return {};
+  }
+
+  // ---- close and lifetime ------------------------------------------------------------------
+
+  // Idempotent. Fails every waiter at once, closes idle connections, marks every slot so that
+  // connections returned later are closed (INV4), and asks the maintainer to stop.
+  void close() noexcept {
+    // seq_cst: a getter that reads closed_ == false afterwards must find the waiter queue open and
+    // will be failed below; one that reads true returns pool_closed.
+    closed_.store(true, std::memory_order_seq_cst);
+    stop_maintainer();
+
+    waiter* failed = nullptr;
+    {
+      std::lock_guard lock(wait_mutex_);
+      while (waiter* w = queue_.pop_front()) {
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+        w->next = failed;  // reuse the link for a private list: the node is ours until published
+        failed = w;
+      }
+    }
+    while (failed != nullptr) {
+      waiter* w = failed;
+      failed = w->next;
+      publish(*w, waiter::pool_closed);
+    }
+
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      const std::uint64_t w = add_flags(i, word::closed);
+      if (word::phase(w) == word::idle) close_idle_after_close(i, w | word::closed);
+    }
+  }
+
+  [[nodiscard]] bool is_closed() const noexcept {
+    return closed_.load(std::memory_order_acquire);  // acquire: pairs with close()'s store
+  }
+
+  // The pool handle is going away: stop the maintainer, close, and hand the core's lifetime to the
+  // leases still out (INV9). Must not race with any other call through the handle.
+  void destroy_handle() noexcept {
+    stop_maintainer();
+    if (maintainer_.joinable()) maintainer_.join();
+    close();
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      // relaxed: the reference is published by the orphan bit's RMW below, which the slot's owner
+      // reads with acquire before dropping the reference.
+      refs_.fetch_add(1, std::memory_order_relaxed);
+      const std::uint64_t before = add_flags(i, word::orphan | word::closed);
+      const std::uint64_t p = word::phase(before);
+      if (p != word::leased && p != word::busy) release_ref();  // nobody will come back for it
+    }
+    release_ref();
+  }
+
+  // ---- observation -------------------------------------------------------------------------
+
+  [[nodiscard]] pool_stats stats() const noexcept {
+    pool_stats s;
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      // relaxed: a best-effort snapshot (documented); nothing is read through the word.
+      switch (word::phase(slots_[i].state.load(std::memory_order_relaxed))) {
+        case word::idle: ++s.idle; break;
+        case word::leased: ++s.in_use; break;
+        case word::busy: ++s.dialing; break;
+        default: break;
+      }
+      s.gets += slots_[i].borrows.load(std::memory_order_relaxed);
+    }
+    s.active = s.idle + s.in_use + s.dialing;
+    s.max = capacity_;
+    s.min = min_;
+    s.waiters = waiters_.load(std::memory_order_relaxed);
+    s.gets_waited = counters_.gets_waited.load(std::memory_order_relaxed);
+    s.wait_time = std::chrono::nanoseconds(counters_.wait_ns.load(std::memory_order_relaxed));
+    s.timeouts = counters_.timeouts.load(std::memory_order_relaxed);
+    s.cancellations = counters_.cancellations.load(std::memory_order_relaxed);
+    s.dials = counters_.dials.load(std::memory_order_relaxed);
+    s.dial_failures = counters_.dial_failures.load(std::memory_order_relaxed);
+    s.closed_idle = counters_.closed_idle.load(std::memory_order_relaxed);
+    s.closed_health = counters_.closed_health.load(std::memory_order_relaxed);
+    s.closed_error = counters_.closed_error.load(std::memory_order_relaxed);
+    s.closed_pool = counters_.closed_pool.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  [[nodiscard]] std::size_t idle_count() const noexcept {
+    std::size_t n = 0;
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      // relaxed: best effort, like stats().
+      n += word::phase(slots_[i].state.load(std::memory_order_relaxed)) == word::idle ? 1 : 0;
+    }
+    return n;
+  }
+
+ private:
+  struct alignas(cache_line) slot_type {
+    std::atomic<std::uint64_t> state{0};
+    // Tick at which the connection last became idle (standard pool). Written by the owner before
+    // the release CAS that publishes the slot; read by the next owner or the maintainer after an
+    // acquire on the same word. relaxed atomic only so that stats-free readers are race-free.
+    std::atomic<std::uint64_t> idle_since{0};
+    // Connections handed out from this slot. Written only by the owner (plain load+store, no RMW:
+    // uncontended by INV1), read by stats().
+    std::atomic<std::uint64_t> borrows{0};
+    std::optional<Conn> conn;  // engaged while the slot holds a connection (INV1)
+  };
+  static_assert(alignof(slot_type) == cache_line);
+
+  // Slow-path counters, written with relaxed RMWs off the hot path; read by stats().
+  struct alignas(cache_line) slow_counters {
+    std::atomic<std::uint64_t> gets_waited{0}, wait_ns{0}, timeouts{0}, cancellations{0};
+    std::atomic<std::uint64_t> dials{0}, dial_failures{0};
+    std::atomic<std::uint64_t> closed_idle{0}, closed_health{0}, closed_error{0}, closed_pool{0};
+  };
+
+  pool_core(pool_config<Conn> config, pool_kind kind)
+      : id_(next_pool_id()),
+        capacity_(static_cast<std::uint32_t>(config.max_size)),
+        min_(config.min_size),
+        lean_(kind == pool_kind::lean),
+        track_idle_(kind == pool_kind::standard && config.max_idle_time > std::chrono::nanoseconds::zero()),
+        max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
+        tick_period_(std::clamp<std::chrono::nanoseconds>(config.max_idle_time / 8, std::chrono::milliseconds(1),
+                                                          std::chrono::seconds(1))),
+        config_(std::move(config)),
+        epoch_(clock::now()),
+        slots_(new (std::nothrow) slot_type[capacity_]) {}
+
+  void release_ref() noexcept {
+    // acq_rel: release our last writes to the core; the thread that drops it to zero acquires
+    // everyone's before destroying it (INV9).
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // Adds `flags` to slot i's word once no transit is in progress (INV5). Returns the word before.
+  std::uint64_t add_flags(std::uint32_t i, std::uint64_t flags) noexcept {
+    std::atomic<std::uint64_t>& state = slots_[i].state;
+    std::uint64_t w = state.load(std::memory_order_acquire);
+    for (;;) {
+      if ((w & word::transit) != 0) {
+        std::this_thread::yield();  // the owner is a few instructions from clearing it
+        w = state.load(std::memory_order_acquire);
+        continue;
+      }
+      if ((w & flags) == flags) return w;
+      // acq_rel: acquire the owner's writes (the connection) before we may close it; release so
+      // that an owner whose CAS now fails sees our flags together with what preceded them.
+      if (state.compare_exchange_weak(w, w | flags, std::memory_order_acq_rel, std::memory_order_acquire)) return w;
+    }
+  }
+
+  // ---- time ---------------------------------------------------------------------------------
+
+  static std::uint64_t to_ticks_ceil(std::chrono::nanoseconds d) noexcept {
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(d).count();
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 1));
+  }
+  std::uint64_t ticks_at(clock::time_point t) const noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(t - epoch_).count());
+  }
+
+  // ---- taking idle connections --------------------------------------------------------------
+
+  // Tries to lease slot i if it is idle; validates it (standard pool). Empty lease on a miss.
+  lease_type try_take_idle(std::uint32_t i) noexcept {
+    slot_type& s = slots_[i];
+    std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS below decides
+    if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) return {};
+    // acquire on success: pairs with the release CAS in make_idle() that published the connection.
+    if (!s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+      return {};
+    }
+    return hand_out(i, word::next_owner(w, word::leased));
+  }
+
+  // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it.
+  lease_type hand_out(std::uint32_t i, std::uint64_t owned) noexcept {
+    slot_type& s = slots_[i];
+    if (track_idle_) {
+      // relaxed: the tick is a coarse timestamp; idle_since was published by the acquire above.
+      const std::uint64_t now = tick_.load(std::memory_order_relaxed);
+      if (ticks_since(now, s.idle_since.load(std::memory_order_relaxed)) >= max_idle_ticks_) {
+        s.conn.reset();
+        counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+        release_slot(i);
+        return {};
+      }
+    }
+    if (config_.health_check && !healthy(*s.conn)) {
+      s.conn.reset();
+      counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
+      release_slot(i);
+      return {};
+    }
+    return lend(i, owned);
+  }
+
+  lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
+    slot_type& s = slots_[i];
+    // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
+    s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    thread_hint& hint = thread_hints[id_ % hint_ways];
+    hint.pool_id = id_;
+    hint.slot = i;
+    return lease_type(this, &*s.conn, i, word::generation(owned));
+  }
+
+  bool healthy(Conn& conn) noexcept {
+    try {
+      return config_.health_check(conn);
+    } catch (...) {
+      return false;  // a throwing check condemns the connection, never the caller
+    }
+  }
+
+  // Scans every slot for an idle connection. Waits out transit on idle slots so that a waiter's
+  // re-scan cannot miss a connection being returned right now (INV6).
+  lease_type scan_idle() noexcept {
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      slot_type& s = slots_[i];
+      // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
+      // before it (INV6).
+      std::uint64_t w = s.state.load(std::memory_order_seq_cst);
+      while (word::phase(w) == word::idle && (w & word::transit) != 0) {
+        std::this_thread::yield();
+        w = s.state.load(std::memory_order_seq_cst);
+      }
+      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      // acquire: pairs with make_idle()'s release CAS (the connection's state).
+      if (s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
+                                          std::memory_order_relaxed)) {
+        if (lease_type taken = hand_out(i, word::next_owner(w, word::leased))) return taken;
+      }
+    }
+    return {};
+  }
+
+  // ---- slots for dialing --------------------------------------------------------------------
+
+  // Reserves room for one more connection (INV2) and claims a free slot, now busy and ours.
+  // Returns the slot's new word, or nothing when the pool is full or closed.
+  std::optional<std::pair<std::uint32_t, std::uint64_t>> reserve_slot() noexcept {
+    std::size_t n = active_.load(std::memory_order_seq_cst);
+    do {
+      if (n >= capacity_) return std::nullopt;
+      // seq_cst: INV7, pairs with release_slot()'s decrement followed by its load of waiters_.
+    } while (!active_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+
+    for (;;) {
+      for (std::uint32_t i = 0; i < capacity_; ++i) {
+        std::atomic<std::uint64_t>& state = slots_[i].state;
+        std::uint64_t w = state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+        if ((w & word::closed) != 0) {
+          active_.fetch_sub(1, std::memory_order_relaxed);  // closed: nobody reserves any more
+          return std::nullopt;
+        }
+        if (word::phase(w) != word::free || (w & word::transit) != 0) continue;
+        const std::uint64_t mine = word::next_owner(w, word::busy);
+        // acquire: pairs with release_slot()'s release, so the slot's old connection is gone.
+        if (state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
+          return std::make_pair(i, mine);
+        }
+      }
+      // INV2 says a free slot exists; it is in transit. Its owner is finishing a release.
+      std::this_thread::yield();
+    }
+  }
+
+  result<Conn> call_factory(clock::time_point deadline) noexcept {
+    counters_.dials.fetch_add(1, std::memory_order_relaxed);
+    try {
+      result<Conn> made = config_.factory(deadline);
+      if (!made) counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+      return made;
+    } catch (...) {
+      counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+      return errc::factory_threw;
+    }
+  }
+
+  // Dials into slot i, which we own (busy or leased, no connection), for a caller.
+  result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline) noexcept {
+    const clock::time_point now = clock::now();
+    if (now >= caller_deadline) {
+      release_slot(i);
+      counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+      return errc::timeout;
+    }
+    result<Conn> made = call_factory(std::min(caller_deadline, dial_deadline(now)));
+    if (!made) {
+      release_slot(i);
+      return made.error();
+    }
+    slot_type& s = slots_[i];
+    s.conn.emplace(std::move(*made));
+    std::uint64_t w = owned;
+    const std::uint64_t leased = word::next_owner(owned, word::leased);
+    // release: nothing to publish to others yet, but close()'s flags may have arrived: the CAS
+    // tells. acquire on failure: see the flags' writer's effects before retiring.
+    if (!s.state.compare_exchange_strong(w, leased, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      s.conn.reset();
+      counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+      retire_after_close(i, w);
+      return errc::pool_closed;
+    }
+    after_dial();
+    return lend(i, leased);
+  }
+
+  clock::time_point dial_deadline(clock::time_point now) const noexcept {
+    const auto room = clock::time_point::max() - now;
+    return config_.dial_timeout >= room ? clock::time_point::max()
+                                        : now + std::chrono::duration_cast<clock::duration>(config_.dial_timeout);
+  }
+
+  // ---- returning slots ----------------------------------------------------------------------
+
+  // We own slot i (word `owned`, leased or busy) holding a connection: make it idle, or hand it to
+  // the oldest waiter. Returns pool_closed (connection closed) when the pool closed meanwhile.
+  std::error_code make_idle(std::uint32_t i, std::uint64_t owned) noexcept {
+    slot_type& s = slots_[i];
+    if (track_idle_) {
+      // relaxed: published by the release CAS below (or by a grant's publication).
+      s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    }
+    // Someone waits: give it this connection directly (FIFO, and nobody can barge in).
+    // relaxed: a shortcut only; INV6 is kept by the seq_cst pair below.
+    if (waiters_.load(std::memory_order_relaxed) != 0 && grant(i, owned, waiter::granted_connection)) return {};
+
+    std::uint64_t w = owned;
+    const std::uint64_t idle_transit = word::with_phase(owned, word::idle) | word::transit;
+    // seq_cst: INV6 (and release: publishes the connection and idle_since to the next owner).
+    if (!s.state.compare_exchange_strong(w, idle_transit, std::memory_order_seq_cst, std::memory_order_acquire)) {
+      if ((w & ~word::flag_mask) != owned) return errc::empty_lease;  // not ours: stale lease
+      s.conn.reset();
+      counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+      retire_after_close(i, w);
+      return errc::pool_closed;
+    }
+    if (waiters_.load(std::memory_order_seq_cst) != 0) {  // seq_cst: INV6
+      regrant_from_transit(i, idle_transit, waiter::granted_connection);
+      return {};
+    }
+    // release: clears transit; the connection was already published by the CAS. Our last access
+    // to the core (INV5).
+    s.state.store(word::with_phase(owned, word::idle), std::memory_order_release);
+    return {};
+  }
+
+  // We own slot i (leased or busy) and its connection is gone: free the slot, or let the oldest
+  // waiter dial into it.
+  void release_slot(std::uint32_t i) noexcept {
+    slot_type& s = slots_[i];
+    std::uint64_t w = s.state.load(std::memory_order_acquire);  // acquire: see close()'s flags' cause
+    // relaxed: a shortcut only; INV7 is kept by the seq_cst pair below.
+    if ((w & word::closed) == 0 && waiters_.load(std::memory_order_relaxed) != 0 &&
+        grant(i, w, waiter::granted_dial)) {
+      return;
+    }
+    for (;;) {
+      if ((w & word::closed) != 0) {
+        retire_after_close(i, w);
+        return;
+      }
+      // seq_cst (release part): the connection's destruction happens-before the next reserver.
+      if (s.state.compare_exchange_weak(w, word::with_phase(w, word::free) | word::transit, std::memory_order_seq_cst,
+                                        std::memory_order_acquire)) {
+        break;
+      }
+    }
+    const std::uint64_t free_transit = word::with_phase(w, word::free) | word::transit;
+    active_.fetch_sub(1, std::memory_order_seq_cst);  // INV2 (after the slot is free), INV7
+    if (min_ != 0 && active_.load(std::memory_order_relaxed) < min_) wake_maintainer();
+    if (waiters_.load(std::memory_order_seq_cst) != 0) {  // INV7
+      regrant_from_transit(i, free_transit, waiter::granted_dial);  // clears transit either way
+      return;
+    }
+    // release: clears transit; our last access to the core (INV5).
+    s.state.store(word::with_phase(w, word::free), std::memory_order_release);
+  }
+
+  // We own slot i and the pool is closed (word `w` carries the flags); its connection is gone.
+  // Frees the slot; drops the orphan reference if the handle is gone (INV9).
+  void retire_after_close(std::uint32_t i, std::uint64_t w) noexcept {
+    active_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: nobody reserves after close
+    std::atomic<std::uint64_t>& state = slots_[i].state;
+    // acq_rel: release our writes to whoever frees the core; acquire the orphan sweep's flag.
+    while (!state.compare_exchange_weak(w, word::with_phase(w, word::free) & ~word::transit,
+                                        std::memory_order_acq_rel, std::memory_order_acquire)) {
+    }
+    if ((w & word::orphan) != 0) release_ref();  // the last touch: the core may be gone after it
+  }
+
+  // close() found slot i idle (with the closed flag): take it, close it, free it.
+  void close_idle_after_close(std::uint32_t i, std::uint64_t w) noexcept {
+    slot_type& s = slots_[i];
+    const std::uint64_t mine = word::next_owner(w, word::busy);
+    // acquire: pairs with make_idle()'s release CAS; we are about to destroy the connection.
+    if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    s.conn.reset();
+    counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+    retire_after_close(i, mine);
+  }
+
+  // ---- waiters ------------------------------------------------------------------------------
+
+  // Hands slot i (owned, word `owned`) to the oldest waiter as `kind`. False when nobody waits or
+  // the pool closed meanwhile (then nothing changed).
+  bool grant(std::uint32_t i, std::uint64_t owned, std::uint32_t kind) noexcept {
+    waiter* w = nullptr;
+    std::uint64_t theirs = 0;
+    {
+      std::lock_guard lock(wait_mutex_);
+      w = queue_.pop_front();
+      if (w == nullptr) return false;
+      theirs = word::next_owner(owned, kind == waiter::granted_connection ? word::leased : word::busy);
+      std::uint64_t expect = owned;
+      // acq_rel: the waiter acquires the slot (and connection) through its node's publication;
+      // this CAS fails only if close() flagged the slot, and then close() will fail the waiter.
+      if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_acq_rel,
+                                                    std::memory_order_relaxed)) {
+        queue_.push_front(*w);
+        return false;
+      }
+      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+      w->slot = i;
+      w->generation = word::generation(theirs);
+    }
+    publish(*w, kind);  // INV8: after the unlock, only the node is touched
+    return true;
+  }
+
+  // We hold slot i in transit (word `transit_word`, idle or free) and saw a waiter: give the
+  // slot to the oldest one, or clear transit. True when a waiter got it.
+  bool regrant_from_transit(std::uint32_t i, std::uint64_t transit_word, std::uint32_t kind) noexcept {
+    slot_type& s = slots_[i];
+    waiter* w = nullptr;
+    {
+      std::lock_guard lock(wait_mutex_);
+      w = queue_.pop_front();
+      if (w != nullptr && kind == waiter::granted_dial && !reserve_count()) {
+        queue_.push_front(*w);  // a concurrent reserver took the room; it will take this slot
+        w = nullptr;
+      }
+      if (w != nullptr) {
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+        const std::uint64_t theirs =
+            word::next_owner(transit_word & ~word::transit, kind == waiter::granted_connection ? word::leased : word::busy);
+        // release: INV5 lets us store; the waiter acquires through the node's publication.
+        s.state.store(theirs, std::memory_order_release);
+        w->slot = i;
+        w->generation = word::generation(theirs);
+      }
+    }
+    if (w != nullptr) {
+      publish(*w, kind);
+      return true;
+    }
+    // release: clears transit (INV5): our last access to the core.
+    s.state.store(transit_word & ~word::transit, std::memory_order_release);
+    return false;
+  }
+
+  // Raises active_ by one if there is room (the slot itself is already ours).
+  bool reserve_count() noexcept {
+    std::size_t n = active_.load(std::memory_order_seq_cst);
+    do {
+      if (n >= capacity_) return false;
+    } while (!active_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+    return true;
+  }
+
+  static void publish(waiter& w, std::uint32_t outcome) noexcept {
+    // acq_rel: release the slot and grant fields to the waiter's acquire load; acquire so that we
+    // read whether it went to sleep.
+    if (w.state.exchange(outcome, std::memory_order_acq_rel) == waiter::sleeping) futex_wake(&w.state, 1);
+  }
+
+  struct wait_outcome {
+    std::uint32_t kind;  // a waiter::state_value past the pending ones, or `timed_out`
+    std::uint32_t slot;
+    std::uint64_t generation;
+  };
+  static constexpr std::uint32_t timed_out = 100;
+
+  result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode, const std::stop_token* stop) noexcept {
+    bool waited = false;
+    clock::time_point wait_start{};
+    auto finish_wait = [&] {
+      if (waited) {
+        counters_.gets_waited.fetch_add(1, std::memory_order_relaxed);
+        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - wait_start).count();
+        counters_.wait_ns.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(ns, 0)),
+                                    std::memory_order_relaxed);
+      }
+    };
+    for (;;) {
+      if (stop != nullptr && stop->stop_requested()) {
+        counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
+        finish_wait();
+        return errc::cancelled;
+      }
+      if (is_closed()) {
+        finish_wait();
+        return errc::pool_closed;
+      }
+      // Nobody waits: take any idle connection, else dial if there is room. With waiters, join
+      // the line behind them (FIFO).
+      if (waiters_.load(std::memory_order_seq_cst) == 0) {
+        if (lease_type taken = scan_idle()) {
+          finish_wait();
+          return taken;
+        }
+        if (mode == acquire_mode::try_idle) return errc::exhausted;
+        if (auto reserved = reserve_slot()) {
+          finish_wait();
+          return dial_for_caller(reserved->first, reserved->second, deadline);
+        }
+      } else if (mode == acquire_mode::try_idle) {
+        return errc::exhausted;
+      }
+      if (clock::now() >= deadline) {
+        counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+        finish_wait();
+        return errc::timeout;
+      }
+      if (!waited) {
+        waited = true;
+        wait_start = clock::now();
+      }
+
+      const wait_outcome got = wait_in_line(deadline, stop);
+      switch (got.kind) {
+        case waiter::granted_connection: {
+          const std::uint64_t owned = word::make(got.generation, word::leased);
+          if (lease_type taken = hand_out(got.slot, owned)) {
+            finish_wait();
+            return taken;
+          }
+          continue;  // it failed its check and was released; try again
+        }
+        case waiter::granted_dial:
+          finish_wait();
+          return dial_for_caller(got.slot, word::make(got.generation, word::busy), deadline);
+        case waiter::pool_closed:
+          finish_wait();
+          return errc::pool_closed;
+        case waiter::cancelled:
+          counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
+          finish_wait();
+          return errc::cancelled;
+        case timed_out:
+          counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+          finish_wait();
+          return errc::timeout;
+        default:  // retry: the line changed under us (e.g. a slot freed as we queued)
+          continue;
+      }
+    }
+  }
+
+  // Queues, re-checks (INV6, INV7), then spins briefly and sleeps until granted, closed,
+  // cancelled or the deadline.
+  wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop) noexcept {
+    waiter node;
+    {
+      std::lock_guard lock(wait_mutex_);
+      if (is_closed()) return {waiter::pool_closed, 0, 0};
+      queue_.push_back(node);
+      waiters_.fetch_add(1, std::memory_order_seq_cst);  // INV6, INV7, INV8
+    }
+
+    // A connection or slot freed just before our increment is found here.
+    if (auto reserved = reserve_slot()) {
+      if (leave_line(node)) return {waiter::granted_dial, reserved->first, word::generation(reserved->second)};
+      // A granter already took our node: we get its grant too; give the extra slot back.
+      release_slot(reserved->first);
+      return await_publication(node);
+    }
+    if (const taken_slot taken = scan_idle_raw(); taken.ok) {
+      if (leave_line(node)) return {waiter::granted_connection, taken.slot, taken.generation};
+      (void)make_idle(taken.slot, word::make(taken.generation, word::leased));  // to the next waiter
+      return await_publication(node);
+    }
+
+    // The stop callback may run on another thread at any time until it is destroyed (its
+    // destructor waits for a running invocation), so it is declared after `node`.
+    std::optional<std::stop_callback<canceller>> on_stop;
+    if (stop != nullptr && stop->stop_possible()) on_stop.emplace(*stop, canceller{this, &node});
+
+    // Spin briefly: a hand-off within a few microseconds costs no system call on either side.
+    for (int spin = 0; spin < spin_limit; ++spin) {
+      const std::uint32_t s = node.state.load(std::memory_order_acquire);  // acquire: the grant
+      if (!waiter::is_pending(s)) return outcome_of(node, s);
+      cpu_relax();
+    }
+    std::uint32_t expected = waiter::waiting;
+    // acq_rel: announce that a granter must wake us; acquire a grant that beat us to it.
+    if (node.state.compare_exchange_strong(expected, waiter::sleeping, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+      while (node.state.load(std::memory_order_acquire) == waiter::sleeping) {
+        if (futex_wait(node.state, waiter::sleeping, deadline) == wait_status::timed_out) break;
+      }
+    }
+    const std::uint32_t s = node.state.load(std::memory_order_acquire);
+    if (!waiter::is_pending(s)) return outcome_of(node, s);
+    // The deadline passed. Leave the line, unless a granter already took us off it.
+    if (leave_line(node)) return {timed_out, 0, 0};
+    return await_publication(node);
+  }
+
+  static constexpr int spin_limit = 128;
+
+  struct canceller {
+    pool_core* core;
+    waiter* node;
+    void operator()() const noexcept { core->cancel(*node); }
+  };
+
+  struct taken_slot {
+    std::uint32_t slot = 0;
+    std::uint64_t generation = 0;
+    bool ok = false;
+  };
+  // A scan_idle() that takes the slot without validating it: the waiter may still hand it back.
+  taken_slot scan_idle_raw() noexcept {
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      slot_type& s = slots_[i];
+      std::uint64_t w = s.state.load(std::memory_order_seq_cst);  // seq_cst: INV6
+      while (word::phase(w) == word::idle && (w & word::transit) != 0) {
+        std::this_thread::yield();
+        w = s.state.load(std::memory_order_seq_cst);
+      }
+      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      const std::uint64_t mine = word::next_owner(w, word::leased);
+      // acquire: pairs with make_idle()'s release CAS.
+      if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
+        return {i, word::generation(mine), true};
+      }
+    }
+    return {};
+  }
+
+  // Takes our node off the line if it is still queued. False if a granter or close() took it
+  // first: then a publication is on its way (INV8).
+  bool leave_line(waiter& node) noexcept {
+    std::lock_guard lock(wait_mutex_);
+    if (!node.queued) return false;
+    queue_.unlink(node);
+    waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+    return true;
+  }
+
+  // Runs on whichever thread requests the stop.
+  void cancel(waiter& node) noexcept {
+    {
+      std::lock_guard lock(wait_mutex_);
+      if (!node.queued) return;  // already granted or closed: that outcome wins
+      queue_.unlink(node);
+      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+    }
+    publish(node, waiter::cancelled);
+  }
+
+  // Our node was taken off the line by a granter or close(): its publication is imminent.
+  wait_outcome await_publication(waiter& node) noexcept {
+    for (;;) {
+      std::uint32_t s = node.state.load(std::memory_order_acquire);  // acquire: the grant
+      if (!waiter::is_pending(s)) return outcome_of(node, s);
+      if (s == waiter::waiting) {
+        // acq_rel/acquire as in wait_in_line: ask to be woken, or see the grant.
+        node.state.compare_exchange_strong(s, waiter::sleeping, std::memory_order_acq_rel, std::memory_order_acquire);
+        continue;
+      }
+      futex_wait(node.state, waiter::sleeping, clock::time_point::max());
+    }
+  }
+
+  static wait_outcome outcome_of(const waiter& node, std::uint32_t s) noexcept {
+    return {s, node.slot, node.generation};
+  }
+
+  // ---- background maintenance (standard pool) ---------------------------------------------
+
+  void wake_maintainer() noexcept {
+    if (lean_) return;
+    {
+      std::lock_guard lock(maintainer_mutex_);
+      maintainer_wake_ = true;
+    }
+    maintainer_cv_.notify_one();
+  }
+
+  void stop_maintainer() noexcept {
+    {
+      std::lock_guard lock(maintainer_mutex_);
+      maintainer_stop_ = true;
+    }
+    maintainer_cv_.notify_one();
+  }
+
+  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick. The
+  // tick is refreshed here too, so that a put right after this dial does not stamp a stale one.
+  void after_dial() noexcept {
+    // relaxed: a hint; at worst the maintainer wakes at its next timeout.
+    if (track_idle_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) {
+      advance_tick(clock::now());
+      wake_maintainer();
+    }
+  }
+
+  // The tick only moves forward, whoever advances it.
+  void advance_tick(clock::time_point now) noexcept {
+    const std::uint64_t t = ticks_at(now);
+    std::uint64_t seen = tick_.load(std::memory_order_relaxed);
+    // relaxed: a coarse timestamp; nothing else is published through it.
+    while (seen < t && !tick_.compare_exchange_weak(seen, t, std::memory_order_relaxed)) {
+    }
+  }
+
+  // Ticks between a stamp and now, zero if the stamp is newer (it was read from the same tick).
+  static std::uint64_t ticks_since(std::uint64_t now, std::uint64_t stamp) noexcept {
+    return now > stamp ? now - stamp : 0;
+  }
+
+  void maintain() noexcept {
+    std::chrono::milliseconds backoff{0};
+    std::unique_lock lock(maintainer_mutex_);
+    while (!maintainer_stop_) {
+      maintainer_wake_ = false;
+      lock.unlock();
+
+      advance_tick(clock::now());
+      if (track_idle_) reap_idle();
+      const bool dial_failed = !fill_to_min();
+      backoff = dial_failed ? std::clamp(backoff * 2, min_backoff, max_backoff) : std::chrono::milliseconds(0);
+
+      lock.lock();
+      if (maintainer_stop_) break;
+      const auto wake = [this] { return maintainer_stop_ || maintainer_wake_; };
+      if (backoff.count() != 0) {
+        maintainer_cv_.wait_for(lock, backoff, wake);
+      } else if (track_idle_ && active_.load(std::memory_order_relaxed) != 0) {
+        maintainer_cv_.wait_for(lock, tick_period_, wake);
+      } else if (active_.load(std::memory_order_relaxed) < min_ && !is_closed()) {
+        continue;
+      } else {
+        // Nothing is due until a dial or a close: sleep without polling.
+        maintainer_sleeps_indefinitely_.store(true, std::memory_order_relaxed);
+        maintainer_cv_.wait(lock, wake);
+        maintainer_sleeps_indefinitely_.store(false, std::memory_order_relaxed);
+      }
+    }
+  }
+
+  static constexpr std::chrono::milliseconds min_backoff{10};
+  static constexpr std::chrono::milliseconds max_backoff{1000};
+
+  // Closes connections idle longer than max_idle_time while more than min_size are open.
+  void reap_idle() noexcept {
+    const std::uint64_t now = tick_.load(std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      if (active_.load(std::memory_order_relaxed) <= min_) return;
+      slot_type& s = slots_[i];
+      std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      // The stamp may be stale if the slot changes hands now; the CAS below then fails (INV3).
+      if (ticks_since(now, s.idle_since.load(std::memory_order_relaxed)) < max_idle_ticks_) continue;
+      const std::uint64_t mine = word::next_owner(w, word::busy);
+      // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
+      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) continue;
+      s.conn.reset();
+      counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+      release_slot(i);
+    }
+  }
+
+  // Dials until min_size connections are open. False if a dial failed (the caller backs off).
+  bool fill_to_min() noexcept {
+    while (!is_closed() && active_.load(std::memory_order_relaxed) < min_) {
+      auto reserved = reserve_slot();
+      if (!reserved) return true;  // full or closed
+      const auto [i, owned] = *reserved;
+      result<Conn> made = call_factory(dial_deadline(clock::now()));
+      if (!made) {
+        release_slot(i);
+        return false;
+      }
+      slots_[i].conn.emplace(std::move(*made));
+      (void)make_idle(i, owned);  // to a waiter, or idle; closes it if the pool closed
+    }
+    return true;
+  }
+
+  // lean_pool: dial min_size connections once, at creation. A failure is not fatal.
+  void warm_up_now() noexcept {
+    for (std::size_t n = 0; n < min_; ++n) {
+      auto reserved = reserve_slot();
+      if (!reserved) return;
+      result<Conn> made = call_factory(dial_deadline(clock::now()));
+      if (!made) {
+        release_slot(reserved->first);
+        return;
+      }
+      slots_[reserved->first].conn.emplace(std::move(*made));
+      (void)make_idle(reserved->first, reserved->second);
+    }
+  }
+
+  // ---- data ---------------------------------------------------------------------------------
+  // Read on every get/put, written never or rarely: one line, shared read-only by all cores.
+  alignas(cache_line) const std::uint64_t id_;
+  const std::uint32_t capacity_;
+  const std::size_t min_;
+  const bool lean_;
+  const bool track_idle_;
+  const std::uint64_t max_idle_ticks_;
+  const std::chrono::nanoseconds tick_period_;
+  pool_config<Conn> config_;
+  const clock::time_point epoch_;
+  const std::unique_ptr<slot_type[]> slots_;
+
+  // Read on every get and put; written only when callers start or stop waiting.
+  alignas(cache_line) std::atomic<std::uint32_t> waiters_{0};
+  // Read on every put and checked get (standard pool); written by the maintainer each tick.
+  alignas(cache_line) std::atomic<std::uint64_t> tick_{0};
+  // Written on dials and closes only (INV2).
+  alignas(cache_line) std::atomic<std::size_t> active_{0};
+  std::atomic<bool> closed_{false};
+  std::atomic<std::uint32_t> refs_{1};  // INV9
+
+  slow_counters counters_;
+
+  alignas(cache_line) std::mutex wait_mutex_;
+  waiter_queue queue_;  // guarded by wait_mutex_
+
+  std::mutex maintainer_mutex_;
+  std::condition_variable maintainer_cv_;
+  bool maintainer_stop_ = false;  // guarded by maintainer_mutex_
+  bool maintainer_wake_ = false;  // guarded by maintainer_mutex_
+  std::atomic<bool> maintainer_sleeps_indefinitely_{false};
+  std::thread maintainer_;
+};
+
+}  // namespace netpool::detail

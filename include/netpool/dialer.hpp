@@ -1,0 +1,92 @@
+// netpool/dialer.hpp — built-in connection factories: TCP (IPv4, IPv6, names) and Unix sockets.
+//
+//   netpool::pool_config<netpool::socket> cfg;
+//   cfg.factory = netpool::tcp_dialer("127.0.0.1", 6379);          // TCP_NODELAY, CLOEXEC
+//   cfg.factory = netpool::unix_dialer("/run/redis/redis.sock");   // or a Unix-domain socket
+//
+//   // A dialer is a callable: deadline in, socket or error out.
+//   netpool::result<netpool::socket> s =
+//       netpool::tcp_dialer("::1", 8080)(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+//
+// Thread safety: a dialer is immutable after construction; concurrent calls are safe.
+// Blocking: a call blocks until connected, refused, or the deadline passes (then errc::timeout).
+// Errors: dial_category() codes with the errno of the last address tried (ECONNREFUSED, ...),
+// make_resolve_error() codes for resolver failures, errc::timeout when the deadline passes.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "netpool/result.hpp"
+#include "netpool/socket.hpp"
+
+namespace netpool {
+
+// One address to try: what getaddrinfo returns, as a value.
+struct endpoint {
+  sockaddr_storage address{};
+  socklen_t length = 0;
+};
+
+// Resolves (host, port) to the endpoints to try, in order. Return an error (e.g.
+// make_resolve_error(EAI_NONAME)) or fill `out`. Injectable so that tests never send DNS queries.
+using resolver =
+    std::function<std::error_code(std::string_view host, std::uint16_t port, std::vector<endpoint>& out)>;
+
+// The default resolver: getaddrinfo(AF_UNSPEC, SOCK_STREAM, AI_NUMERICSERV; AI_ADDRCONFIG not set),
+// appending to `out`. Numeric IPv4 and IPv6 literals ("127.0.0.1", "::1", or bracketed "[::1]") are
+// parsed without any query; names go through NSS (/etc/hosts, then DNS). Blocks for as long as
+// getaddrinfo does: the dial deadline does not bound it. Errors: make_resolve_error(EAI_*), or
+// make_dial_error(errno) when getaddrinfo reports EAI_SYSTEM.
+std::error_code system_resolver(std::string_view host, std::uint16_t port, std::vector<endpoint>& out);
+
+struct tcp_options {
+  bool no_delay = true;                // TCP_NODELAY: pooled request/response traffic wants it
+  bool keep_alive = false;             // SO_KEEPALIVE with the kernel's default timers
+  resolver resolve = system_resolver;  // replace to inject name resolution (tests, service discovery);
+                                       // left empty, system_resolver is used
+};
+
+class tcp_dialer {
+ public:
+  tcp_dialer(std::string host, std::uint16_t port, tcp_options options = {});
+
+  // Tries each resolved address in turn until one connects; non-blocking connect bounded by
+  // `deadline`. The returned socket is blocking, CLOEXEC, with the requested options. Errors: the
+  // resolver's error; errc::timeout if the deadline has passed before the call (nothing is
+  // resolved) or passes while connecting; otherwise the last address's failure (ECONNREFUSED, ...).
+  result<socket> operator()(std::chrono::steady_clock::time_point deadline) const;
+
+  [[nodiscard]] const std::string& host() const noexcept { return host_; }
+  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+
+ private:
+  std::string host_;
+  std::uint16_t port_;
+  tcp_options options_;
+};
+
+class unix_dialer {
+ public:
+  explicit unix_dialer(std::string path);
+
+  // Connects to the Unix-domain stream socket at `path` (CLOEXEC, blocking once connected). Waits
+  // while the listener's accept queue is full, until `deadline` (then errc::timeout). Errors:
+  // ENAMETOOLONG if `path` does not fit in sockaddr_un, ENOENT for a missing (or empty) path,
+  // ECONNREFUSED when nothing listens there, as dial_category() codes.
+  result<socket> operator()(std::chrono::steady_clock::time_point deadline) const;
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace netpool

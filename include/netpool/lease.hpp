@@ -1,0 +1,95 @@
+// netpool/lease.hpp — a borrowed connection that goes back to its pool by itself.
+//
+//   if (auto conn = pool.get_for(std::chrono::seconds(1))) {
+//     netpool::lease<netpool::socket>& lease = *conn;
+//     if (auto ec = lease->send_all("PING\r\n")) {
+//       lease.discard();            // broken: close it and free its slot (put_with_error)
+//     }
+//     // ... read the reply ...
+//   }                               // ~lease(): the connection goes back to the pool (put)
+//
+// Thread safety: a lease is used by one thread at a time; it may be moved to and returned from any
+// thread.
+// Lifetime: a lease may outlive its pool: returning it then closes the connection; the pool's
+// internals stay alive until the last lease comes back. A moved-from or returned lease is empty;
+// dereferencing an empty lease is a precondition violation (asserted in debug builds).
+// Errors: release()/discard() of an empty lease return errc::empty_lease and do nothing else.
+#pragma once
+
+#include <cassert>
+#include <cstdint>
+#include <system_error>
+#include <utility>
+
+#include "netpool/error.hpp"
+
+namespace netpool {
+
+namespace detail {
+template <class Conn>
+class pool_core;
+}  // namespace detail
+
+template <class Conn>
+class lease {
+ public:
+  lease() noexcept = default;
+  lease(lease&& other) noexcept
+      : core_(std::exchange(other.core_, nullptr)),
+        conn_(std::exchange(other.conn_, nullptr)),
+        slot_(other.slot_),
+        generation_(other.generation_) {}
+  lease& operator=(lease&& other) noexcept {
+    if (this != &other) {
+      (void)release();  // return what we held before taking the other one
+      core_ = std::exchange(other.core_, nullptr);
+      conn_ = std::exchange(other.conn_, nullptr);
+      slot_ = other.slot_;
+      generation_ = other.generation_;
+    }
+    return *this;
+  }
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  ~lease() { (void)release(); }
+
+  [[nodiscard]] Conn& get() const noexcept {
+    assert(conn_ != nullptr && "netpool: use of an empty (moved-from or returned) lease");
+    return *conn_;
+  }
+  Conn& operator*() const noexcept { return get(); }
+  Conn* operator->() const noexcept { return &get(); }
+  explicit operator bool() const noexcept { return core_ != nullptr; }
+  [[nodiscard]] bool empty() const noexcept { return core_ == nullptr; }
+
+  // Returns the connection to the pool for reuse (pool::put). The lease becomes empty.
+  std::error_code release() noexcept {
+    if (core_ == nullptr) return errc::empty_lease;
+    conn_ = nullptr;
+    return std::exchange(core_, nullptr)->give_back(slot_, generation_, /*broken=*/false);
+  }
+
+  // Closes the connection and frees its slot so that a waiter can dial (pool::put_with_error).
+  std::error_code discard() noexcept {
+    if (core_ == nullptr) return errc::empty_lease;
+    conn_ = nullptr;
+    return std::exchange(core_, nullptr)->give_back(slot_, generation_, /*broken=*/true);
+  }
+
+  // True when this lease came from the pool whose core is `core` (used to reject wrong-pool puts).
+  [[nodiscard]] bool belongs_to(const detail::pool_core<Conn>* core) const noexcept { return core_ == core; }
+
+ private:
+  friend class detail::pool_core<Conn>;
+  lease(detail::pool_core<Conn>* core, Conn* conn, std::uint32_t slot, std::uint64_t generation) noexcept
+      : core_(core), conn_(conn), slot_(slot), generation_(generation) {}
+
+  detail::pool_core<Conn>* core_ = nullptr;
+  Conn* conn_ = nullptr;
+  std::uint32_t slot_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+}  // namespace netpool
+
+#include "netpool/detail/pool_core.hpp"  // lease's member bodies call into the core

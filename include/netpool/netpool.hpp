@@ -1,0 +1,26 @@
+// netpool/netpool.hpp — everything netpool offers, in one include.
+//
+//   #include <netpool/netpool.hpp>
+//
+//   netpool::pool_config<netpool::socket> cfg;
+//   cfg.factory = netpool::tcp_dialer("127.0.0.1", 6379);
+//   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+//   if (auto conn = pool.get_for(std::chrono::seconds(1))) {
+//     (*conn)->send_all("PING\r\n");
+//   }  // returned to the pool here
+//
+// The pieces, one concept per header:
+//   error.hpp   errc, condition and categories      result.hpp  result<T>
+//   socket.hpp  socket (the default connection)     dialer.hpp  tcp_dialer, unix_dialer
+//   config.hpp  pool_config, validate()             stats.hpp   pool_stats
+//   lease.hpp   lease<Conn> (RAII borrow)            pool.hpp    pool, lean_pool
+#pragma once
+
+#include "netpool/config.hpp"
+#include "netpool/dialer.hpp"
+#include "netpool/error.hpp"
+#include "netpool/lease.hpp"
+#include "netpool/pool.hpp"
+#include "netpool/result.hpp"
+#include "netpool/socket.hpp"
+#include "netpool/stats.hpp"

@@ -1,0 +1,201 @@
+// netpool/pool.hpp — the connection pools: pool (standard) and lean_pool (basic).
+//
+//   netpool::pool_config<netpool::socket> cfg;
+//   cfg.factory = netpool::tcp_dialer("127.0.0.1", 6379);
+//   cfg.max_size = 16;
+//   cfg.max_idle_time = std::chrono::minutes(1);
+//   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg));
+//   if (!pool) return pool.error();                        // errc::invalid_config
+//
+//   auto conn = pool->get_for(std::chrono::milliseconds(100));  // blocks while all are busy
+//   if (!conn) return conn.error();                        // timeout, dial error, pool_closed...
+//   if ((*conn)->send_all("PING\r\n")) conn->discard();    // broken: close it, free the slot
+//   // ~lease() puts it back; pool->stats() shows active / idle / in_use / waiters
+//
+// pool:      max/min size, dial timeout, max idle time, health check, a background maintainer
+//            thread that keeps min_size open and closes stale idle connections.
+// lean_pool: the same API without idle tracking, health check or thread — the shortest path.
+//
+// Thread safety: every member function may be called concurrently from any thread, except that
+// the destructor and move assignment must not race with other calls on the same handle.
+// Blocking: get(), get_for(), get_until() block while every connection is in use and the pool is
+// full, and while dialing (bounded by dial_timeout). try_get() never blocks and never dials. put,
+// put_with_error, stats, len and close never block on the network (close() does not wait for
+// leased connections; it fails waiters at once).
+// Errors: see error.hpp. pool_closed after close(); timeout when the deadline passes (waiting or
+// dialing); cancelled when the stop_token fires; the factory's own error when a dial fails.
+// Lifetime: leases may outlive the pool; returning one then closes its connection.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <stop_token>
+#include <system_error>
+#include <utility>
+
+#include "netpool/config.hpp"
+#include "netpool/detail/pool_core.hpp"
+#include "netpool/error.hpp"
+#include "netpool/lease.hpp"
+#include "netpool/result.hpp"
+#include "netpool/socket.hpp"
+#include "netpool/stats.hpp"
+
+namespace netpool {
+
+namespace detail {
+
+// The API both pools share. Not used directly: see pool and lean_pool below.
+template <class Conn, pool_kind Kind>
+class pool_handle {
+ public:
+  using connection_type = Conn;
+  using lease_type = lease<Conn>;
+  using clock = std::chrono::steady_clock;
+
+  pool_handle(pool_handle&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  pool_handle& operator=(pool_handle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      core_ = std::exchange(other.core_, nullptr);
+    }
+    return *this;
+  }
+  pool_handle(const pool_handle&) = delete;
+  pool_handle& operator=(const pool_handle&) = delete;
+  // Closes the pool (see close()). Leases still out stay valid; returning them closes them.
+  ~pool_handle() { reset(); }
+
+  // Blocks until a connection is available (idle, or room to dial one).
+  [[nodiscard]] result<lease_type> get() noexcept { return acquire(clock::time_point::max(), nullptr); }
+  // As get(), but returns errc::cancelled promptly once `stop` is requested.
+  [[nodiscard]] result<lease_type> get(std::stop_token stop) noexcept { return acquire(clock::time_point::max(), &stop); }
+  // As get(), but gives up with errc::timeout after `timeout`.
+  template <class Rep, class Period>
+  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout) noexcept {
+    return acquire(deadline_after(timeout), nullptr);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop) noexcept {
+    return acquire(deadline_after(timeout), &stop);
+  }
+  // As get(), but gives up with errc::timeout at `deadline`.
+  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline) noexcept { return acquire(deadline, nullptr); }
+  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline, std::stop_token stop) noexcept {
+    return acquire(deadline, &stop);
+  }
+  // An idle connection now, or errc::exhausted. Never blocks and never dials (dialing blocks).
+  [[nodiscard]] result<lease_type> try_get() noexcept {
+    if (core_ == nullptr) return errc::pool_closed;
+    return core_->acquire(clock::time_point::min(), pool_core<Conn>::acquire_mode::try_idle, nullptr);
+  }
+
+  // Returns a connection for reuse. Errors (nothing is lost in either case):
+  //   empty_lease — the lease is empty (moved-from or already returned);
+  //   wrong_pool  — it belongs to another pool; it stays in `l`, untouched;
+  //   pool_closed — the pool was closed; the connection was closed.
+  std::error_code put(lease_type&& l) noexcept {
+    if (std::error_code ec = check_ownership(l)) return ec;
+    return l.release();
+  }
+  // Closes the connection and frees its slot so that a waiter can dial (after an I/O error).
+  std::error_code put_with_error(lease_type&& l) noexcept {
+    if (std::error_code ec = check_ownership(l)) return ec;
+    return l.discard();
+  }
+
+  [[nodiscard]] pool_stats stats() const noexcept { return core_ != nullptr ? core_->stats() : pool_stats{}; }
+  // Idle connections (the original's Len()).
+  [[nodiscard]] std::size_t len() const noexcept { return core_ != nullptr ? core_->idle_count() : 0; }
+
+  // Idempotent: wakes every waiter with errc::pool_closed, closes idle connections; connections
+  // returned later are closed; get() returns pool_closed from now on.
+  void close() noexcept {
+    if (core_ != nullptr) core_->close();
+  }
+  [[nodiscard]] bool closed() const noexcept { return core_ == nullptr || core_->is_closed(); }
+
+ protected:
+  explicit pool_handle(pool_core<Conn>* core) noexcept : core_(core) {}
+
+  static result<pool_core<Conn>*> make_core(pool_config<Conn> config) {
+    return pool_core<Conn>::create(std::move(config), Kind);
+  }
+
+ private:
+  result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop) noexcept {
+    if (core_ == nullptr) return errc::pool_closed;
+    return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop);
+  }
+
+  template <class Rep, class Period>
+  static clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    const clock::time_point now = clock::now();
+    if (timeout <= timeout.zero()) return now;
+    if (timeout >= clock::time_point::max() - now) return clock::time_point::max();  // no overflow
+    return now + std::chrono::duration_cast<clock::duration>(timeout);
+  }
+
+  std::error_code check_ownership(const lease_type& l) const noexcept {
+    if (l.empty()) return errc::empty_lease;
+    if (core_ == nullptr || !l.belongs_to(core_)) return errc::wrong_pool;
+    return {};
+  }
+
+  void reset() noexcept {
+    if (core_ != nullptr) std::exchange(core_, nullptr)->destroy_handle();
+  }
+
+  pool_core<Conn>* core_ = nullptr;
+};
+
+}  // namespace detail
+
+// The standard pool (the original's New): max/min size, dial timeout, max idle time, health check,
+// and a background maintainer thread.
+template <class Conn = socket>
+class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
+  using base = detail::pool_handle<Conn, detail::pool_kind::standard>;
+
+ public:
+  // Validates `config` (errc::invalid_config; validate() says why), starts the maintainer, and
+  // begins dialing min_size connections in the background. Never fails because a dial failed.
+  [[nodiscard]] static result<pool> create(pool_config<Conn> config) {
+    auto core = base::make_core(std::move(config));
+    if (!core) return core.error();
+    return pool(*core);
+  }
+
+ private:
+  explicit pool(detail::pool_core<Conn>* core) noexcept : base(core) {}
+};
+
+// The basic pool (the original's NewBasic): no idle tracking, no health check, no thread. min_size
+// connections are dialed once, at creation (a failed dial does not fail creation); they are not
+// replenished. Rejects max_idle_time and health_check with errc::invalid_config.
+template <class Conn = socket>
+class lean_pool : public detail::pool_handle<Conn, detail::pool_kind::lean> {
+  using base = detail::pool_handle<Conn, detail::pool_kind::lean>;
+
+ public:
+  [[nodiscard]] static result<lean_pool> create(pool_config<Conn> config) {
+    auto core = base::make_core(std::move(config));
+    if (!core) return core.error();
+    return lean_pool(*core);
+  }
+
+ private:
+  explicit lean_pool(detail::pool_core<Conn>* core) noexcept : base(core) {}
+};
+
+// Why create() would reject `config` for pool / lean_pool (config_problem::none if it would not).
+template <class Conn>
+[[nodiscard]] config_problem validate_for_pool(const pool_config<Conn>& config) noexcept {
+  return detail::pool_core<Conn>::check(config, detail::pool_kind::standard);
+}
+template <class Conn>
+[[nodiscard]] config_problem validate_for_lean_pool(const pool_config<Conn>& config) noexcept {
+  return detail::pool_core<Conn>::check(config, detail::pool_kind::lean);
+}
+
+}  // namespace netpool

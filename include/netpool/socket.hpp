@@ -1,0 +1,71 @@
+// netpool/socket.hpp — the default pooled connection: a move-only owning socket descriptor.
+//
+//   netpool::tcp_dialer dial("127.0.0.1", 6379);
+//   auto s = dial(std::chrono::steady_clock::now() + std::chrono::seconds(1));
+//   if (!s) return s.error();
+//   if (auto sent = s->send_all("PING\r\n"); sent) { ... }  // never raises SIGPIPE
+//   char buf[64];
+//   auto n = s->recv(buf, sizeof buf);                     // result<std::size_t>; 0 = peer closed
+//   // ~socket() closes the descriptor exactly once
+//
+// Thread safety: one thread at a time per socket (as with any descriptor).
+// Lifetime: the socket owns its descriptor; moving transfers ownership and leaves the source empty.
+// Errors: send/recv/close report errno as std::system_category() codes (compare them with std::errc:
+// `ec == std::errc::broken_pipe`). Blocking: send/recv block as the descriptor does (the built-in
+// dialers hand out blocking sockets); probe() never blocks.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+#include <system_error>
+
+#include "netpool/result.hpp"
+
+namespace netpool {
+
+// What a non-blocking peek says about a connection that sat idle (see socket::probe()).
+enum class liveness {
+  alive,        // no data pending and no EOF: safe to hand out
+  unread_data,  // bytes are waiting that the previous borrower never read: handing it out would
+                // desynchronise the protocol
+  peer_closed,  // the peer sent FIN
+  error,        // the socket reported an error (reset, ...)
+};
+
+class socket {
+ public:
+  socket() noexcept = default;
+  explicit socket(int fd) noexcept : fd_(fd) {}
+  socket(socket&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  socket& operator=(socket&& other) noexcept;
+  socket(const socket&) = delete;
+  socket& operator=(const socket&) = delete;
+  ~socket() { close(); }
+
+  [[nodiscard]] int native_handle() const noexcept { return fd_; }
+  [[nodiscard]] bool is_open() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return is_open(); }
+
+  // Closes the descriptor if open; later calls do nothing. Returns close()'s error, if any (the
+  // descriptor is released either way).
+  std::error_code close() noexcept;
+  // Gives up ownership without closing; the socket becomes empty.
+  [[nodiscard]] int release() noexcept;
+
+  // send(2) with MSG_NOSIGNAL, retried on EINTR: writing to a peer that has gone returns EPIPE (or
+  // ECONNRESET), never SIGPIPE. May send less than `size`.
+  result<std::size_t> send(const void* data, std::size_t size) noexcept;
+  // Sends everything (looping over partial writes and EINTR).
+  std::error_code send_all(std::string_view data) noexcept;
+  // recv(2), retried on EINTR; 0 means the peer closed (or size was 0).
+  result<std::size_t> recv(void* data, std::size_t size) noexcept;
+
+  // A non-blocking recv(MSG_PEEK | MSG_DONTWAIT) of one byte: no round trip, no data consumed.
+  // An empty socket reports liveness::error.
+  [[nodiscard]] liveness probe() const noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace netpool
