@@ -21,6 +21,7 @@
 #include <system_error>
 #include <utility>
 
+#include "netpool/detail/put_status.hpp"
 #include "netpool/error.hpp"
 
 namespace netpool {
@@ -41,7 +42,7 @@ class lease {
         generation_(other.generation_) {}
   lease& operator=(lease&& other) noexcept {
     if (this != &other) {
-      (void)release();  // return what we held before taking the other one
+      if (core_ != nullptr) (void)core_->put_back(slot_, generation_);  // return what we held
       core_ = std::exchange(other.core_, nullptr);
       conn_ = std::exchange(other.conn_, nullptr);
       slot_ = other.slot_;
@@ -51,7 +52,9 @@ class lease {
   }
   lease(const lease&) = delete;
   lease& operator=(const lease&) = delete;
-  ~lease() { (void)release(); }
+  ~lease() {
+    if (core_ != nullptr) (void)core_->put_back(slot_, generation_);
+  }
 
   [[nodiscard]] Conn& get() const noexcept {
     assert(conn_ != nullptr && "netpool: use of an empty (moved-from or returned) lease");
@@ -66,14 +69,14 @@ class lease {
   std::error_code release() noexcept {
     if (core_ == nullptr) return errc::empty_lease;
     conn_ = nullptr;
-    return std::exchange(core_, nullptr)->give_back(slot_, generation_, /*broken=*/false);
+    return detail::to_error_code(std::exchange(core_, nullptr)->put_back(slot_, generation_));
   }
 
   // Closes the connection and frees its slot so that a waiter can dial (pool::put_with_error).
   std::error_code discard() noexcept {
     if (core_ == nullptr) return errc::empty_lease;
     conn_ = nullptr;
-    return std::exchange(core_, nullptr)->give_back(slot_, generation_, /*broken=*/true);
+    return detail::to_error_code(std::exchange(core_, nullptr)->discard(slot_, generation_));
   }
 
   // True when this lease came from the pool whose core is `core` (used to reject wrong-pool puts).

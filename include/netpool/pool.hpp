@@ -123,7 +123,7 @@ class pool_handle {
   }
 
  private:
-  result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop) noexcept {
+  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
     return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop);
   }

@@ -59,6 +59,7 @@
 
 #include "netpool/config.hpp"
 #include "netpool/detail/futex.hpp"
+#include "netpool/detail/put_status.hpp"
 #include "netpool/detail/waiter_queue.hpp"
 #include "netpool/error.hpp"
 #include "netpool/lease.hpp"
@@ -81,6 +82,7 @@ inline constexpr std::uint64_t closed = 1u << 3;   // INV4: the pool was closed
 inline constexpr std::uint64_t orphan = 1u << 4;   // INV9: the pool handle was destroyed
 inline constexpr std::uint64_t flag_mask = transit | closed | orphan;
 inline constexpr unsigned generation_shift = 5;
+inline constexpr std::uint64_t generation_mask = ~std::uint64_t{0} << generation_shift;
 inline constexpr std::uint64_t one_generation = std::uint64_t{1} << generation_shift;
 
 constexpr std::uint64_t phase(std::uint64_t w) noexcept { return w & phase_mask; }
@@ -108,6 +110,7 @@ inline thread_local thread_hint thread_hints[hint_ways]{};
 std::uint64_t next_pool_id() noexcept;
 
 enum class pool_kind { standard, lean };
+
 
 template <class Conn>
 class pool_core {
@@ -163,13 +166,25 @@ class pool_core {
 
   // ---- get ---------------------------------------------------------------------------------
 
-  result<lease_type> acquire(clock::time_point deadline, acquire_mode mode, const std::stop_token* stop) noexcept {
+  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, acquire_mode mode,
+                                                   const std::stop_token* stop) noexcept {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     if (waiters_.load(std::memory_order_relaxed) == 0) {
       const thread_hint& hint = thread_hints[id_ % hint_ways];
       if (hint.pool_id == id_) {
-        if (lease_type taken = try_take_idle(hint.slot)) return taken;
+        const std::uint32_t i = hint.slot;
+        slot_type& s = slots_[i];
+        std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+        // acquire on success: pairs with the release CAS in make_idle() that published the
+        // connection. The test excludes every flag: a slot in transit or closed is not ours.
+        if ((w & ~word::generation_mask) == word::idle &&
+            s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
+                                            std::memory_order_relaxed)) [[likely]] {
+          const std::uint64_t owned = word::next_owner(w, word::leased);
+          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]] return lend(i, owned);
+          if (lease_type taken = hand_out(i, owned)) return taken;
+        }
       }
     }
     return acquire_slow(deadline, mode, stop);
@@ -177,22 +192,44 @@ class pool_core {
 
   // ---- put ---------------------------------------------------------------------------------
 
-  // Called by lease::release() (broken == false) and lease::discard() (broken == true).
-  std::error_code give_back(std::uint32_t i, std::uint64_t generation, bool broken) noexcept {
-    const std::uint64_t owned = word::make(generation, word::leased);
-    if (!broken) {
-      thread_hint& hint = thread_hints[id_ % hint_ways];
-      hint.pool_id = id_;
-      hint.slot = i;
-      return make_idle(i, owned);
+  // Called by lease::release() and ~lease(): puts the connection back, LIFO for this thread.
+  [[gnu::always_inline]] put_status put_back(std::uint32_t i, std::uint64_t generation) noexcept {
+    thread_hint& hint = thread_hints[id_ % hint_ways];
+    hint.pool_id = id_;
+    hint.slot = i;
+    slot_type& s = slots_[i];
+    if (track_idle_) {
+      // relaxed: published by the release CAS below (or by a grant's publication).
+      s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
+    const std::uint64_t owned = word::make(generation, word::leased);
+    std::uint64_t w = owned;
+    // Nobody waits (relaxed: a shortcut; INV6 rests on the seq_cst pair): publish the slot as idle
+    // in transit. seq_cst: INV6; its release part publishes the connection and idle_since.
+    if (waiters_.load(std::memory_order_relaxed) == 0 &&
+        s.state.compare_exchange_strong(w, word::with_phase(owned, word::idle) | word::transit,
+                                        std::memory_order_seq_cst, std::memory_order_relaxed)) [[likely]] {
+      if (waiters_.load(std::memory_order_seq_cst) == 0) [[likely]] {  // seq_cst: INV6
+        // release: clears transit; our last access to the core (INV5).
+        s.state.store(word::with_phase(owned, word::idle), std::memory_order_release);
+        return put_status::ok;
+      }
+      regrant_from_transit(i, word::with_phase(owned, word::idle) | word::transit, waiter::granted_connection);
+      return put_status::ok;
+    }
+    return make_idle_slow(i, owned);
+  }
+
+  // Called by lease::discard(): closes the connection and frees its slot.
+  put_status discard(std::uint32_t i, std::uint64_t generation) noexcept {
+    const std::uint64_t owned = word::make(generation, word::leased);
     slot_type& s = slots_[i];
     // acquire: pairs with the release that made us the owner (it is our own write, or a grant's).
-    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return errc::empty_lease;
+    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
     s.conn.reset();
     counters_.closed_error.fetch_add(1, std::memory_order_relaxed);
     release_slot(i);
-    return {};
+    return put_status::ok;
   }
 
   // ---- close and lifetime ------------------------------------------------------------------
@@ -314,6 +351,8 @@ class pool_core {
         min_(config.min_size),
         lean_(kind == pool_kind::lean),
         track_idle_(kind == pool_kind::standard && config.max_idle_time > std::chrono::nanoseconds::zero()),
+        has_health_check_(static_cast<bool>(config.health_check)),
+        checks_on_get_(track_idle_ || has_health_check_),
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
         tick_period_(std::clamp<std::chrono::nanoseconds>(config.max_idle_time / 8, std::chrono::milliseconds(1),
                                                           std::chrono::seconds(1))),
@@ -356,26 +395,18 @@ class pool_core {
 
   // ---- taking idle connections --------------------------------------------------------------
 
-  // Tries to lease slot i if it is idle; validates it (standard pool). Empty lease on a miss.
-  lease_type try_take_idle(std::uint32_t i) noexcept {
-    slot_type& s = slots_[i];
-    std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS below decides
-    if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) return {};
-    // acquire on success: pairs with the release CAS in make_idle() that published the connection.
-    if (!s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
-      return {};
-    }
-    return hand_out(i, word::next_owner(w, word::leased));
+  // Not idle longer than max_idle_time (standard pool). idle_since was published to us by the
+  // acquire that made us the owner; the tick is a coarse timestamp (relaxed).
+  [[gnu::always_inline]] bool fresh(const slot_type& s) const noexcept {
+    return ticks_since(tick_.load(std::memory_order_relaxed), s.idle_since.load(std::memory_order_relaxed)) <
+           max_idle_ticks_;
   }
 
   // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it.
-  lease_type hand_out(std::uint32_t i, std::uint64_t owned) noexcept {
+  [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned) noexcept {
     slot_type& s = slots_[i];
     if (track_idle_) {
-      // relaxed: the tick is a coarse timestamp; idle_since was published by the acquire above.
-      const std::uint64_t now = tick_.load(std::memory_order_relaxed);
-      if (ticks_since(now, s.idle_since.load(std::memory_order_relaxed)) >= max_idle_ticks_) {
+      if (!fresh(s)) {
         s.conn.reset();
         counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
         release_slot(i);
@@ -391,13 +422,11 @@ class pool_core {
     return lend(i, owned);
   }
 
-  lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
+  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
     slot_type& s = slots_[i];
     // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    thread_hint& hint = thread_hints[id_ % hint_ways];
-    hint.pool_id = id_;
-    hint.slot = i;
+    // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
     return lease_type(this, &*s.conn, i, word::generation(owned));
   }
 
@@ -512,35 +541,42 @@ class pool_core {
   // ---- returning slots ----------------------------------------------------------------------
 
   // We own slot i (word `owned`, leased or busy) holding a connection: make it idle, or hand it to
-  // the oldest waiter. Returns pool_closed (connection closed) when the pool closed meanwhile.
-  std::error_code make_idle(std::uint32_t i, std::uint64_t owned) noexcept {
-    slot_type& s = slots_[i];
+  // the oldest waiter. pool_closed (connection closed) when the pool closed meanwhile.
+  put_status make_idle(std::uint32_t i, std::uint64_t owned) noexcept {
     if (track_idle_) {
-      // relaxed: published by the release CAS below (or by a grant's publication).
-      s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      // relaxed: published by the release CAS in make_idle_slow (or by a grant's publication).
+      slots_[i].idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
+    return make_idle_slow(i, owned);
+  }
+
+  // make_idle() once idle_since is stamped: the general case (waiters, close, stale leases).
+  [[gnu::noinline]] put_status make_idle_slow(std::uint32_t i, std::uint64_t owned) noexcept {
+    slot_type& s = slots_[i];
     // Someone waits: give it this connection directly (FIFO, and nobody can barge in).
     // relaxed: a shortcut only; INV6 is kept by the seq_cst pair below.
-    if (waiters_.load(std::memory_order_relaxed) != 0 && grant(i, owned, waiter::granted_connection)) return {};
+    if (waiters_.load(std::memory_order_relaxed) != 0 && grant(i, owned, waiter::granted_connection)) {
+      return put_status::ok;
+    }
 
     std::uint64_t w = owned;
     const std::uint64_t idle_transit = word::with_phase(owned, word::idle) | word::transit;
     // seq_cst: INV6 (and release: publishes the connection and idle_since to the next owner).
     if (!s.state.compare_exchange_strong(w, idle_transit, std::memory_order_seq_cst, std::memory_order_acquire)) {
-      if ((w & ~word::flag_mask) != owned) return errc::empty_lease;  // not ours: stale lease
+      if ((w & ~word::flag_mask) != owned) return put_status::stale;  // not ours: stale lease
       s.conn.reset();
       counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
       retire_after_close(i, w);
-      return errc::pool_closed;
+      return put_status::closed;
     }
     if (waiters_.load(std::memory_order_seq_cst) != 0) {  // seq_cst: INV6
       regrant_from_transit(i, idle_transit, waiter::granted_connection);
-      return {};
+      return put_status::ok;
     }
     // release: clears transit; the connection was already published by the CAS. Our last access
     // to the core (INV5).
     s.state.store(word::with_phase(owned, word::idle), std::memory_order_release);
-    return {};
+    return put_status::ok;
   }
 
   // We own slot i (leased or busy) and its connection is gone: free the slot, or let the oldest
@@ -679,7 +715,8 @@ class pool_core {
   };
   static constexpr std::uint32_t timed_out = 100;
 
-  result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode, const std::stop_token* stop) noexcept {
+  [[gnu::noinline]] result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode,
+                                                   const std::stop_token* stop) noexcept {
     bool waited = false;
     clock::time_point wait_start{};
     auto finish_wait = [&] {
@@ -1010,6 +1047,8 @@ class pool_core {
   const std::size_t min_;
   const bool lean_;
   const bool track_idle_;
+  const bool has_health_check_;
+  const bool checks_on_get_;  // track_idle_ or a health check: hand_out() must look at the connection
   const std::uint64_t max_idle_ticks_;
   const std::chrono::nanoseconds tick_period_;
   pool_config<Conn> config_;
