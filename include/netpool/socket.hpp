@@ -3,9 +3,9 @@
 //   netpool::tcp_dialer dial("127.0.0.1", 6379);
 //   auto s = dial(std::chrono::steady_clock::now() + std::chrono::seconds(1));
 //   if (!s) return s.error();
-//   if (auto sent = s->send_all("PING\r\n"); sent) { ... }  // never raises SIGPIPE
+//   if (auto ec = s->send_all("PING\r\n")) return ec;  // EPIPE if the peer left; never SIGPIPE
 //   char buf[64];
-//   auto n = s->recv(buf, sizeof buf);                     // result<std::size_t>; 0 = peer closed
+//   auto n = s->recv(buf, sizeof buf);                 // result<std::size_t>; 0 = peer closed
 //   // ~socket() closes the descriptor exactly once
 //
 // Thread safety: one thread at a time per socket (as with any descriptor).

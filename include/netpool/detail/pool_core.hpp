@@ -402,24 +402,29 @@ class pool_core {
            max_idle_ticks_;
   }
 
-  // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it.
+  // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it; or
+  // close it, free the slot, and return an empty lease.
   [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned) noexcept {
+    if (passes_checks(i)) return lend(i, owned);
+    release_slot(i);
+    return {};
+  }
+
+  // Standard pool: is the pooled connection in slot i (ours) still worth lending? If not, it is
+  // closed and counted; the caller still owns the (now empty) slot.
+  bool passes_checks(std::uint32_t i) noexcept {
     slot_type& s = slots_[i];
-    if (track_idle_) {
-      if (!fresh(s)) {
-        s.conn.reset();
-        counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
-        release_slot(i);
-        return {};
-      }
+    if (track_idle_ && !fresh(s)) {
+      s.conn.reset();
+      counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+      return false;
     }
-    if (config_.health_check && !healthy(*s.conn)) {
+    if (has_health_check_ && !healthy(*s.conn)) {
       s.conn.reset();
       counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
-      release_slot(i);
-      return {};
+      return false;
     }
-    return lend(i, owned);
+    return true;
   }
 
   [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
@@ -766,11 +771,10 @@ class pool_core {
       switch (got.kind) {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
-          if (lease_type taken = hand_out(got.slot, owned)) {
-            finish_wait();
-            return taken;
-          }
-          continue;  // it failed its check and was released; try again
+          finish_wait();
+          if (passes_checks(got.slot)) return lend(got.slot, owned);
+          // It failed its check and was closed: the slot is ours, dial into it (keeps our turn).
+          return dial_for_caller(got.slot, owned, deadline);
         }
         case waiter::granted_dial:
           finish_wait();
