@@ -39,21 +39,21 @@ class lease {
       : core_(std::exchange(other.core_, nullptr)),
         conn_(std::exchange(other.conn_, nullptr)),
         slot_(other.slot_),
-        generation_(other.generation_) {}
+        word_(other.word_) {}
   lease& operator=(lease&& other) noexcept {
     if (this != &other) {
-      if (core_ != nullptr) (void)core_->put_back(slot_, generation_);  // return what we held
+      if (core_ != nullptr) (void)core_->put_back(slot_, word_);  // return what we held
       core_ = std::exchange(other.core_, nullptr);
       conn_ = std::exchange(other.conn_, nullptr);
       slot_ = other.slot_;
-      generation_ = other.generation_;
+      word_ = other.word_;
     }
     return *this;
   }
   lease(const lease&) = delete;
   lease& operator=(const lease&) = delete;
   ~lease() {
-    if (core_ != nullptr) (void)core_->put_back(slot_, generation_);
+    if (core_ != nullptr) (void)core_->put_back(slot_, word_);
   }
 
   [[nodiscard]] Conn& get() const noexcept {
@@ -69,14 +69,14 @@ class lease {
   std::error_code release() noexcept {
     if (core_ == nullptr) return errc::empty_lease;
     conn_ = nullptr;
-    return detail::to_error_code(std::exchange(core_, nullptr)->put_back(slot_, generation_));
+    return detail::to_error_code(std::exchange(core_, nullptr)->put_back(slot_, word_));
   }
 
   // Closes the connection and frees its slot so that a waiter can dial (pool::put_with_error).
   std::error_code discard() noexcept {
     if (core_ == nullptr) return errc::empty_lease;
     conn_ = nullptr;
-    return detail::to_error_code(std::exchange(core_, nullptr)->discard(slot_, generation_));
+    return detail::to_error_code(std::exchange(core_, nullptr)->discard(slot_, word_));
   }
 
   // True when this lease came from the pool whose core is `core` (used to reject wrong-pool puts).
@@ -84,13 +84,13 @@ class lease {
 
  private:
   friend class detail::pool_core<Conn>;
-  lease(detail::pool_core<Conn>* core, Conn* conn, std::uint32_t slot, std::uint64_t generation) noexcept
-      : core_(core), conn_(conn), slot_(slot), generation_(generation) {}
+  lease(detail::pool_core<Conn>* core, Conn* conn, void* slot, std::uint64_t word) noexcept
+      : core_(core), conn_(conn), slot_(slot), word_(word) {}
 
   detail::pool_core<Conn>* core_ = nullptr;
   Conn* conn_ = nullptr;
-  std::uint32_t slot_ = 0;
-  std::uint64_t generation_ = 0;
+  void* slot_ = nullptr;    // the core's slot (opaque here)
+  std::uint64_t word_ = 0;  // the slot's state word when it was lent to us
 };
 
 }  // namespace netpool

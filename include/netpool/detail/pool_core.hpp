@@ -84,6 +84,8 @@ inline constexpr std::uint64_t flag_mask = transit | closed | orphan;
 inline constexpr unsigned generation_shift = 5;
 inline constexpr std::uint64_t generation_mask = ~std::uint64_t{0} << generation_shift;
 inline constexpr std::uint64_t one_generation = std::uint64_t{1} << generation_shift;
+// idle(g) + idle_to_leased == leased(g + 1): a get in one add (phases are 1 and 2, no flags).
+inline constexpr std::uint64_t idle_to_leased = one_generation + (leased - idle);
 
 constexpr std::uint64_t phase(std::uint64_t w) noexcept { return w & phase_mask; }
 constexpr std::uint64_t generation(std::uint64_t w) noexcept { return w >> generation_shift; }
@@ -101,7 +103,7 @@ constexpr std::uint64_t make(std::uint64_t generation, std::uint64_t p) noexcept
 // its hint in each; a stale hint is harmless because the CAS on the slot word decides.
 struct thread_hint {
   std::uint64_t pool_id = 0;
-  std::uint32_t slot = 0;
+  void* slot = nullptr;  // a slot of that pool
 };
 inline constexpr std::size_t hint_ways = 8;
 inline thread_local thread_hint thread_hints[hint_ways]{};
@@ -173,17 +175,16 @@ class pool_core {
     if (waiters_.load(std::memory_order_relaxed) == 0) {
       const thread_hint& hint = thread_hints[id_ % hint_ways];
       if (hint.pool_id == id_) {
-        const std::uint32_t i = hint.slot;
-        slot_type& s = slots_[i];
+        slot_type& s = *static_cast<slot_type*>(hint.slot);
         std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+        const std::uint64_t owned = w + word::idle_to_leased;
         // acquire on success: pairs with the release CAS in make_idle() that published the
         // connection. The test excludes every flag: a slot in transit or closed is not ours.
         if ((w & ~word::generation_mask) == word::idle &&
-            s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
-                                            std::memory_order_relaxed)) [[likely]] {
-          const std::uint64_t owned = word::next_owner(w, word::leased);
-          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]] return lend(i, owned);
-          if (lease_type taken = hand_out(i, owned)) return taken;
+            s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed))
+            [[likely]] {
+          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]] return lend(s, owned);
+          if (lease_type taken = hand_out(index_of(s), owned)) return taken;
         }
       }
     }
@@ -193,37 +194,38 @@ class pool_core {
   // ---- put ---------------------------------------------------------------------------------
 
   // Called by lease::release() and ~lease(): puts the connection back, LIFO for this thread.
-  [[gnu::always_inline]] put_status put_back(std::uint32_t i, std::uint64_t generation) noexcept {
+  // `owned` is the slot's word as lent (leased, no flags).
+  [[gnu::always_inline]] put_status put_back(void* slot, std::uint64_t owned) noexcept {
+    slot_type& s = *static_cast<slot_type*>(slot);
     thread_hint& hint = thread_hints[id_ % hint_ways];
     hint.pool_id = id_;
-    hint.slot = i;
-    slot_type& s = slots_[i];
+    hint.slot = slot;
     if (track_idle_) {
       // relaxed: published by the release CAS below (or by a grant's publication).
       s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
-    const std::uint64_t owned = word::make(generation, word::leased);
     std::uint64_t w = owned;
+    const std::uint64_t idle = owned - (word::leased - word::idle);  // same generation, no flags
     // Nobody waits (relaxed: a shortcut; INV6 rests on the seq_cst pair): publish the slot as idle
     // in transit. seq_cst: INV6; its release part publishes the connection and idle_since.
     if (waiters_.load(std::memory_order_relaxed) == 0 &&
-        s.state.compare_exchange_strong(w, word::with_phase(owned, word::idle) | word::transit,
-                                        std::memory_order_seq_cst, std::memory_order_relaxed)) [[likely]] {
+        s.state.compare_exchange_strong(w, idle | word::transit, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed)) [[likely]] {
       if (waiters_.load(std::memory_order_seq_cst) == 0) [[likely]] {  // seq_cst: INV6
         // release: clears transit; our last access to the core (INV5).
-        s.state.store(word::with_phase(owned, word::idle), std::memory_order_release);
+        s.state.store(idle, std::memory_order_release);
         return put_status::ok;
       }
-      regrant_from_transit(i, word::with_phase(owned, word::idle) | word::transit, waiter::granted_connection);
+      regrant_from_transit(index_of(s), idle | word::transit, waiter::granted_connection);
       return put_status::ok;
     }
-    return make_idle_slow(i, owned);
+    return make_idle_slow(index_of(s), owned);
   }
 
   // Called by lease::discard(): closes the connection and frees its slot.
-  put_status discard(std::uint32_t i, std::uint64_t generation) noexcept {
-    const std::uint64_t owned = word::make(generation, word::leased);
-    slot_type& s = slots_[i];
+  put_status discard(void* slot, std::uint64_t owned) noexcept {
+    slot_type& s = *static_cast<slot_type*>(slot);
+    const std::uint32_t i = index_of(s);
     // acquire: pairs with the release that made us the owner (it is our own write, or a grant's).
     if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
     s.conn.reset();
@@ -338,6 +340,8 @@ class pool_core {
   };
   static_assert(alignof(slot_type) == cache_line);
 
+  std::uint32_t index_of(const slot_type& s) const noexcept { return static_cast<std::uint32_t>(&s - slots_.get()); }
+
   // Slow-path counters, written with relaxed RMWs off the hot path; read by stats().
   struct alignas(cache_line) slow_counters {
     std::atomic<std::uint64_t> gets_waited{0}, wait_ns{0}, timeouts{0}, cancellations{0};
@@ -427,12 +431,12 @@ class pool_core {
     return true;
   }
 
-  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
-    slot_type& s = slots_[i];
+  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept { return lend(slots_[i], owned); }
+  [[gnu::always_inline]] lease_type lend(slot_type& s, std::uint64_t owned) noexcept {
     // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
-    return lease_type(this, &*s.conn, i, word::generation(owned));
+    return lease_type(this, &*s.conn, &s, owned);
   }
 
   bool healthy(Conn& conn) noexcept {
