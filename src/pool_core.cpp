@@ -17,13 +17,20 @@ namespace netpool {
 
 const char* describe(config_problem problem) noexcept {
   switch (problem) {
-    case config_problem::none: return "valid configuration";
-    case config_problem::missing_factory: return "factory is required";
-    case config_problem::max_size_zero: return "max_size must be > 0";
-    case config_problem::max_size_too_large: return "max_size must be <= pool_config::max_supported (1048576)";
-    case config_problem::min_above_max: return "min_size must be <= max_size";
-    case config_problem::dial_timeout_not_positive: return "dial_timeout must be > 0";
-    case config_problem::max_idle_time_negative: return "max_idle_time must be >= 0 (0 turns it off)";
+    case config_problem::none:
+      return "valid configuration";
+    case config_problem::missing_factory:
+      return "factory is required";
+    case config_problem::max_size_zero:
+      return "max_size must be > 0";
+    case config_problem::max_size_too_large:
+      return "max_size must be <= pool_config::max_supported (1048576)";
+    case config_problem::min_above_max:
+      return "min_size must be <= max_size";
+    case config_problem::dial_timeout_not_positive:
+      return "dial_timeout must be > 0";
+    case config_problem::max_idle_time_negative:
+      return "max_idle_time must be >= 0 (0 turns it off)";
     case config_problem::idle_tracking_on_lean_pool:
       return "lean_pool does not track idle time: leave max_idle_time at 0 or use pool";
     case config_problem::health_check_on_lean_pool:
@@ -50,13 +57,14 @@ wait_status futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
     if (since_epoch.count() < 0) return wait_status::timed_out;
     const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
     abs.tv_sec = static_cast<time_t>(secs.count());
-    abs.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+    abs.tv_nsec =
+        static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
     timeout = &abs;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline (steady_clock on Linux), so a
   // spurious wake-up does not stretch the total wait.
-  const long rc = syscall(SYS_futex, address, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, timeout, nullptr,
-                          FUTEX_BITSET_MATCH_ANY);
+  const long rc = syscall(SYS_futex, address, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, timeout,
+                          nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == -1 && errno == ETIMEDOUT) return wait_status::timed_out;
   return wait_status::woken;  // woken, EAGAIN (value changed), EINTR: the caller re-checks
 }

@@ -81,7 +81,8 @@ template <class Conn>
   if (config.max_size == 0) return config_problem::max_size_zero;
   if (config.max_size > pool_config<Conn>::max_supported) return config_problem::max_size_too_large;
   if (config.min_size > config.max_size) return config_problem::min_above_max;
-  if (config.dial_timeout <= std::chrono::nanoseconds::zero()) return config_problem::dial_timeout_not_positive;
+  if (config.dial_timeout <= std::chrono::nanoseconds::zero())
+    return config_problem::dial_timeout_not_positive;
   if (config.max_idle_time < std::chrono::nanoseconds::zero()) return config_problem::max_idle_time_negative;
   return config_problem::none;
 }

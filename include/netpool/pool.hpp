@@ -67,20 +67,27 @@ class pool_handle {
   ~pool_handle() { reset(); }
 
   // Blocks until a connection is available (idle, or room to dial one).
-  [[nodiscard]] result<lease_type> get() noexcept { return acquire(clock::time_point::max(), nullptr); }
+  [[nodiscard, gnu::always_inline]] result<lease_type> get() noexcept {
+    return acquire(clock::time_point::max(), nullptr);
+  }
   // As get(), but returns errc::cancelled promptly once `stop` is requested.
-  [[nodiscard]] result<lease_type> get(std::stop_token stop) noexcept { return acquire(clock::time_point::max(), &stop); }
+  [[nodiscard]] result<lease_type> get(std::stop_token stop) noexcept {
+    return acquire(clock::time_point::max(), &stop);
+  }
   // As get(), but gives up with errc::timeout after `timeout`.
   template <class Rep, class Period>
   [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout) noexcept {
     return acquire(deadline_after(timeout), nullptr);
   }
   template <class Rep, class Period>
-  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop) noexcept {
+  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout,
+                                           std::stop_token stop) noexcept {
     return acquire(deadline_after(timeout), &stop);
   }
   // As get(), but gives up with errc::timeout at `deadline`.
-  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline) noexcept { return acquire(deadline, nullptr); }
+  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline) noexcept {
+    return acquire(deadline, nullptr);
+  }
   [[nodiscard]] result<lease_type> get_until(clock::time_point deadline, std::stop_token stop) noexcept {
     return acquire(deadline, &stop);
   }
@@ -123,7 +130,8 @@ class pool_handle {
   }
 
  private:
-  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop) noexcept {
+  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline,
+                                                    const std::stop_token* stop) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
     return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop);
   }

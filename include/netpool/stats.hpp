@@ -30,17 +30,17 @@ struct pool_stats {
   std::size_t waiters = 0;  // callers blocked in get
 
   // Counters since creation.
-  std::uint64_t gets = 0;         // connections handed out
-  std::uint64_t gets_waited = 0;  // gets that had to block before being served (or failing)
+  std::uint64_t gets = 0;                 // connections handed out
+  std::uint64_t gets_waited = 0;          // gets that had to block before being served (or failing)
   std::chrono::nanoseconds wait_time{0};  // total time spent blocked by those gets
-  std::uint64_t timeouts = 0;     // gets that failed with errc::timeout while waiting
-  std::uint64_t cancellations = 0;  // gets that failed with errc::cancelled
-  std::uint64_t dials = 0;          // factory calls
-  std::uint64_t dial_failures = 0;  // factory calls that failed or threw
-  std::uint64_t closed_idle = 0;    // closed for exceeding max_idle_time
-  std::uint64_t closed_health = 0;  // closed because the health check said false or threw
-  std::uint64_t closed_error = 0;   // closed by put_with_error / lease::discard
-  std::uint64_t closed_pool = 0;    // closed because the pool was closed
+  std::uint64_t timeouts = 0;             // gets that failed with errc::timeout while waiting
+  std::uint64_t cancellations = 0;        // gets that failed with errc::cancelled
+  std::uint64_t dials = 0;                // factory calls
+  std::uint64_t dial_failures = 0;        // factory calls that failed or threw
+  std::uint64_t closed_idle = 0;          // closed for exceeding max_idle_time
+  std::uint64_t closed_health = 0;        // closed because the health check said false or threw
+  std::uint64_t closed_error = 0;         // closed by put_with_error / lease::discard
+  std::uint64_t closed_pool = 0;          // closed because the pool was closed
 };
 
 }  // namespace netpool

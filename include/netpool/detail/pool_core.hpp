@@ -73,10 +73,10 @@ inline constexpr std::size_t cache_line = 64;
 // The slot word: [ generation : 59 | orphan | closed | transit | phase : 2 ].
 namespace word {
 inline constexpr std::uint64_t phase_mask = 0x3;
-inline constexpr std::uint64_t free = 0;    // no connection; may be reserved for a dial
-inline constexpr std::uint64_t idle = 1;    // holds a connection waiting in the pool
-inline constexpr std::uint64_t leased = 2;  // holds a connection lent to a caller (the owner)
-inline constexpr std::uint64_t busy = 3;    // owned by the pool itself: dialing, checking or closing
+inline constexpr std::uint64_t free = 0;           // no connection; may be reserved for a dial
+inline constexpr std::uint64_t idle = 1;           // holds a connection waiting in the pool
+inline constexpr std::uint64_t leased = 2;         // holds a connection lent to a caller (the owner)
+inline constexpr std::uint64_t busy = 3;           // owned by the pool itself: dialing, checking or closing
 inline constexpr std::uint64_t transit = 1u << 2;  // INV5: the owner is finishing a release
 inline constexpr std::uint64_t closed = 1u << 3;   // INV4: the pool was closed
 inline constexpr std::uint64_t orphan = 1u << 4;   // INV9: the pool handle was destroyed
@@ -87,9 +87,15 @@ inline constexpr std::uint64_t one_generation = std::uint64_t{1} << generation_s
 // idle(g) + idle_to_leased == leased(g + 1): a get in one add (phases are 1 and 2, no flags).
 inline constexpr std::uint64_t idle_to_leased = one_generation + (leased - idle);
 
-constexpr std::uint64_t phase(std::uint64_t w) noexcept { return w & phase_mask; }
-constexpr std::uint64_t generation(std::uint64_t w) noexcept { return w >> generation_shift; }
-constexpr std::uint64_t with_phase(std::uint64_t w, std::uint64_t p) noexcept { return (w & ~phase_mask) | p; }
+constexpr std::uint64_t phase(std::uint64_t w) noexcept {
+  return w & phase_mask;
+}
+constexpr std::uint64_t generation(std::uint64_t w) noexcept {
+  return w >> generation_shift;
+}
+constexpr std::uint64_t with_phase(std::uint64_t w, std::uint64_t p) noexcept {
+  return (w & ~phase_mask) | p;
+}
 // A new owner takes the slot: new phase, next generation (INV3), flags kept.
 constexpr std::uint64_t next_owner(std::uint64_t w, std::uint64_t p) noexcept {
   return with_phase(w, p) + one_generation;
@@ -113,12 +119,12 @@ std::uint64_t next_pool_id() noexcept;
 
 enum class pool_kind { standard, lean };
 
-
 template <class Conn>
 class pool_core {
   static_assert(std::is_nothrow_move_constructible_v<Conn>,
                 "netpool: the connection type must be nothrow move-constructible");
-  static_assert(std::is_nothrow_destructible_v<Conn>, "netpool: the connection type must not throw on destruction");
+  static_assert(std::is_nothrow_destructible_v<Conn>,
+                "netpool: the connection type must not throw on destruction");
 
  public:
   using clock = std::chrono::steady_clock;
@@ -150,7 +156,8 @@ class pool_core {
   static config_problem check(const pool_config<Conn>& config, pool_kind kind) noexcept {
     const config_problem problem = validate(config);
     if (problem != config_problem::none || kind == pool_kind::standard) return problem;
-    if (config.max_idle_time != std::chrono::nanoseconds::zero()) return config_problem::idle_tracking_on_lean_pool;
+    if (config.max_idle_time != std::chrono::nanoseconds::zero())
+      return config_problem::idle_tracking_on_lean_pool;
     if (config.health_check) return config_problem::health_check_on_lean_pool;
     return config_problem::none;
   }
@@ -169,7 +176,7 @@ class pool_core {
   // ---- get ---------------------------------------------------------------------------------
 
   [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, acquire_mode mode,
-                                                   const std::stop_token* stop) noexcept {
+                                                    const std::stop_token* stop) noexcept {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     if (waiters_.load(std::memory_order_relaxed) == 0) {
@@ -183,12 +190,16 @@ class pool_core {
         if ((w & ~word::generation_mask) == word::idle &&
             s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed))
             [[likely]] {
-          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]] return lend(s, owned);
+          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]]
+            return lend(s, owned);
           if (lease_type taken = hand_out(index_of(s), owned)) return taken;
         }
       }
     }
-    return acquire_slow(deadline, mode, stop);
+    // Built apart and moved: the fast path then never takes the result's address, so after
+    // inlining the compiler keeps it in registers.
+    result<lease_type> slow = acquire_slow(deadline, mode, stop);
+    return result<lease_type>(std::move(slow));
   }
 
   // ---- put ---------------------------------------------------------------------------------
@@ -293,10 +304,17 @@ class pool_core {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed: a best-effort snapshot (documented); nothing is read through the word.
       switch (word::phase(slots_[i].state.load(std::memory_order_relaxed))) {
-        case word::idle: ++s.idle; break;
-        case word::leased: ++s.in_use; break;
-        case word::busy: ++s.dialing; break;
-        default: break;
+        case word::idle:
+          ++s.idle;
+          break;
+        case word::leased:
+          ++s.in_use;
+          break;
+        case word::busy:
+          ++s.dialing;
+          break;
+        default:
+          break;
       }
       s.gets += slots_[i].borrows.load(std::memory_order_relaxed);
     }
@@ -340,7 +358,9 @@ class pool_core {
   };
   static_assert(alignof(slot_type) == cache_line);
 
-  std::uint32_t index_of(const slot_type& s) const noexcept { return static_cast<std::uint32_t>(&s - slots_.get()); }
+  std::uint32_t index_of(const slot_type& s) const noexcept {
+    return static_cast<std::uint32_t>(&s - slots_.get());
+  }
 
   // Slow-path counters, written with relaxed RMWs off the hot path; read by stats().
   struct alignas(cache_line) slow_counters {
@@ -358,8 +378,8 @@ class pool_core {
         has_health_check_(static_cast<bool>(config.health_check)),
         checks_on_get_(track_idle_ || has_health_check_),
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
-        tick_period_(std::clamp<std::chrono::nanoseconds>(config.max_idle_time / 8, std::chrono::milliseconds(1),
-                                                          std::chrono::seconds(1))),
+        tick_period_(std::clamp<std::chrono::nanoseconds>(
+            config.max_idle_time / 8, std::chrono::milliseconds(1), std::chrono::seconds(1))),
         config_(std::move(config)),
         epoch_(clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]) {}
@@ -383,7 +403,8 @@ class pool_core {
       if ((w & flags) == flags) return w;
       // acq_rel: acquire the owner's writes (the connection) before we may close it; release so
       // that an owner whose CAS now fails sees our flags together with what preceded them.
-      if (state.compare_exchange_weak(w, w | flags, std::memory_order_acq_rel, std::memory_order_acquire)) return w;
+      if (state.compare_exchange_weak(w, w | flags, std::memory_order_acq_rel, std::memory_order_acquire))
+        return w;
     }
   }
 
@@ -394,7 +415,8 @@ class pool_core {
     return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 1));
   }
   std::uint64_t ticks_at(clock::time_point t) const noexcept {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(t - epoch_).count());
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(t - epoch_).count());
   }
 
   // ---- taking idle connections --------------------------------------------------------------
@@ -431,7 +453,9 @@ class pool_core {
     return true;
   }
 
-  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept { return lend(slots_[i], owned); }
+  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
+    return lend(slots_[i], owned);
+  }
   [[gnu::always_inline]] lease_type lend(slot_type& s, std::uint64_t owned) noexcept {
     // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -513,7 +537,8 @@ class pool_core {
   }
 
   // Dials into slot i, which we own (busy or leased, no connection), for a caller.
-  result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline) noexcept {
+  result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned,
+                                     clock::time_point caller_deadline) noexcept {
     const clock::time_point now = clock::now();
     if (now >= caller_deadline) {
       release_slot(i);
@@ -543,8 +568,9 @@ class pool_core {
 
   clock::time_point dial_deadline(clock::time_point now) const noexcept {
     const auto room = clock::time_point::max() - now;
-    return config_.dial_timeout >= room ? clock::time_point::max()
-                                        : now + std::chrono::duration_cast<clock::duration>(config_.dial_timeout);
+    return config_.dial_timeout >= room
+               ? clock::time_point::max()
+               : now + std::chrono::duration_cast<clock::duration>(config_.dial_timeout);
   }
 
   // ---- returning slots ----------------------------------------------------------------------
@@ -571,7 +597,8 @@ class pool_core {
     std::uint64_t w = owned;
     const std::uint64_t idle_transit = word::with_phase(owned, word::idle) | word::transit;
     // seq_cst: INV6 (and release: publishes the connection and idle_since to the next owner).
-    if (!s.state.compare_exchange_strong(w, idle_transit, std::memory_order_seq_cst, std::memory_order_acquire)) {
+    if (!s.state.compare_exchange_strong(w, idle_transit, std::memory_order_seq_cst,
+                                         std::memory_order_acquire)) {
       if ((w & ~word::flag_mask) != owned) return put_status::stale;  // not ours: stale lease
       s.conn.reset();
       counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
@@ -604,15 +631,15 @@ class pool_core {
         return;
       }
       // seq_cst (release part): the connection's destruction happens-before the next reserver.
-      if (s.state.compare_exchange_weak(w, word::with_phase(w, word::free) | word::transit, std::memory_order_seq_cst,
-                                        std::memory_order_acquire)) {
+      if (s.state.compare_exchange_weak(w, word::with_phase(w, word::free) | word::transit,
+                                        std::memory_order_seq_cst, std::memory_order_acquire)) {
         break;
       }
     }
     const std::uint64_t free_transit = word::with_phase(w, word::free) | word::transit;
     active_.fetch_sub(1, std::memory_order_seq_cst);  // INV2 (after the slot is free), INV7
     if (min_ != 0 && active_.load(std::memory_order_relaxed) < min_) wake_maintainer();
-    if (waiters_.load(std::memory_order_seq_cst) != 0) {  // INV7
+    if (waiters_.load(std::memory_order_seq_cst) != 0) {            // INV7
       regrant_from_transit(i, free_transit, waiter::granted_dial);  // clears transit either way
       return;
     }
@@ -637,7 +664,8 @@ class pool_core {
     slot_type& s = slots_[i];
     const std::uint64_t mine = word::next_owner(w, word::busy);
     // acquire: pairs with make_idle()'s release CAS; we are about to destroy the connection.
-    if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
     s.conn.reset();
     counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
     retire_after_close(i, mine);
@@ -659,7 +687,7 @@ class pool_core {
       // acq_rel: the waiter acquires the slot (and connection) through its node's publication;
       // this CAS fails only if close() flagged the slot, and then close() will fail the waiter.
       if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_acq_rel,
-                                                    std::memory_order_relaxed)) {
+                                                   std::memory_order_relaxed)) {
         queue_.push_front(*w);
         return false;
       }
@@ -685,8 +713,8 @@ class pool_core {
       }
       if (w != nullptr) {
         waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
-        const std::uint64_t theirs =
-            word::next_owner(transit_word & ~word::transit, kind == waiter::granted_connection ? word::leased : word::busy);
+        const std::uint64_t theirs = word::next_owner(
+            transit_word & ~word::transit, kind == waiter::granted_connection ? word::leased : word::busy);
         // release: INV5 lets us store; the waiter acquires through the node's publication.
         s.state.store(theirs, std::memory_order_release);
         w->slot = i;
@@ -725,13 +753,14 @@ class pool_core {
   static constexpr std::uint32_t timed_out = 100;
 
   [[gnu::noinline]] result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode,
-                                                   const std::stop_token* stop) noexcept {
+                                                    const std::stop_token* stop) noexcept {
     bool waited = false;
     clock::time_point wait_start{};
     auto finish_wait = [&] {
       if (waited) {
         counters_.gets_waited.fetch_add(1, std::memory_order_relaxed);
-        const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - wait_start).count();
+        const auto ns =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - wait_start).count();
         counters_.wait_ns.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(ns, 0)),
                                     std::memory_order_relaxed);
       }
@@ -813,7 +842,8 @@ class pool_core {
 
     // A connection or slot freed just before our increment is found here.
     if (auto reserved = reserve_slot()) {
-      if (leave_line(node)) return {waiter::granted_dial, reserved->first, word::generation(reserved->second)};
+      if (leave_line(node))
+        return {waiter::granted_dial, reserved->first, word::generation(reserved->second)};
       // A granter already took our node: we get its grant too; give the extra slot back.
       release_slot(reserved->first);
       return await_publication(node);
@@ -910,7 +940,8 @@ class pool_core {
       if (!waiter::is_pending(s)) return outcome_of(node, s);
       if (s == waiter::waiting) {
         // acq_rel/acquire as in wait_in_line: ask to be woken, or see the grant.
-        node.state.compare_exchange_strong(s, waiter::sleeping, std::memory_order_acq_rel, std::memory_order_acquire);
+        node.state.compare_exchange_strong(s, waiter::sleeping, std::memory_order_acq_rel,
+                                           std::memory_order_acquire);
         continue;
       }
       futex_wait(node.state, waiter::sleeping, clock::time_point::max());
@@ -974,7 +1005,8 @@ class pool_core {
       advance_tick(clock::now());
       if (track_idle_) reap_idle();
       const bool dial_failed = !fill_to_min();
-      backoff = dial_failed ? std::clamp(backoff * 2, min_backoff, max_backoff) : std::chrono::milliseconds(0);
+      backoff =
+          dial_failed ? std::clamp(backoff * 2, min_backoff, max_backoff) : std::chrono::milliseconds(0);
 
       lock.lock();
       if (maintainer_stop_) break;
@@ -1009,7 +1041,8 @@ class pool_core {
       if (ticks_since(now, s.idle_since.load(std::memory_order_relaxed)) < max_idle_ticks_) continue;
       const std::uint64_t mine = word::next_owner(w, word::busy);
       // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
-      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) continue;
+      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
+        continue;
       s.conn.reset();
       counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
       release_slot(i);

@@ -19,9 +19,12 @@ enum class put_status {
 
 inline std::error_code to_error_code(put_status status) noexcept {
   switch (status) {
-    case put_status::ok: return {};
-    case put_status::closed: return errc::pool_closed;
-    case put_status::stale: return errc::empty_lease;
+    case put_status::ok:
+      return {};
+    case put_status::closed:
+      return errc::pool_closed;
+    case put_status::stale:
+      return errc::empty_lease;
   }
   return {};
 }

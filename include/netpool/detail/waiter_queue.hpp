@@ -29,7 +29,7 @@ struct waiter {
   std::uint64_t generation = 0;  // likewise
   waiter* prev = nullptr;        // queue links, guarded by the pool's wait mutex
   waiter* next = nullptr;
-  bool queued = false;           // guarded by the pool's wait mutex
+  bool queued = false;  // guarded by the pool's wait mutex
 
   [[nodiscard]] static bool is_pending(std::uint32_t s) noexcept { return s == waiting || s == sleeping; }
 };
