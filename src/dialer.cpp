@@ -1,0 +1,211 @@
+// Built-in dialers: name resolution, deadline-bounded connect, socket options.
+//
+// Descriptor ownership: every descriptor is wrapped in a netpool::socket the moment socket(2)
+// returns it, so each early return closes it exactly once and the success path moves it out.
+#include "netpool/dialer.hpp"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+#include <utility>
+
+#include "netpool/error.hpp"
+
+namespace netpool {
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+// getaddrinfo with `flags`; appends the results to `out`. Returns the EAI_* value (0 on success).
+int lookup(const char* host, const char* service, int flags, std::vector<endpoint>& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  // AI_NUMERICSERV: the port is always a number, never an /etc/services name.
+  // No AI_ADDRCONFIG: it hides ::1 on hosts whose only IPv6 address is the loopback one.
+  hints.ai_flags = flags | AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  const int rc = ::getaddrinfo(host, service, &hints, &list);
+  if (rc != 0) return rc;
+  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_addr == nullptr || ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    endpoint ep;
+    std::memcpy(&ep.address, ai->ai_addr, ai->ai_addrlen);
+    ep.length = static_cast<socklen_t>(ai->ai_addrlen);
+    out.push_back(ep);
+  }
+  ::freeaddrinfo(list);
+  return 0;
+}
+
+// Sets the descriptor back to blocking mode (the pooled socket is used with plain send/recv).
+std::error_code set_blocking(int fd) noexcept {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) return make_dial_error(errno);
+  return {};
+}
+
+std::error_code set_flag(int fd, int level, int option) noexcept {
+  const int on = 1;
+  if (::setsockopt(fd, level, option, &on, sizeof on) != 0) return make_dial_error(errno);
+  return {};
+}
+
+// Waits until `fd`'s non-blocking connect completes or `deadline` passes. Returns the connect
+// result (SO_ERROR), or errc::timeout.
+std::error_code wait_connected(int fd, steady::time_point deadline) noexcept {
+  for (;;) {
+    const auto now = steady::now();
+    if (now >= deadline) return errc::timeout;
+    // Round up so that less than a millisecond left still sleeps rather than spins.
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+    pollfd p{fd, POLLOUT, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<decltype(left)>(left, INT_MAX)));
+    if (n < 0) {
+      // A signal: go round again with the time that is left.
+      if (errno == EINTR) continue;
+      return make_dial_error(errno);
+    }
+    if (n > 0) break;
+    // n == 0: the timeout elapsed; the check at the top decides.
+  }
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return make_dial_error(errno);
+  if (error != 0) return make_dial_error(error);
+  return {};
+}
+
+// One TCP connection attempt to `ep`, bounded by `deadline`.
+result<socket> connect_tcp(const endpoint& ep, steady::time_point deadline) noexcept {
+  socket s(::socket(ep.address.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s) return make_dial_error(errno);
+  if (::connect(s.native_handle(), reinterpret_cast<const sockaddr*>(&ep.address), ep.length) != 0) {
+    // EINTR on connect does not abort it: the connection proceeds asynchronously, exactly as with
+    // EINPROGRESS, and poll() reports its outcome.
+    if (errno != EINPROGRESS && errno != EINTR) return make_dial_error(errno);
+    if (auto ec = wait_connected(s.native_handle(), deadline)) return ec;
+  }
+  if (auto ec = set_blocking(s.native_handle())) return ec;
+  return s;
+}
+
+// Converts the time left before `deadline` into a non-zero timeval (zero would mean "no timeout"
+// to SO_SNDTIMEO). Returns false when the deadline has passed.
+bool time_left(steady::time_point deadline, timeval& tv) noexcept {
+  const auto now = steady::now();
+  if (now >= deadline) return false;
+  const auto left = std::chrono::ceil<std::chrono::microseconds>(deadline - now);
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(left);
+  tv.tv_sec = static_cast<time_t>(seconds.count());
+  tv.tv_usec = static_cast<suseconds_t>((left - seconds).count());
+  return true;
+}
+
+}  // namespace
+
+std::error_code system_resolver(std::string_view host, std::uint16_t port, std::vector<endpoint>& out) {
+  // "[::1]" is the URL spelling of an IPv6 literal; getaddrinfo wants it bare.
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string name(host);
+  char service[8] = {};
+  std::to_chars(service, service + sizeof service - 1, port);
+
+  // Literals first, with AI_NUMERICHOST: this guarantees that "127.0.0.1" or "::1" never reaches
+  // NSS (no /etc/hosts scan, no DNS query), whatever the libc does for numeric strings.
+  int rc = lookup(name.c_str(), service, AI_NUMERICHOST, out);
+  if (rc == EAI_NONAME) rc = lookup(name.c_str(), service, 0, out);
+  if (rc == EAI_SYSTEM) {
+    // The cause is in errno; keep it rather than the uninformative "System error".
+    const int e = errno;
+    return e != 0 ? make_dial_error(e) : make_resolve_error(rc);
+  }
+  if (rc != 0) return make_resolve_error(rc);
+  if (out.empty()) return make_resolve_error(EAI_NONAME);
+  return {};
+}
+
+tcp_dialer::tcp_dialer(std::string host, std::uint16_t port, tcp_options options)
+    : host_(std::move(host)), port_(port), options_(std::move(options)) {
+  if (!options_.resolve) options_.resolve = system_resolver;
+}
+
+result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
+  // A caller already out of time gets the answer at once, without a (possibly slow) lookup.
+  if (steady::now() >= deadline) return errc::timeout;
+
+  std::vector<endpoint> endpoints;
+  if (auto ec = options_.resolve(host_, port_, endpoints)) return ec;
+  if (endpoints.empty()) return make_resolve_error(EAI_NONAME);
+
+  std::error_code last;
+  for (const endpoint& ep : endpoints) {
+    if (steady::now() >= deadline) return errc::timeout;
+    auto connected = connect_tcp(ep, deadline);
+    if (!connected) {
+      // A timeout ends the whole dial: the deadline has passed for the next addresses too.
+      if (connected.error() == errc::timeout) return connected;
+      last = connected.error();
+      continue;
+    }
+    const int fd = connected->native_handle();
+    const bool is_tcp = ep.address.ss_family == AF_INET || ep.address.ss_family == AF_INET6;
+    if (is_tcp && options_.no_delay) {
+      if (auto ec = set_flag(fd, IPPROTO_TCP, TCP_NODELAY)) return ec;
+    }
+    if (options_.keep_alive) {
+      if (auto ec = set_flag(fd, SOL_SOCKET, SO_KEEPALIVE)) return ec;
+    }
+    return connected;
+  }
+  return last;
+}
+
+unix_dialer::unix_dialer(std::string path) : path_(std::move(path)) {}
+
+result<socket> unix_dialer::operator()(steady::time_point deadline) const {
+  if (steady::now() >= deadline) return errc::timeout;
+
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  // The kernel needs room for the terminating NUL; an empty path names nothing.
+  if (path_.size() >= sizeof address.sun_path) return make_dial_error(ENAMETOOLONG);
+  if (path_.empty()) return make_dial_error(ENOENT);
+  std::memcpy(address.sun_path, path_.data(), path_.size());
+  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size() + 1);
+
+  // Unlike TCP, a non-blocking connect to a Unix socket whose accept queue is full fails at once
+  // with EAGAIN; there is nothing to poll for. So connect in blocking mode, bounded by
+  // SO_SNDTIMEO (which the kernel applies to the connect wait), and reset the timeout afterwards.
+  socket s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return make_dial_error(errno);
+  const int fd = s.native_handle();
+  for (;;) {
+    timeval tv{};
+    if (!time_left(deadline, tv)) return errc::timeout;
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) return make_dial_error(errno);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), length) == 0) break;
+    // EINTR: the attempt was abandoned (the socket is still unconnected), retry with the time
+    // left. EAGAIN: the queue stayed full for the whole timeout; the check above decides whether
+    // any time is left.
+    if (errno != EINTR && errno != EAGAIN) return make_dial_error(errno);
+  }
+  const timeval none{};
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none) != 0) return make_dial_error(errno);
+  return s;
+}
+
+}  // namespace netpool

@@ -1,0 +1,86 @@
+// netpool::socket: thin wrappers over close/send/recv with the error handling pooled use needs.
+#include "netpool/socket.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace netpool {
+namespace {
+
+std::error_code last_error() noexcept {
+  return {errno, std::system_category()};
+}
+
+}  // namespace
+
+socket& socket::operator=(socket&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+std::error_code socket::close() noexcept {
+  if (fd_ < 0) return {};
+  const int fd = fd_;
+  // Forget the descriptor before closing: whatever close() reports, the number is no longer ours
+  // and may already belong to another thread's new descriptor.
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    // Never retry: on Linux the descriptor is released even when close() fails with EINTR, and
+    // a retry could close a descriptor another thread has just been given. EINTR says nothing
+    // about the connection, so it is not reported.
+    if (errno == EINTR) return {};
+    return last_error();
+  }
+  return {};
+}
+
+int socket::release() noexcept {
+  const int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+result<std::size_t> socket::send(const void* data, std::size_t size) noexcept {
+  for (;;) {
+    // MSG_NOSIGNAL: a peer that has gone yields EPIPE here instead of a process-killing SIGPIPE,
+    // without touching the process-wide signal disposition.
+    const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return last_error();
+  }
+}
+
+std::error_code socket::send_all(std::string_view data) noexcept {
+  while (!data.empty()) {
+    auto sent = send(data.data(), data.size());
+    if (!sent) return sent.error();
+    data.remove_prefix(*sent);
+  }
+  return {};
+}
+
+result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
+  for (;;) {
+    const ssize_t n = ::recv(fd_, data, size, 0);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return last_error();
+  }
+}
+
+liveness socket::probe() const noexcept {
+  char byte;
+  const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return liveness::unread_data;
+  if (n == 0) return liveness::peer_closed;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return liveness::alive;
+  // ECONNRESET, ETIMEDOUT (keep-alive gave up), EBADF on an empty socket, ...
+  return liveness::error;
+}
+
+}  // namespace netpool
