@@ -31,6 +31,12 @@ const char* describe(config_problem problem) noexcept {
       return "dial_timeout must be > 0";
     case config_problem::max_idle_time_negative:
       return "max_idle_time must be >= 0 (0 turns it off)";
+    case config_problem::max_connecting_zero:
+      return "max_connecting must be >= 1";
+    case config_problem::backoff_negative:
+      return "dial_backoff_floor must be >= 0 (0 turns backoff off)";
+    case config_problem::backoff_cap_below_floor:
+      return "dial_backoff_cap must be >= dial_backoff_floor";
     case config_problem::idle_tracking_on_lean_pool:
       return "lean_pool does not track idle time: leave max_idle_time at 0 or use pool";
     case config_problem::health_check_on_lean_pool:

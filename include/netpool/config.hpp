@@ -55,6 +55,26 @@ struct pool_config {
   // I/O timeout) because the pool cannot interrupt it.
   std::function<bool(Conn&)> health_check;
 
+  // Dials in flight at once (callers and maintainer together). More callers than this wait in
+  // line for the connections being dialed. Must be >= 1.
+  std::size_t max_connecting = 2;
+
+  // After a failed dial, no dial is tried for a backoff that starts at dial_backoff_floor and
+  // doubles with each further failure up to dial_backoff_cap (with jitter: each wait is drawn from
+  // [backoff/2, backoff]). Meanwhile gets that would have to dial fail at once with the last dial
+  // error instead of each hammering a backend that is down. A success resets it. A floor of 0
+  // turns backoff off. Must be >= 0, and cap >= floor.
+  std::chrono::nanoseconds dial_backoff_floor = std::chrono::milliseconds(10);
+  std::chrono::nanoseconds dial_backoff_cap = std::chrono::seconds(1);
+
+  // pool only: false starts no maintainer thread; the owner calls pool::maintain() (e.g. from an
+  // event loop, or a deterministic test) to reap idle connections and refill to min_size.
+  bool background_maintenance = true;
+
+  // Optional: the clock that measures idle time and backoff (not callers' deadlines, not dial
+  // timeouts). Inject one to drive time deterministically in tests. Empty: steady_clock::now.
+  std::function<std::chrono::steady_clock::time_point()> clock;
+
   // The largest max_size accepted: slots are preallocated, one cache line each.
   static constexpr std::size_t max_supported = std::size_t{1} << 20;
 };
@@ -68,6 +88,9 @@ enum class config_problem {
   min_above_max,
   dial_timeout_not_positive,
   max_idle_time_negative,
+  max_connecting_zero,
+  backoff_negative,
+  backoff_cap_below_floor,
   idle_tracking_on_lean_pool,  // lean_pool has no idle tracking: use pool
   health_check_on_lean_pool,   // lean_pool has no health check: use pool
 };
@@ -84,6 +107,9 @@ template <class Conn>
   if (config.dial_timeout <= std::chrono::nanoseconds::zero())
     return config_problem::dial_timeout_not_positive;
   if (config.max_idle_time < std::chrono::nanoseconds::zero()) return config_problem::max_idle_time_negative;
+  if (config.max_connecting == 0) return config_problem::max_connecting_zero;
+  if (config.dial_backoff_floor < std::chrono::nanoseconds::zero()) return config_problem::backoff_negative;
+  if (config.dial_backoff_cap < config.dial_backoff_floor) return config_problem::backoff_cap_below_floor;
   return config_problem::none;
 }
 

@@ -122,8 +122,15 @@ class pool_handle {
   }
   [[nodiscard]] bool closed() const noexcept { return core_ == nullptr || core_->is_closed(); }
 
+  // The error of the most recent failed dial (an empty error_code if none has failed): what a
+  // timeout while the backend is down was really about.
+  [[nodiscard]] std::error_code last_dial_error() const noexcept {
+    return core_ != nullptr ? core_->last_dial_error() : std::error_code(errc::pool_closed);
+  }
+
  protected:
   explicit pool_handle(pool_core<Conn>* core) noexcept : core_(core) {}
+  [[nodiscard]] pool_core<Conn>* core() const noexcept { return core_; }
 
   static result<pool_core<Conn>*> make_core(pool_config<Conn> config) {
     return pool_core<Conn>::create(std::move(config), Kind);
@@ -140,7 +147,11 @@ class pool_handle {
   static clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
     const clock::time_point now = clock::now();
     if (timeout <= timeout.zero()) return now;
-    if (timeout >= clock::time_point::max() - now) return clock::time_point::max();  // no overflow
+    // Compared as double: converting e.g. hours::max() to nanoseconds would overflow.
+    if (std::chrono::duration<double>(timeout) >=
+        std::chrono::duration<double>(clock::time_point::max() - now)) {
+      return clock::time_point::max();
+    }
     return now + std::chrono::duration_cast<clock::duration>(timeout);
   }
 
@@ -172,6 +183,14 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
     auto core = base::make_core(std::move(config));
     if (!core) return core.error();
     return pool(*core);
+  }
+
+  // One round of maintenance on the calling thread: advance the idle clock, close connections
+  // idle longer than max_idle_time, dial up to min_size. For pools created with
+  // background_maintenance = false; harmless otherwise. Returns how long until the next round is
+  // due (nanoseconds::max() when nothing is).
+  std::chrono::nanoseconds maintain() noexcept {
+    return this->core() != nullptr ? this->core()->maintain_once() : std::chrono::nanoseconds::max();
   }
 
  private:

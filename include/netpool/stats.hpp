@@ -37,6 +37,7 @@ struct pool_stats {
   std::uint64_t cancellations = 0;        // gets that failed with errc::cancelled
   std::uint64_t dials = 0;                // factory calls
   std::uint64_t dial_failures = 0;        // factory calls that failed or threw
+  std::uint64_t fast_failures = 0;        // gets failed at once with the last dial error (backing off)
   std::uint64_t closed_idle = 0;          // closed for exceeding max_idle_time
   std::uint64_t closed_health = 0;        // closed because the health check said false or threw
   std::uint64_t closed_error = 0;         // closed by put_with_error / lease::discard

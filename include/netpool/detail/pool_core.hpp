@@ -34,6 +34,10 @@
 //         taken off the queue by a granter (or close) waits, without deadline, for the grant to be
 //         published: the granter's last access to the core is unlocking wait_mutex_, after which
 //         it only writes the waiter's node and wakes its address.
+//   INV10 No lost wake-up for dial tokens (max_connecting): end_dial() lowers connecting_
+//         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
+//         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
+//         token are free.
 //   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
 //         reference, and the orphan sweep adds one per slot that was still leased or busy when the
 //         handle went away; that slot's owner drops it when it returns the slot.
@@ -52,6 +56,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <random>
 #include <stop_token>
 #include <thread>
 #include <type_traits>
@@ -141,11 +146,11 @@ class pool_core {
     if (problem != config_problem::none) return errc::invalid_config;
     std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
     if (!core || !core->slots_) return std::make_error_code(std::errc::not_enough_memory);
-    if (kind == pool_kind::lean) {
-      core->warm_up_now();
+    if (kind == pool_kind::lean || !core->config_.background_maintenance) {
+      core->fill_to_min();  // lean_pool's one-time warm-up; or the first manual round
     } else {
       try {
-        core->maintainer_ = std::thread([c = core.get()] { c->maintain(); });
+        core->maintainer_ = std::thread([c = core.get()] { c->maintainer_loop(); });
       } catch (const std::system_error& e) {
         return e.code();
       }
@@ -179,7 +184,8 @@ class pool_core {
                                                     const std::stop_token* stop) noexcept {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
-    if (waiters_.load(std::memory_order_relaxed) == 0) {
+    // A stop already requested wins over an idle connection: acquire_slow() reports it.
+    if (waiters_.load(std::memory_order_relaxed) == 0 && (stop == nullptr || !stop->stop_requested())) {
       const thread_hint& hint = thread_hints[id_ % hint_ways];
       if (hint.pool_id == id_) {
         slot_type& s = *static_cast<slot_type*>(hint.slot);
@@ -328,11 +334,18 @@ class pool_core {
     s.cancellations = counters_.cancellations.load(std::memory_order_relaxed);
     s.dials = counters_.dials.load(std::memory_order_relaxed);
     s.dial_failures = counters_.dial_failures.load(std::memory_order_relaxed);
+    s.fast_failures = counters_.fast_failures.load(std::memory_order_relaxed);
     s.closed_idle = counters_.closed_idle.load(std::memory_order_relaxed);
     s.closed_health = counters_.closed_health.load(std::memory_order_relaxed);
     s.closed_error = counters_.closed_error.load(std::memory_order_relaxed);
     s.closed_pool = counters_.closed_pool.load(std::memory_order_relaxed);
     return s;
+  }
+
+  // The error of the most recent failed dial (empty if none failed yet).
+  [[nodiscard]] std::error_code last_dial_error() noexcept {
+    std::lock_guard lock(dial_mutex_);
+    return last_dial_error_;
   }
 
   [[nodiscard]] std::size_t idle_count() const noexcept {
@@ -365,7 +378,7 @@ class pool_core {
   // Slow-path counters, written with relaxed RMWs off the hot path; read by stats().
   struct alignas(cache_line) slow_counters {
     std::atomic<std::uint64_t> gets_waited{0}, wait_ns{0}, timeouts{0}, cancellations{0};
-    std::atomic<std::uint64_t> dials{0}, dial_failures{0};
+    std::atomic<std::uint64_t> dials{0}, dial_failures{0}, fast_failures{0};
     std::atomic<std::uint64_t> closed_idle{0}, closed_health{0}, closed_error{0}, closed_pool{0};
   };
 
@@ -381,8 +394,10 @@ class pool_core {
         tick_period_(std::clamp<std::chrono::nanoseconds>(
             config.max_idle_time / 8, std::chrono::milliseconds(1), std::chrono::seconds(1))),
         config_(std::move(config)),
-        epoch_(clock::now()),
-        slots_(new (std::nothrow) slot_type[capacity_]) {}
+        max_connecting_(config.max_connecting),
+        epoch_(config.clock ? config.clock() : clock::now()),
+        slots_(new (std::nothrow) slot_type[capacity_]),
+        jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)) {}
 
   void release_ref() noexcept {
     // acq_rel: release our last writes to the core; the thread that drops it to zero acquires
@@ -419,6 +434,13 @@ class pool_core {
         std::chrono::duration_cast<std::chrono::milliseconds>(t - epoch_).count());
   }
 
+  // The pool's own clock (config.clock, for deterministic tests) drives idle ages, the tick and
+  // backoff. Deadlines given by callers and dial deadlines are always steady_clock.
+  clock::time_point pool_now() const noexcept { return config_.clock ? config_.clock() : clock::now(); }
+  std::int64_t pool_now_ns() const noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(pool_now() - epoch_).count();
+  }
+
   // ---- taking idle connections --------------------------------------------------------------
 
   // Not idle longer than max_idle_time (standard pool). idle_since was published to us by the
@@ -440,7 +462,9 @@ class pool_core {
   // closed and counted; the caller still owns the (now empty) slot.
   bool passes_checks(std::uint32_t i) noexcept {
     slot_type& s = slots_[i];
-    if (track_idle_ && !fresh(s)) {
+    // Past max_idle_time, but kept if closing it would leave fewer than min_size open: the
+    // maintainer keeps those on purpose (relaxed: a count, as in reap_idle()).
+    if (track_idle_ && !fresh(s) && active_.load(std::memory_order_relaxed) > min_) {
       s.conn.reset();
       counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
       return false;
@@ -495,14 +519,15 @@ class pool_core {
 
   // ---- slots for dialing --------------------------------------------------------------------
 
-  // Reserves room for one more connection (INV2) and claims a free slot, now busy and ours.
-  // Returns the slot's new word, or nothing when the pool is full or closed.
+  // Reserves room for one more connection (INV2) and a dial token (INV10), and claims a free
+  // slot, now busy and ours. Returns the slot and its new word, or nothing when the pool is full,
+  // max_connecting dials are in flight, or the pool is closed. The caller must end_dial() once.
   std::optional<std::pair<std::uint32_t, std::uint64_t>> reserve_slot() noexcept {
-    std::size_t n = active_.load(std::memory_order_seq_cst);
-    do {
-      if (n >= capacity_) return std::nullopt;
-      // seq_cst: INV7, pairs with release_slot()'s decrement followed by its load of waiters_.
-    } while (!active_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+    if (!take_dial_token()) return std::nullopt;
+    if (!reserve_count()) {
+      return_dial_token();
+      return std::nullopt;
+    }
 
     for (;;) {
       for (std::uint32_t i = 0; i < capacity_; ++i) {
@@ -510,6 +535,7 @@ class pool_core {
         std::uint64_t w = state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
         if ((w & word::closed) != 0) {
           active_.fetch_sub(1, std::memory_order_relaxed);  // closed: nobody reserves any more
+          return_dial_token();
           return std::nullopt;
         }
         if (word::phase(w) != word::free || (w & word::transit) != 0) continue;
@@ -524,32 +550,103 @@ class pool_core {
     }
   }
 
+  // ---- dial tokens and backoff --------------------------------------------------------------
+
+  bool take_dial_token() noexcept {
+    std::size_t n = connecting_.load(std::memory_order_seq_cst);
+    do {
+      if (n >= max_connecting_) return false;
+      // seq_cst: INV10, pairs with end_dial()'s decrement followed by its load of waiters_.
+    } while (
+        !connecting_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
+    return true;
+  }
+
+  // Gives a token back when nobody can be waiting for it (no pump).
+  void return_dial_token() noexcept { connecting_.fetch_sub(1, std::memory_order_seq_cst); }
+
+  // A dial is over (either way): give its token back, and if someone waits, start their dial.
+  void end_dial() noexcept {
+    connecting_.fetch_sub(1, std::memory_order_seq_cst);  // INV10
+    if (waiters_.load(std::memory_order_seq_cst) != 0) start_dial_for_waiter();
+  }
+
+  void start_dial_for_waiter() noexcept {
+    auto reserved = reserve_slot();
+    if (!reserved) return;  // full, or the tokens are taken: their end_dial() pumps again
+    if (grant(reserved->first, reserved->second, waiter::granted_dial)) return;  // token goes along
+    return_dial_token();                                                         // nobody waits after all
+    release_slot(reserved->first);
+  }
+
+  // While backing off after a failed dial, the error that dial returned: callers fail fast with it
+  // instead of each dialing a backend that is down. Empty when a dial may be tried.
+  std::error_code backoff_error() noexcept {
+    // relaxed: a hint; the error itself is read under dial_mutex_.
+    const std::int64_t retry_at = retry_at_ns_.load(std::memory_order_relaxed);
+    if (retry_at == 0 || pool_now_ns() >= retry_at) return {};
+    std::lock_guard lock(dial_mutex_);
+    return last_dial_error_;
+  }
+
+  void record_dial_result(const std::error_code& error) noexcept {
+    if (!error) {
+      // relaxed: see backoff_error(); the common case (no backoff) writes nothing.
+      if (retry_at_ns_.load(std::memory_order_relaxed) != 0) {
+        std::lock_guard lock(dial_mutex_);
+        backoff_ = std::chrono::nanoseconds::zero();
+        retry_at_ns_.store(0, std::memory_order_relaxed);
+      }
+      return;
+    }
+    std::lock_guard lock(dial_mutex_);
+    last_dial_error_ = error;
+    if (config_.dial_backoff_floor <= std::chrono::nanoseconds::zero()) return;
+    backoff_ = std::clamp(backoff_ * 2, config_.dial_backoff_floor, config_.dial_backoff_cap);
+    // Jitter in [backoff/2, backoff]: pools that failed together do not retry together.
+    const auto half = backoff_.count() / 2;
+    std::uniform_int_distribution<std::int64_t> spread(0, half);
+    retry_at_ns_.store(pool_now_ns() + half + spread(jitter_), std::memory_order_relaxed);
+  }
+
   result<Conn> call_factory(clock::time_point deadline) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     try {
       result<Conn> made = config_.factory(deadline);
       if (!made) counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+      record_dial_result(made.error());
       return made;
     } catch (...) {
       counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+      record_dial_result(errc::factory_threw);
       return errc::factory_threw;
     }
   }
 
-  // Dials into slot i, which we own (busy or leased, no connection), for a caller.
+  // Dials into slot i, which we own (busy or leased, no connection), for a caller. The caller
+  // holds a dial token; this gives it back.
   result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned,
                                      clock::time_point caller_deadline) noexcept {
     const clock::time_point now = clock::now();
     if (now >= caller_deadline) {
       release_slot(i);
+      end_dial();
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
       return errc::timeout;
+    }
+    if (std::error_code down = backoff_error()) {
+      release_slot(i);
+      end_dial();
+      counters_.fast_failures.fetch_add(1, std::memory_order_relaxed);
+      return down;
     }
     result<Conn> made = call_factory(std::min(caller_deadline, dial_deadline(now)));
     if (!made) {
       release_slot(i);
+      end_dial();
       return made.error();
     }
+    end_dial();
     slot_type& s = slots_[i];
     s.conn.emplace(std::move(*made));
     std::uint64_t w = owned;
@@ -620,10 +717,11 @@ class pool_core {
   void release_slot(std::uint32_t i) noexcept {
     slot_type& s = slots_[i];
     std::uint64_t w = s.state.load(std::memory_order_acquire);  // acquire: see close()'s flags' cause
-    // relaxed: a shortcut only; INV7 is kept by the seq_cst pair below.
-    if ((w & word::closed) == 0 && waiters_.load(std::memory_order_relaxed) != 0 &&
-        grant(i, w, waiter::granted_dial)) {
-      return;
+    // relaxed: a shortcut only; INV7 is kept by the seq_cst pair below. A waiter given the slot
+    // dials into it, so it needs a token too (INV10).
+    if ((w & word::closed) == 0 && waiters_.load(std::memory_order_relaxed) != 0 && take_dial_token()) {
+      if (grant(i, w, waiter::granted_dial)) return;
+      return_dial_token();
     }
     for (;;) {
       if ((w & word::closed) != 0) {
@@ -707,9 +805,15 @@ class pool_core {
     {
       std::lock_guard lock(wait_mutex_);
       w = queue_.pop_front();
-      if (w != nullptr && kind == waiter::granted_dial && !reserve_count()) {
-        queue_.push_front(*w);  // a concurrent reserver took the room; it will take this slot
-        w = nullptr;
+      if (w != nullptr && kind == waiter::granted_dial) {
+        if (!take_dial_token()) {
+          queue_.push_front(*w);  // max_connecting dials in flight: the next end_dial() pumps
+          w = nullptr;
+        } else if (!reserve_count()) {
+          return_dial_token();
+          queue_.push_front(*w);  // a concurrent reserver took the room; it will take this slot
+          w = nullptr;
+        }
       }
       if (w != nullptr) {
         waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
@@ -806,8 +910,10 @@ class pool_core {
           const std::uint64_t owned = word::make(got.generation, word::leased);
           finish_wait();
           if (passes_checks(got.slot)) return lend(got.slot, owned);
-          // It failed its check and was closed: the slot is ours, dial into it (keeps our turn).
-          return dial_for_caller(got.slot, owned, deadline);
+          // It failed its check and was closed: the slot is ours; dial into it if we may.
+          if (take_dial_token()) return dial_for_caller(got.slot, owned, deadline);
+          release_slot(got.slot);
+          continue;
         }
         case waiter::granted_dial:
           finish_wait();
@@ -846,6 +952,7 @@ class pool_core {
         return {waiter::granted_dial, reserved->first, word::generation(reserved->second)};
       // A granter already took our node: we get its grant too; give the extra slot back.
       release_slot(reserved->first);
+      end_dial();
       return await_publication(node);
     }
     if (const taken_slot taken = scan_idle_raw(); taken.ok) {
@@ -955,7 +1062,7 @@ class pool_core {
   // ---- background maintenance (standard pool) ---------------------------------------------
 
   void wake_maintainer() noexcept {
-    if (lean_) return;
+    if (lean_ || !config_.background_maintenance) return;
     {
       std::lock_guard lock(maintainer_mutex_);
       maintainer_wake_ = true;
@@ -976,7 +1083,7 @@ class pool_core {
   void after_dial() noexcept {
     // relaxed: a hint; at worst the maintainer wakes at its next timeout.
     if (track_idle_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) {
-      advance_tick(clock::now());
+      advance_tick(pool_now());
       wake_maintainer();
     }
   }
@@ -995,40 +1102,47 @@ class pool_core {
     return now > stamp ? now - stamp : 0;
   }
 
-  void maintain() noexcept {
-    std::chrono::milliseconds backoff{0};
+  void maintainer_loop() noexcept {
     std::unique_lock lock(maintainer_mutex_);
     while (!maintainer_stop_) {
       maintainer_wake_ = false;
       lock.unlock();
-
-      advance_tick(clock::now());
-      if (track_idle_) reap_idle();
-      const bool dial_failed = !fill_to_min();
-      backoff =
-          dial_failed ? std::clamp(backoff * 2, min_backoff, max_backoff) : std::chrono::milliseconds(0);
-
+      const std::chrono::nanoseconds next = maintain_once();
       lock.lock();
       if (maintainer_stop_) break;
+      if (maintainer_wake_) continue;
       const auto wake = [this] { return maintainer_stop_ || maintainer_wake_; };
-      if (backoff.count() != 0) {
-        maintainer_cv_.wait_for(lock, backoff, wake);
-      } else if (track_idle_ && active_.load(std::memory_order_relaxed) != 0) {
-        maintainer_cv_.wait_for(lock, tick_period_, wake);
-      } else if (active_.load(std::memory_order_relaxed) < min_ && !is_closed()) {
-        continue;
-      } else {
-        // Nothing is due until a dial or a close: sleep without polling.
+      if (next == std::chrono::nanoseconds::max()) {
+        // Nothing is due until a dial, a slot freed below min_size, or close(): no polling.
         maintainer_sleeps_indefinitely_.store(true, std::memory_order_relaxed);
         maintainer_cv_.wait(lock, wake);
         maintainer_sleeps_indefinitely_.store(false, std::memory_order_relaxed);
+      } else {
+        maintainer_cv_.wait_for(lock, next, wake);
       }
     }
   }
 
-  static constexpr std::chrono::milliseconds min_backoff{10};
-  static constexpr std::chrono::milliseconds max_backoff{1000};
+ public:
+  // One round of maintenance: advance the tick, close stale idle connections, dial up to
+  // min_size. Returns the time until the next round is due (nanoseconds::max(): nothing is due).
+  std::chrono::nanoseconds maintain_once() noexcept {
+    advance_tick(pool_now());
+    if (track_idle_) reap_idle();
+    fill_to_min();
+    if (is_closed()) return std::chrono::nanoseconds::max();
+    if (active_.load(std::memory_order_relaxed) < min_) {
+      // The refill stopped: backing off after a failure, or every dial token is in use by
+      // callers (their dials refill the pool too). Come back when a retry is allowed.
+      const std::int64_t retry_at = retry_at_ns_.load(std::memory_order_relaxed);  // relaxed: a hint
+      const std::int64_t wait = retry_at - pool_now_ns();
+      return std::chrono::nanoseconds(std::clamp<std::int64_t>(wait, 1'000'000, 1'000'000'000));
+    }
+    if (track_idle_ && active_.load(std::memory_order_relaxed) != 0) return tick_period_;
+    return std::chrono::nanoseconds::max();
+  }
 
+ private:
   // Closes connections idle longer than max_idle_time while more than min_size are open.
   void reap_idle() noexcept {
     const std::uint64_t now = tick_.load(std::memory_order_relaxed);
@@ -1049,35 +1163,23 @@ class pool_core {
     }
   }
 
-  // Dials until min_size connections are open. False if a dial failed (the caller backs off).
-  bool fill_to_min() noexcept {
+  // Dials until min_size connections are open, or a dial fails, or backoff or max_connecting
+  // says not now. A new connection goes to the oldest waiter, or idle.
+  void fill_to_min() noexcept {
     while (!is_closed() && active_.load(std::memory_order_relaxed) < min_) {
+      if (backoff_error()) return;
       auto reserved = reserve_slot();
-      if (!reserved) return true;  // full or closed
+      if (!reserved) return;
       const auto [i, owned] = *reserved;
       result<Conn> made = call_factory(dial_deadline(clock::now()));
       if (!made) {
         release_slot(i);
-        return false;
-      }
-      slots_[i].conn.emplace(std::move(*made));
-      (void)make_idle(i, owned);  // to a waiter, or idle; closes it if the pool closed
-    }
-    return true;
-  }
-
-  // lean_pool: dial min_size connections once, at creation. A failure is not fatal.
-  void warm_up_now() noexcept {
-    for (std::size_t n = 0; n < min_; ++n) {
-      auto reserved = reserve_slot();
-      if (!reserved) return;
-      result<Conn> made = call_factory(dial_deadline(clock::now()));
-      if (!made) {
-        release_slot(reserved->first);
+        end_dial();
         return;
       }
-      slots_[reserved->first].conn.emplace(std::move(*made));
-      (void)make_idle(reserved->first, reserved->second);
+      slots_[i].conn.emplace(std::move(*made));
+      (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
+      end_dial();
     }
   }
 
@@ -1093,6 +1195,7 @@ class pool_core {
   const std::uint64_t max_idle_ticks_;
   const std::chrono::nanoseconds tick_period_;
   pool_config<Conn> config_;
+  const std::size_t max_connecting_;
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
 
@@ -1103,7 +1206,14 @@ class pool_core {
   // Written on dials and closes only (INV2).
   alignas(cache_line) std::atomic<std::size_t> active_{0};
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint32_t> refs_{1};  // INV9
+  std::atomic<std::uint32_t> refs_{1};        // INV9
+  std::atomic<std::size_t> connecting_{0};    // dials in flight (INV10)
+  std::atomic<std::int64_t> retry_at_ns_{0};  // pool time before which no dial is tried; 0: none
+
+  std::mutex dial_mutex_;  // guards the three below; taken only when dials fail or recover
+  std::error_code last_dial_error_;
+  std::chrono::nanoseconds backoff_{0};
+  std::minstd_rand jitter_;
 
   slow_counters counters_;
 
