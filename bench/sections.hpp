@@ -1,0 +1,15 @@
+// bench/sections.hpp — one registration function per section of issue 4, called by main() in the
+// order the suite runs them (the issue's priority order).
+#pragma once
+
+namespace bench {
+
+void register_get_put();        // get_put/<contender>
+void register_get_put_work();   // get_put_work/<contender>, get_put_work/work_only
+void register_handoff();        // handoff/<contender>/max:{1,4}
+void register_scaling();        // scaling/get_put/<contender>/size:N, scaling/create_close/<contender>/max:N
+void register_echo();           // echo/<variant>
+void register_memory();         // memory/<contender>/max:N
+void register_get_put_burst();  // get_put_burst/<contender>
+
+}  // namespace bench

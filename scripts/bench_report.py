@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""Turns netpool_bench's Google Benchmark JSON into the README's markdown tables and charts.
+
+    scripts/bench_report.py bench/results/results.json --out-dir bench/results \
+        --build-dir build-bench --command "scripts/bench.sh"
+
+Prints the markdown (method first: machine, compiler, flags, command), writes it to
+<out-dir>/results.md, and draws <out-dir>/get_put.png (ns per get+put by thread count, one line per
+contender, log y) and <out-dir>/get_put_work.png with gnuplot. Cells are medians: Google Benchmark's
+"median" aggregates when the run had repetitions, else the median of the runs present. Ratios are
+against the hand-written mutex pool measured in the same run (ratios across runs are meaningless:
+contended figures move 2-3x between runs on a shared 2-core VM).
+
+Only the Python standard library is used; gnuplot (Debian: gnuplot-nox) is optional: without it the
+charts are skipped with a message.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+CONTENDERS = ["netpool_standard", "netpool_basic", "mutex_pool", "poco_objectpool", "apr_reslist", "tbb_queue",
+              "moodycamel_queue"]
+BASELINE = "mutex_pool"
+ECHO_VARIANTS = ["netpool_standard", "netpool_basic", "mutex_pool", "dial_per_request", "shared_connection"]
+TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+class Result:
+    """One benchmark (one name, i.e. one thread count / argument), reduced to its median."""
+
+    def __init__(self, section, contender, args, threads, real_ns, counters, error=None):
+        self.section = section      # "get_put", "handoff", "scaling/get_put", ...
+        self.contender = contender  # "mutex_pool", "dial_per_request", "work_only", ...
+        self.args = args            # {"max": 4} / {"size": 100}
+        self.threads = threads
+        self.real_ns = real_ns      # real time per iteration, ns
+        self.counters = counters
+        self.error = error
+
+    @property
+    def ns_per_op(self):
+        """Wall time from the start of the run until its last thread finished, per op of all threads.
+
+        netpool_bench's wall_ns_per_op counter; Google Benchmark's own real time is the mean of the
+        threads' wall times, which flatters pools that let one thread finish early."""
+        wall = self.counters.get("wall_ns_per_op")
+        if wall:
+            return wall
+        rate = self.counters.get("items_per_second")
+        if rate:
+            return 1e9 / rate
+        return self.real_ns
+
+    @property
+    def ops_per_second(self):
+        ns = self.ns_per_op
+        return 1e9 / ns if ns else 0.0
+
+
+def parse_name(name):
+    parts = name.split("/")
+    threads = 1
+    args = {}
+    rest = []
+    for part in parts:
+        if part in ("real_time", "manual_time", "process_time"):
+            continue
+        m = re.fullmatch(r"(\w+):(\d+)", part)
+        if m:
+            key, value = m.group(1), int(m.group(2))
+            if key == "threads":
+                threads = value
+            elif key not in ("iterations", "repeats", "min_time"):
+                args[key] = value
+            continue
+        rest.append(part)
+    if rest and rest[0] == "scaling" and len(rest) >= 3:
+        return "scaling/" + rest[1], rest[2], args, threads
+    return rest[0], (rest[1] if len(rest) > 1 else ""), args, threads
+
+
+COUNTER_SKIP = {"name", "run_name", "run_type", "repetitions", "repetition_index", "threads", "iterations",
+                "real_time", "cpu_time", "time_unit", "family_index", "per_family_instance_index",
+                "aggregate_name", "aggregate_unit", "error_occurred", "error_message", "label"}
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    runs = data.get("benchmarks", [])
+    has_median = any(r.get("run_type") == "aggregate" and r.get("aggregate_name") == "median" for r in runs)
+    grouped = defaultdict(list)
+    errors = {}
+    for r in runs:
+        run_name = r.get("run_name", r["name"])
+        if r.get("error_occurred"):
+            errors[run_name] = r.get("error_message", "error")
+            continue
+        if has_median:
+            if r.get("run_type") == "aggregate" and r.get("aggregate_name") == "median":
+                grouped[run_name].append(r)
+        elif r.get("run_type", "iteration") == "iteration":
+            grouped[run_name].append(r)
+    results = []
+    for run_name, rs in grouped.items():
+        section, contender, args, threads = parse_name(run_name)
+        unit = TO_NS.get(rs[0].get("time_unit", "ns"), 1.0)
+        real_ns = statistics.median(r["real_time"] * unit for r in rs)
+        keys = {k for r in rs for k, v in r.items() if k not in COUNTER_SKIP and isinstance(v, (int, float))}
+        counters = {k: statistics.median(r[k] for r in rs if k in r) for k in keys}
+        results.append(Result(section, contender, args, threads, real_ns, counters))
+    for run_name, message in errors.items():
+        if run_name in grouped:
+            continue
+        section, contender, args, threads = parse_name(run_name)
+        results.append(Result(section, contender, args, threads, None, {}, error=message))
+    return data.get("context", {}), results
+
+
+def index(results):
+    """(section, contender, frozenset(args), threads) -> Result"""
+    return {(r.section, r.contender, frozenset(r.args.items()), r.threads): r for r in results}
+
+
+# ---- formatting -------------------------------------------------------------------------------
+
+def fmt_ns(ns):
+    if ns is None:
+        return "—"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e4:
+        return f"{ns / 1e3:.1f} µs"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    if ns >= 100:
+        return f"{ns:.0f} ns"
+    return f"{ns:.1f} ns"
+
+
+def fmt_ratio(value, base):
+    if value is None or not base:
+        return ""
+    return f" ({value / base:.2f}×)"
+
+
+def fmt_bytes(b):
+    if b is None:
+        return "—"
+    if abs(b) >= 1 << 20:
+        return f"{b / (1 << 20):.1f} MiB"
+    if abs(b) >= 1 << 10:
+        return f"{b / (1 << 10):.1f} KiB"
+    return f"{b:.0f} B"
+
+
+def fmt_count(x):
+    if x is None:
+        return "—"
+    if x == 0:
+        return "0"
+    if abs(x) < 0.001:
+        return f"{x:.1e}"
+    if abs(x) < 10:
+        return f"{x:.3g}"
+    return f"{x:.0f}"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def present(results, section):
+    names = {r.contender for r in results if r.section == section}
+    ordered = [c for c in CONTENDERS + ECHO_VARIANTS if c in names]
+    seen = set()
+    ordered = [c for c in ordered if not (c in seen or seen.add(c))]
+    return ordered + sorted(names - set(ordered))
+
+
+def threads_of(results, section, args=frozenset()):
+    return sorted({r.threads for r in results if r.section == section and frozenset(r.args.items()) == args})
+
+
+def error_note(results, section):
+    errs = [r for r in results if r.section == section and r.error]
+    if not errs:
+        return ""
+    lines = [f"- `{r.section}/{r.contender}` {dict(r.args) or ''} threads {r.threads}: skipped: {r.error}"
+             for r in errs]
+    return "\n\nSkipped:\n" + "\n".join(lines)
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+def get_put_table(results, idx, section, title, explanation):
+    contenders = present(results, section)
+    if not contenders:
+        return None
+    threads = threads_of(results, section)
+    rows = []
+    for c in contenders:
+        row = [f"`{c}`"]
+        allocs = []
+        for t in threads:
+            r = idx.get((section, c, frozenset(), t))
+            base = idx.get((section, BASELINE, frozenset(), t))
+            if r is None or r.error:
+                row.append("skipped" if r is not None else "—")
+                continue
+            row.append(fmt_ns(r.ns_per_op) + fmt_ratio(r.ns_per_op, base.ns_per_op if base and not base.error else None))
+            allocs.append(r.counters.get("allocs_per_op", 0.0))
+        row.append(fmt_count(max(allocs)) if allocs else "—")
+        rows.append(row)
+    header = ["contender"] + [f"{t} thread" + ("s" if t > 1 else "") for t in threads] + ["allocs/op (max)"]
+    return f"### {title}\n\n{explanation}\n\n" + table(header, rows) + error_note(results, section)
+
+
+def work_table(results, idx):
+    section = "get_put_work"
+    contenders = [c for c in present(results, section) if c != "work_only"]
+    if not contenders:
+        return None
+    threads = threads_of(results, section)
+    work = {t: idx.get((section, "work_only", frozenset(), t)) for t in threads}
+    rows = []
+    for c in contenders:
+        row = [f"`{c}`"]
+        for t in threads:
+            r = idx.get((section, c, frozenset(), t))
+            w = work.get(t)
+            base = idx.get((section, BASELINE, frozenset(), t))
+            if r is None or r.error or w is None or w.error:
+                row.append("—")
+                continue
+            above = r.ns_per_op - w.ns_per_op
+            base_above = base.ns_per_op - w.ns_per_op if base and not base.error else None
+            ratio = f" ({above / base_above:.2f}×)" if base_above and base_above > 0 else ""
+            cs = r.counters.get("ctx_switches_per_op")
+            sign = "+" if above >= 0 else "−"
+            cell = f"{sign}{fmt_ns(abs(above))}{ratio}"
+            row.append(f"{cell}, {fmt_count(cs)} cs/op" if cs is not None else cell)
+        rows.append(row)
+    work_row = ["work alone"] + [fmt_ns(work[t].ns_per_op) if work.get(t) and not work[t].error else "—"
+                                 for t in threads]
+    rows.append(work_row)
+    header = ["contender"] + [f"{t} threads" for t in threads]
+    return ("### With ~100 ns of work held (`get_put_work/…`)\n\n"
+            "Cost above the work alone (ns per op minus `get_put_work/work_only`), ratio against the mutex "
+            "pool's cost above the work, and voluntary context switches per op (whole process, getrusage).\n\n"
+            + table(header, rows) + error_note(results, section))
+
+
+def handoff_tables(results, idx):
+    section = "handoff"
+    contenders = present(results, section)
+    if not contenders:
+        return None
+    maxes = sorted({r.args.get("max") for r in results if r.section == section and "max" in r.args})
+    out = ["### Exhaustion and hand-off (`handoff/…`)\n\n"
+           "max = min = 1 or 4 connections, each held ~1 µs, ~1 µs of work between gets; ns per get+put "
+           "(ratio vs mutex pool), then get latency p50 / p99 / max over all threads. The ideal on 2 cores "
+           "is ~1 µs per op."]
+    for m in maxes:
+        args = frozenset({"max": m}.items())
+        threads = threads_of(results, section, args)
+        rows = []
+        for c in contenders:
+            row = [f"`{c}`"]
+            for t in threads:
+                r = idx.get((section, c, args, t))
+                base = idx.get((section, BASELINE, args, t))
+                if r is None or r.error:
+                    row.append("—")
+                    continue
+                ratio = fmt_ratio(r.ns_per_op, base.ns_per_op if base and not base.error else None)
+                p = r.counters
+                row.append(f"{fmt_ns(r.ns_per_op)}{ratio}; {fmt_ns(p.get('get_p50_ns'))} / "
+                           f"{fmt_ns(p.get('get_p99_ns'))} / {fmt_ns(p.get('get_max_ns'))}")
+            rows.append(row)
+        out.append(f"**max {m}**\n\n" + table(["contender"] + [f"{t} threads" for t in threads], rows))
+    return "\n\n".join(out) + error_note(results, section)
+
+
+def scaling_tables(results, idx):
+    out = []
+    section = "scaling/get_put"
+    contenders = present(results, section)
+    if contenders:
+        sizes = sorted({r.args.get("size") for r in results if r.section == section})
+        for t in sorted({r.threads for r in results if r.section == section}):
+            rows = []
+            for c in contenders:
+                row = [f"`{c}`"]
+                by_size = {}
+                for s in sizes:
+                    r = idx.get((section, c, frozenset({"size": s}.items()), t))
+                    by_size[s] = r.ns_per_op if r is not None and not r.error else None
+                    row.append(fmt_ns(by_size[s]) if r is not None and not r.error else ("skipped" if r else "—"))
+                if by_size.get(10000) and by_size.get(100):
+                    row.append(f"{by_size[10000] / by_size[100]:.2f}×")
+                else:
+                    row.append("—")
+                rows.append(row)
+            header = ["contender"] + [f"size {s}" for s in sizes] + ["10 000 / 100"]
+            out.append(f"**get + put, {t} thread{'s' if t > 1 else ''}** (pool of max = min = size, all "
+                       "connections open)\n\n" + table(header, rows))
+        out[-1] += error_note(results, section)
+    section = "scaling/create_close"
+    contenders = present(results, section)
+    if contenders:
+        maxes = sorted({r.args.get("max") for r in results if r.section == section})
+        rows = []
+        for c in contenders:
+            row = [f"`{c}`"]
+            for m in maxes:
+                r = idx.get((section, c, frozenset({"max": m}.items()), 1))
+                row.append(fmt_ns(r.real_ns) if r is not None and not r.error else "—")
+            rows.append(row)
+        out.append("**create + close an empty pool** (min 0: no connection dialed)\n\n"
+                   + table(["contender"] + [f"max {m}" for m in maxes], rows) + error_note(results, section))
+    if not out:
+        return None
+    return "### Scaling (`scaling/…`)\n\n" + "\n\n".join(out)
+
+
+def echo_table(results, idx):
+    section = "echo"
+    variants = present(results, section)
+    if not variants:
+        return None
+    threads = threads_of(results, section)
+    rows = []
+    for v in variants:
+        row = [f"`{v}`"]
+        for t in threads:
+            r = idx.get((section, v, frozenset(), t))
+            dial = idx.get((section, "dial_per_request", frozenset(), t))
+            if r is None or r.error:
+                row.append("—")
+                continue
+            rps = r.ops_per_second
+            vs = ""
+            if dial and not dial.error and dial.ops_per_second:
+                vs = f" ({rps / dial.ops_per_second:.1f}× dial)"
+            share = r.counters.get("pool_share")
+            row.append(f"{rps / 1e3:.1f}k req/s{vs}, {share * 100:.2f}% in pool" if share is not None
+                       else f"{rps / 1e3:.1f}k req/s{vs}")
+        rows.append(row)
+    return ("### With real work: 64-byte loopback echo (`echo/…`)\n\n"
+            "Requests per second over all threads (and against dialing per request), and the share of each "
+            "request's time spent getting and returning the connection (dial + close for "
+            "`dial_per_request`, waiting for the mutex for `shared_connection`).\n\n"
+            + table(["variant"] + [f"{t} thread" + ("s" if t > 1 else "") for t in threads], rows)
+            + error_note(results, section))
+
+
+def memory_table(results, idx):
+    section = "memory"
+    contenders = present(results, section)
+    if not contenders:
+        return None
+    maxes = sorted({r.args.get("max") for r in results if r.section == section})
+    rows = []
+    for c in contenders:
+        row = [f"`{c}`"]
+        conn = None
+        for m in maxes:
+            r = idx.get((section, c, frozenset({"max": m}.items()), 1))
+            row.append(fmt_bytes(r.counters.get("pool_bytes")) if r is not None and not r.error else "—")
+            if r is not None and not r.error and conn is None:
+                conn = r.counters.get("conn_bytes")
+        row.append(fmt_bytes(conn))
+        rows.append(row)
+    return ("### Memory (`memory/…`)\n\n"
+            "Heap kept by an empty pool, and heap added per open connection (100 opened), from the counting "
+            "allocator in the benchmark binary (malloc usable sizes). Kernel socket buffers are not heap. "
+            "APR takes its pool memory with mmap on Debian, so `apr_reslist`'s blocks do not appear here.\n\n"
+            + table(["contender"] + [f"pool, max {m}" for m in maxes] + ["per connection"], rows)
+            + error_note(results, section))
+
+
+# ---- targets (issue 4) --------------------------------------------------------------------------
+
+def plural(n, word="thread"):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def targets(results, idx):
+    def get(section, c, t, args=frozenset()):
+        r = idx.get((section, c, args, t))
+        return None if r is None or r.error else r
+
+    lines = []
+
+    def check(label, ok, detail):
+        if ok is None:
+            return
+        lines.append(f"- {'met' if ok else '**MISSED**'}: {label} — {detail}")
+
+    basic_threads = threads_of(results, "get_put")
+    if any(get("get_put", "netpool_basic", t) for t in basic_threads):
+        for t in (1, 2):
+            b, m = get("get_put", "netpool_basic", t), get("get_put", BASELINE, t)
+            if b and m:
+                check(f"Basic ≤ 0.5× mutex pool, {plural(t)}", b.ns_per_op <= 0.5 * m.ns_per_op,
+                      f"{b.ns_per_op / m.ns_per_op:.2f}×")
+        for t in basic_threads:
+            b = get("get_put", "netpool_basic", t)
+            others = [(c, get("get_put", c, t)) for c in CONTENDERS if not c.startswith("netpool")]
+            others = [(c, r) for c, r in others if r]
+            if b and others:
+                best_c, best = min(others, key=lambda cr: cr[1].ns_per_op)
+                check(f"Basic faster than every other contender, {plural(t)}", b.ns_per_op < best.ns_per_op,
+                      f"{fmt_ns(b.ns_per_op)} vs best other `{best_c}` {fmt_ns(best.ns_per_op)}")
+            s = get("get_put", "netpool_standard", t)
+            if b and s:
+                check(f"Standard ≤ 1.5× Basic, {plural(t)}", s.ns_per_op <= 1.5 * b.ns_per_op,
+                      f"{s.ns_per_op / b.ns_per_op:.2f}×")
+        for c in ("netpool_standard", "netpool_basic"):
+            allocs = [r.counters.get("allocs_per_op", 0) for t in basic_threads if (r := get("get_put", c, t))]
+            if allocs:
+                check(f"0 heap allocations per op, `{c}`", max(allocs) < 1e-4, f"max {fmt_count(max(allocs))} allocs/op")
+    for t in threads_of(results, "get_put_work"):
+        w, m = get("get_put_work", "work_only", t), get("get_put_work", BASELINE, t)
+        for c in ("netpool_basic", "netpool_standard"):
+            n = get("get_put_work", c, t)
+            if n and w and m and m.ns_per_op > w.ns_per_op:
+                above, base = n.ns_per_op - w.ns_per_op, m.ns_per_op - w.ns_per_op
+                check(f"with ~100 ns work, `{c}` above the work ≤ 1/3 of the mutex pool's, {plural(t)}",
+                      above <= base / 3, f"+{fmt_ns(above)} vs +{fmt_ns(base)}")
+    for c in ("netpool_standard", "netpool_basic"):
+        for t in threads_of(results, "scaling/get_put", frozenset({"size": 100}.items())):
+            a = get("scaling/get_put", c, t, frozenset({"size": 100}.items()))
+            z = get("scaling/get_put", c, t, frozenset({"size": 10000}.items()))
+            if a and z:
+                check(f"`{c}` at 10 000 connections within 1.2× of 100, {plural(t)}",
+                      z.ns_per_op <= 1.2 * a.ns_per_op, f"{z.ns_per_op / a.ns_per_op:.2f}×")
+    maxes = sorted({r.args.get("max") for r in results if r.section == "handoff"})
+    for c in ("netpool_standard", "netpool_basic"):
+        for m in maxes:
+            args = frozenset({"max": m}.items())
+            for t in threads_of(results, "handoff", args):
+                n, b = get("handoff", c, t, args), get("handoff", BASELINE, t, args)
+                if n and b:
+                    check(f"hand-off `{c}` max {m}, {plural(t)}: no slower than the mutex pool, lower p99",
+                          n.ns_per_op <= b.ns_per_op and n.counters.get("get_p99_ns", 0) < b.counters.get("get_p99_ns", 0),
+                          f"{fmt_ns(n.ns_per_op)} vs {fmt_ns(b.ns_per_op)}, p99 {fmt_ns(n.counters.get('get_p99_ns'))} "
+                          f"vs {fmt_ns(b.counters.get('get_p99_ns'))}")
+    for c in ("netpool_standard", "netpool_basic"):
+        for t in threads_of(results, "echo"):
+            n, d = get("echo", c, t), get("echo", "dial_per_request", t)
+            if n:
+                check(f"echo `{c}`, {plural(t)}: pool share < 1%", n.counters.get("pool_share", 1) < 0.01,
+                      f"{n.counters.get('pool_share', 0) * 100:.2f}%")
+                if d and d.ops_per_second:
+                    ratio = n.ops_per_second / d.ops_per_second
+                    check(f"echo `{c}`, {plural(t)}: several times the requests/s of dialing per request",
+                          ratio >= 3, f"{ratio:.1f}×")
+    if not lines:
+        return None
+    return ("### Targets of issue 4 (checked within this run)\n\n"
+            "Instruction counts per get+put come from callgrind, not from this run.\n\n" + "\n".join(lines))
+
+
+# ---- method -----------------------------------------------------------------------------------
+
+def run(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def method(context, args):
+    model = ""
+    for line in run(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    cpus = run(["nproc"]) or str(context.get("num_cpus", "?"))
+    compiler, flags = "", ""
+    if args.build_dir:
+        cc_path = os.path.join(args.build_dir, "compile_commands.json")
+        if os.path.exists(cc_path):
+            with open(cc_path) as f:
+                for entry in json.load(f):
+                    if entry.get("file", "").endswith(os.path.join("bench", "main.cpp")):
+                        cmd = entry.get("command") or " ".join(entry.get("arguments", []))
+                        words = cmd.split()
+                        compiler = run([words[0], "--version"]).splitlines()[0] if words else ""
+                        flags = " ".join(w for w in words[1:]
+                                         if w.startswith(("-O", "-std", "-f", "-m", "-W", "-g")) or w == "-DNDEBUG")
+                        break
+    lines = [
+        f"- Machine: {model or platform.processor() or '?'}, {cpus} CPUs (`nproc`), "
+        f"{platform.system()} {platform.release()}",
+        f"- Compiler: {compiler or '?'}",
+        f"- Flags: `{flags or '?'}`",
+        f"- Google Benchmark{(' ' + context['library_version']) if context.get('library_version') else ''} "
+        f"(library built as {context.get('library_build_type', '?')}), run {context.get('date', '?')}",
+    ]
+    load = context.get("load_avg")
+    if load:
+        lines.append(f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in load)} "
+                     "(other processes on a 2-core machine move contended figures a lot)")
+    if args.command:
+        lines.append(f"- Command: `{args.command}`")
+    if args.run_flags:
+        lines.append(f"- Benchmark flags: `{args.run_flags}`")
+    busy = context.get("netpool_bench.busy_work_ns_per_iteration")
+    if busy:
+        lines.append(f"- Busy work: {float(busy):.3f} ns per loop step (calibrated at start-up); "
+                     f"~100 ns = {context.get('netpool_bench.work_100ns_iterations', '?')} steps")
+    lines.append("- ns per op = wall time from the start of a run until its last thread finishes, divided by the "
+                 "ops of all threads (the `wall_ns_per_op` counter; Google Benchmark's `real_time` is the mean of "
+                 "the threads' wall times, which flatters a pool that lets one thread finish early), median of "
+                 "the repetitions. Every contender pools real loopback TCP connections (max 100, min 50 "
+                 "pre-filled) to a server the benchmark forks; nothing is pinned.")
+    return "## Method\n\n" + "\n".join(lines)
+
+
+# ---- charts -----------------------------------------------------------------------------------
+
+def chart(results, idx, section, out_png, title, ylabel, value):
+    if not shutil.which("gnuplot"):
+        print(f"(gnuplot not found: {out_png} not drawn; Debian: apt-get install gnuplot-nox)", file=sys.stderr)
+        return False
+    contenders = [c for c in present(results, section) if c != "work_only"]
+    threads = threads_of(results, section)
+    if not contenders or not threads:
+        return False
+    data_path = out_png[:-4] + ".dat"
+    with open(data_path, "w") as f:
+        f.write("threads " + " ".join(contenders) + "\n")
+        for t in threads:
+            cells = []
+            for c in contenders:
+                v = value(c, t)
+                cells.append(f"{v:.4g}" if v and v > 0 else "NaN")
+            f.write(f"{t} " + " ".join(cells) + "\n")
+    plots = ", ".join(f"'{data_path}' using 1:{i + 2} with linespoints lw 2 pt 7 title '{c}'"
+                      for i, c in enumerate(contenders))
+    script = f"""
+set terminal pngcairo noenhanced size 960,600 font 'sans,11'
+set output '{out_png}'
+set title '{title}'
+set xlabel 'threads (2 cores)'
+set ylabel '{ylabel}'
+set logscale x 2
+set xrange [{threads[0] / 1.25}:{threads[-1] * 1.25}]
+set logscale y
+set xtics ({", ".join(str(t) for t in threads)})
+set grid ytics mytics xtics
+set key outside right top
+set datafile missing 'NaN'
+plot {plots}
+"""
+    proc = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    os.remove(data_path)
+    if proc.returncode != 0:
+        print(f"gnuplot failed for {out_png}: {proc.stderr.strip()}", file=sys.stderr)
+        return False
+    return True
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", help="Google Benchmark JSON output of netpool_bench")
+    parser.add_argument("--out-dir", default=None, help="where results.md and the PNGs go (default: the JSON's dir)")
+    parser.add_argument("--build-dir", default=None, help="build tree (compile_commands.json: compiler and flags)")
+    parser.add_argument("--command", default=None, help="the command line that produced the run, for the method")
+    parser.add_argument("--run-flags", default=None, help="the benchmark flags used, for the method")
+    args = parser.parse_args()
+
+    context, results = load(args.json)
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.json))
+    os.makedirs(out_dir, exist_ok=True)
+    idx = index(results)
+
+    parts = ["# netpool benchmark results", method(context, args)]
+    charts = []
+    if chart(results, idx, "get_put", os.path.join(out_dir, "get_put.png"),
+             "get + put, ns per op (log scale), lower is better", "ns per get+put",
+             lambda c, t: (r.ns_per_op if (r := idx.get(("get_put", c, frozenset(), t))) and not r.error else None)):
+        charts.append("![get + put, ns per op by thread count](get_put.png)")
+
+    def above_work(c, t):
+        r, w = idx.get(("get_put_work", c, frozenset(), t)), idx.get(("get_put_work", "work_only", frozenset(), t))
+        if r is None or w is None or r.error or w.error:
+            return None
+        return r.ns_per_op - w.ns_per_op
+
+    if chart(results, idx, "get_put_work", os.path.join(out_dir, "get_put_work.png"),
+             "cost above ~100 ns of held work, ns per op (log scale)", "ns per op above the work", above_work):
+        charts.append("![cost above ~100 ns of held work](get_put_work.png)")
+
+    sections = [
+        get_put_table(results, idx, "get_put", "Get + put (`get_put/…`)",
+                      "ns per get+put (ratio vs `mutex_pool` at the same thread count); 16 threads oversubscribe "
+                      "the 2 cores."),
+        "\n\n".join(charts) if charts else None,
+        work_table(results, idx),
+        handoff_tables(results, idx),
+        scaling_tables(results, idx),
+        echo_table(results, idx),
+        memory_table(results, idx),
+        get_put_table(results, idx, "get_put_burst", "Three connections held per thread (`get_put_burst/…`)",
+                      "get, get, get, put, put, put; ns per get+put. A per-thread cache can serve at most one "
+                      "of the three: this is the path behind it."),
+        targets(results, idx),
+    ]
+    markdown = "\n\n".join(p for p in parts + [s for s in sections if s]) + "\n"
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
