@@ -939,11 +939,13 @@ class pool_core {
   // cancelled or the deadline.
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop) noexcept {
     waiter node;
+    bool first_in_line = false;
     {
       std::lock_guard lock(wait_mutex_);
       if (is_closed()) return {waiter::pool_closed, 0, 0};
       queue_.push_back(node);
-      waiters_.fetch_add(1, std::memory_order_seq_cst);  // INV6, INV7, INV8
+      // INV6, INV7, INV8
+      first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0;
     }
 
     // A connection or slot freed just before our increment is found here.
@@ -967,7 +969,9 @@ class pool_core {
     if (stop != nullptr && stop->stop_possible()) on_stop.emplace(*stop, canceller{this, &node});
 
     // Spin briefly: a hand-off within a few microseconds costs no system call on either side.
-    for (int spin = 0; spin < spin_limit; ++spin) {
+    // Only the oldest waiter spins: grants go to it first, and on an oversubscribed machine the
+    // others' spinning would only take the CPU from the thread that is about to release.
+    for (int spin = 0; first_in_line && spin < spin_limit; ++spin) {
       const std::uint32_t s = node.state.load(std::memory_order_acquire);  // acquire: the grant
       if (!waiter::is_pending(s)) return outcome_of(node, s);
       cpu_relax();
