@@ -33,6 +33,14 @@ const char* describe(config_problem problem) noexcept {
       return "max_idle_time must be >= 0 (0 turns it off)";
     case config_problem::max_connecting_zero:
       return "max_connecting must be >= 1";
+    case config_problem::lifetime_negative:
+      return "max_lifetime must be >= 0 (0 turns it off)";
+    case config_problem::lifetime_jitter_out_of_range:
+      return "lifetime_jitter must be in [0, 1]";
+    case config_problem::probe_after_negative:
+      return "probe_after must be >= 0 (nanoseconds::max() turns it off)";
+    case config_problem::keepalive_negative:
+      return "keepalive_interval must be >= 0 (0 turns it off)";
     case config_problem::backoff_negative:
       return "dial_backoff_floor must be >= 0 (0 turns backoff off)";
     case config_problem::backoff_cap_below_floor:

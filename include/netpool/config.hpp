@@ -55,6 +55,24 @@ struct pool_config {
   // I/O timeout) because the pool cannot interrupt it.
   std::function<bool(Conn&)> health_check;
 
+  // pool only: a connection older than this (since it was dialed) is closed when it comes back or
+  // is found idle — never while lent. 0 turns it off. Must be >= 0. Each connection's limit is
+  // shortened by a random fraction of up to lifetime_jitter, so that connections opened together
+  // do not all expire (and reconnect) together.
+  std::chrono::nanoseconds max_lifetime = std::chrono::nanoseconds::zero();
+  double lifetime_jitter = 0.05;  // in [0, 1]
+
+  // pool only, for connection types with a probe() (netpool::socket): before lending a connection
+  // that has been idle at least this long, a non-blocking peek checks it — no round trip — and
+  // discards it if the peer closed it, reset it, or left unread bytes behind. 0 probes on every
+  // borrow; nanoseconds::max() never. Must be >= 0.
+  std::chrono::nanoseconds probe_after = std::chrono::milliseconds(500);
+
+  // pool only: every keepalive_interval the maintainer checks each idle connection (probe, then
+  // health_check) and closes dead ones, so that servers, NATs and load balancers that drop quiet
+  // connections do not leave dead ones waiting in the pool. 0 turns it off. Must be >= 0.
+  std::chrono::nanoseconds keepalive_interval = std::chrono::nanoseconds::zero();
+
   // Dials in flight at once (callers and maintainer together). More callers than this wait in
   // line for the connections being dialed. Must be >= 1.
   std::size_t max_connecting = 2;
@@ -89,6 +107,10 @@ enum class config_problem {
   dial_timeout_not_positive,
   max_idle_time_negative,
   max_connecting_zero,
+  lifetime_negative,
+  lifetime_jitter_out_of_range,
+  probe_after_negative,
+  keepalive_negative,
   backoff_negative,
   backoff_cap_below_floor,
   idle_tracking_on_lean_pool,  // lean_pool has no idle tracking: use pool
@@ -108,6 +130,12 @@ template <class Conn>
     return config_problem::dial_timeout_not_positive;
   if (config.max_idle_time < std::chrono::nanoseconds::zero()) return config_problem::max_idle_time_negative;
   if (config.max_connecting == 0) return config_problem::max_connecting_zero;
+  if (config.max_lifetime < std::chrono::nanoseconds::zero()) return config_problem::lifetime_negative;
+  if (!(config.lifetime_jitter >= 0.0 && config.lifetime_jitter <= 1.0)) {
+    return config_problem::lifetime_jitter_out_of_range;
+  }
+  if (config.probe_after < std::chrono::nanoseconds::zero()) return config_problem::probe_after_negative;
+  if (config.keepalive_interval < std::chrono::nanoseconds::zero()) return config_problem::keepalive_negative;
   if (config.dial_backoff_floor < std::chrono::nanoseconds::zero()) return config_problem::backoff_negative;
   if (config.dial_backoff_cap < config.dial_backoff_floor) return config_problem::backoff_cap_below_floor;
   return config_problem::none;

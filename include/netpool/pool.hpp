@@ -193,6 +193,19 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
     return this->core() != nullptr ? this->core()->maintain_once() : std::chrono::nanoseconds::max();
   }
 
+  // Closes every idle connection now and every lent one when it comes back (e.g. after a
+  // failover), without failing waiters or recreating the pool; the maintainer refills min_size.
+  void reset() noexcept {
+    if (this->core() != nullptr) this->core()->reset();
+  }
+
+  // Blocks until min_size connections are open, the deadline passes, or the pool closes; returns
+  // how many are open. create() never waits for the warm-up (and a failed warm-up dial never
+  // fails creation); call this when a service should not take traffic before it is warm.
+  std::size_t wait_for_min_size(std::chrono::steady_clock::time_point deadline) noexcept {
+    return this->core() != nullptr ? this->core()->wait_for_min_size(deadline) : 0;
+  }
+
  private:
   explicit pool(detail::pool_core<Conn>* core) noexcept : base(core) {}
 };

@@ -42,6 +42,8 @@ struct pool_stats {
   std::uint64_t closed_health = 0;        // closed because the health check said false or threw
   std::uint64_t closed_error = 0;         // closed by put_with_error / lease::discard
   std::uint64_t closed_pool = 0;          // closed because the pool was closed
+  std::uint64_t closed_lifetime = 0;      // closed for exceeding max_lifetime
+  std::uint64_t closed_reset = 0;         // closed by reset()
 };
 
 }  // namespace netpool

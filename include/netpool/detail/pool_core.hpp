@@ -49,9 +49,11 @@
 #include <atomic>
 #include <cassert>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -69,13 +71,14 @@
 #include "netpool/error.hpp"
 #include "netpool/lease.hpp"
 #include "netpool/result.hpp"
+#include "netpool/socket.hpp"
 #include "netpool/stats.hpp"
 
 namespace netpool::detail {
 
 inline constexpr std::size_t cache_line = 64;
 
-// The slot word: [ generation : 59 | orphan | closed | transit | phase : 2 ].
+// The slot word: [ generation : 58 | doomed | orphan | closed | transit | phase : 2 ].
 namespace word {
 inline constexpr std::uint64_t phase_mask = 0x3;
 inline constexpr std::uint64_t free = 0;           // no connection; may be reserved for a dial
@@ -85,8 +88,9 @@ inline constexpr std::uint64_t busy = 3;           // owned by the pool itself: 
 inline constexpr std::uint64_t transit = 1u << 2;  // INV5: the owner is finishing a release
 inline constexpr std::uint64_t closed = 1u << 3;   // INV4: the pool was closed
 inline constexpr std::uint64_t orphan = 1u << 4;   // INV9: the pool handle was destroyed
-inline constexpr std::uint64_t flag_mask = transit | closed | orphan;
-inline constexpr unsigned generation_shift = 5;
+inline constexpr std::uint64_t doomed = 1u << 5;   // close this connection when it comes back
+inline constexpr std::uint64_t flag_mask = transit | closed | orphan | doomed;
+inline constexpr unsigned generation_shift = 6;
 inline constexpr std::uint64_t generation_mask = ~std::uint64_t{0} << generation_shift;
 inline constexpr std::uint64_t one_generation = std::uint64_t{1} << generation_shift;
 // idle(g) + idle_to_leased == leased(g + 1): a get in one add (phases are 1 and 2, no flags).
@@ -103,7 +107,7 @@ constexpr std::uint64_t with_phase(std::uint64_t w, std::uint64_t p) noexcept {
 }
 // A new owner takes the slot: new phase, next generation (INV3), flags kept.
 constexpr std::uint64_t next_owner(std::uint64_t w, std::uint64_t p) noexcept {
-  return with_phase(w, p) + one_generation;
+  return (with_phase(w, p) & ~doomed) + one_generation;  // `doomed` belongs to the old owner
 }
 constexpr std::uint64_t make(std::uint64_t generation, std::uint64_t p) noexcept {
   return (generation << generation_shift) | p;
@@ -339,6 +343,8 @@ class pool_core {
     s.closed_health = counters_.closed_health.load(std::memory_order_relaxed);
     s.closed_error = counters_.closed_error.load(std::memory_order_relaxed);
     s.closed_pool = counters_.closed_pool.load(std::memory_order_relaxed);
+    s.closed_lifetime = counters_.closed_lifetime.load(std::memory_order_relaxed);
+    s.closed_reset = counters_.closed_reset.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -367,6 +373,12 @@ class pool_core {
     // Connections handed out from this slot. Written only by the owner (plain load+store, no RMW:
     // uncontended by INV1), read by stats().
     std::atomic<std::uint64_t> borrows{0};
+    // Tick at which the connection must go (max_lifetime, jittered); set by the dialer, read by the
+    // owner and the maintainer after acquiring the slot word (owner-written, as idle_since).
+    std::uint64_t expires_at = 0;
+    // Why `doomed` was set: written before the flag's release CAS, read after the owner's
+    // failed CAS (acquire). relaxed atomic: the maintainer and reset() may race to set it.
+    std::atomic<std::uint8_t> doom_reason{0};
     std::optional<Conn> conn;  // engaged while the slot holds a connection (INV1)
   };
   static_assert(alignof(slot_type) == cache_line);
@@ -380,6 +392,7 @@ class pool_core {
     std::atomic<std::uint64_t> gets_waited{0}, wait_ns{0}, timeouts{0}, cancellations{0};
     std::atomic<std::uint64_t> dials{0}, dial_failures{0}, fast_failures{0};
     std::atomic<std::uint64_t> closed_idle{0}, closed_health{0}, closed_error{0}, closed_pool{0};
+    std::atomic<std::uint64_t> closed_lifetime{0}, closed_reset{0};
   };
 
   pool_core(pool_config<Conn> config, pool_kind kind)
@@ -389,13 +402,19 @@ class pool_core {
         lean_(kind == pool_kind::lean),
         track_idle_(kind == pool_kind::standard && config.max_idle_time > std::chrono::nanoseconds::zero()),
         has_health_check_(static_cast<bool>(config.health_check)),
-        checks_on_get_(track_idle_ || has_health_check_),
+        probes_(kind == pool_kind::standard && is_probeable &&
+                config.probe_after != std::chrono::nanoseconds::max()),
+        checks_on_get_(track_idle_ || has_health_check_ || probes_),
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
-        tick_period_(std::clamp<std::chrono::nanoseconds>(
-            config.max_idle_time / 8, std::chrono::milliseconds(1), std::chrono::seconds(1))),
         config_(std::move(config)),
-        max_connecting_(config.max_connecting),
-        epoch_(config.clock ? config.clock() : clock::now()),
+        max_connecting_(config_.max_connecting),
+        probe_ticks_(probes_ ? probe_ticks_of(config_.probe_after) : 0),
+        lifetime_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.max_lifetime)),
+        keepalive_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.keepalive_interval)),
+        uses_tick_(track_idle_ || probes_ || lifetime_ticks_ != 0 || keepalive_ticks_ != 0),
+        fast_ticks_(std::min(track_idle_ ? max_idle_ticks_ : no_limit, probes_ ? probe_ticks_ : no_limit)),
+        tick_period_(tick_period_of(config_)),
+        epoch_(config_.clock ? config_.clock() : clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]),
         jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)) {}
 
@@ -425,6 +444,35 @@ class pool_core {
 
   // ---- time ---------------------------------------------------------------------------------
 
+  static constexpr bool is_probeable = requires(const Conn& c) {
+    { c.probe() } -> std::same_as<liveness>;
+  };
+  static constexpr std::uint64_t no_limit = ~std::uint64_t{0};
+
+  static std::uint64_t to_ticks_or_zero(std::chrono::nanoseconds d) noexcept {
+    return d > std::chrono::nanoseconds::zero() ? to_ticks_ceil(d) : 0;
+  }
+  // probe_after 0 means every borrow: a connection idle 0 ticks still fails `< 0`.
+  static std::uint64_t probe_ticks_of(std::chrono::nanoseconds d) noexcept {
+    return d > std::chrono::nanoseconds::zero() ? to_ticks_ceil(d) : 0;
+  }
+  // How often the maintainer advances the tick: fine enough for the finest time-based feature.
+  static std::chrono::nanoseconds tick_period_of(const pool_config<Conn>& c) noexcept {
+    using std::chrono::nanoseconds;
+    nanoseconds p = std::chrono::seconds(1);
+    if (c.max_idle_time > nanoseconds::zero()) p = std::min(p, c.max_idle_time / 8);
+    if (is_probeable && c.probe_after > nanoseconds::zero() && c.probe_after != nanoseconds::max()) {
+      p = std::min(p, c.probe_after / 4);
+    }
+    if (c.max_lifetime > nanoseconds::zero()) {
+      // A quarter of the jitter window, so that a cohort's spread survives the rounding.
+      const double window = std::max(c.lifetime_jitter, 0.01) * static_cast<double>(c.max_lifetime.count());
+      p = std::min(p, nanoseconds(static_cast<std::int64_t>(window / 4)));
+    }
+    if (c.keepalive_interval > nanoseconds::zero()) p = std::min(p, c.keepalive_interval / 4);
+    return std::max<nanoseconds>(p, std::chrono::milliseconds(1));
+  }
+
   static std::uint64_t to_ticks_ceil(std::chrono::nanoseconds d) noexcept {
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(d).count();
     return static_cast<std::uint64_t>(std::max<std::int64_t>(ms, 1));
@@ -443,11 +491,12 @@ class pool_core {
 
   // ---- taking idle connections --------------------------------------------------------------
 
-  // Not idle longer than max_idle_time (standard pool). idle_since was published to us by the
-  // acquire that made us the owner; the tick is a coarse timestamp (relaxed).
-  [[gnu::always_inline]] bool fresh(const slot_type& s) const noexcept {
-    return ticks_since(tick_.load(std::memory_order_relaxed), s.idle_since.load(std::memory_order_relaxed)) <
-           max_idle_ticks_;
+  // Idle for less than every time-based check's threshold (max_idle_time, probe_after): lend it
+  // without looking. idle_since was published to us by the acquire that made us the owner; the
+  // tick is a coarse timestamp (relaxed).
+  [[gnu::always_inline]] bool fresh(const slot_type& s) const noexcept { return idle_ticks(s) < fast_ticks_; }
+  std::uint64_t idle_ticks(const slot_type& s) const noexcept {
+    return ticks_since(tick_.load(std::memory_order_relaxed), s.idle_since.load(std::memory_order_relaxed));
   }
 
   // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it; or
@@ -464,9 +513,20 @@ class pool_core {
     slot_type& s = slots_[i];
     // Past max_idle_time, but kept if closing it would leave fewer than min_size open: the
     // maintainer keeps those on purpose (relaxed: a count, as in reap_idle()).
-    if (track_idle_ && !fresh(s) && active_.load(std::memory_order_relaxed) > min_) {
+    const std::uint64_t idle = (track_idle_ || probes_) ? idle_ticks(s) : 0;
+    if (track_idle_ && idle >= max_idle_ticks_ && active_.load(std::memory_order_relaxed) > min_) {
       s.conn.reset();
       counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (lifetime_ticks_ != 0 && tick_.load(std::memory_order_relaxed) >= s.expires_at) {
+      s.conn.reset();
+      counters_.closed_lifetime.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (probes_ && idle >= probe_ticks_ && !alive(*s.conn)) {
+      s.conn.reset();
+      counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
     if (has_health_check_ && !healthy(*s.conn)) {
@@ -485,6 +545,14 @@ class pool_core {
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
     return lease_type(this, &*s.conn, &s, owned);
+  }
+
+  static bool alive(Conn& conn) noexcept {
+    if constexpr (is_probeable) {
+      return conn.probe() == liveness::alive;
+    } else {
+      return true;
+    }
   }
 
   bool healthy(Conn& conn) noexcept {
@@ -609,6 +677,18 @@ class pool_core {
     retry_at_ns_.store(pool_now_ns() + half + spread(jitter_), std::memory_order_relaxed);
   }
 
+  // A fresh connection's deadline: max_lifetime shortened by up to lifetime_jitter, drawn per
+  // connection, so that a cohort dialed together does not expire (and reconnect) together.
+  void stamp_new_connection(slot_type& s) noexcept {
+    if (lifetime_ticks_ == 0) return;
+    thread_local std::minstd_rand rng(
+        static_cast<std::uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    const double jitter = std::clamp(config_.lifetime_jitter, 0.0, 1.0);
+    const auto life = static_cast<std::uint64_t>(static_cast<double>(lifetime_ticks_) * (1.0 - jitter * u));
+    s.expires_at = tick_.load(std::memory_order_relaxed) + std::max<std::uint64_t>(life, 1);
+  }
+
   result<Conn> call_factory(clock::time_point deadline) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     try {
@@ -649,6 +729,7 @@ class pool_core {
     end_dial();
     slot_type& s = slots_[i];
     s.conn.emplace(std::move(*made));
+    stamp_new_connection(s);
     std::uint64_t w = owned;
     const std::uint64_t leased = word::next_owner(owned, word::leased);
     // release: nothing to publish to others yet, but close()'s flags may have arrived: the CAS
@@ -698,6 +779,11 @@ class pool_core {
                                          std::memory_order_acquire)) {
       if ((w & ~word::flag_mask) != owned) return put_status::stale;  // not ours: stale lease
       s.conn.reset();
+      if ((w & word::closed) == 0) {  // doomed while lent (max_lifetime or reset()): not an error
+        count_doomed(s);
+        release_slot(i);
+        return put_status::ok;
+      }
       counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
       retire_after_close(i, w);
       return put_status::closed;
@@ -710,6 +796,39 @@ class pool_core {
     // to the core (INV5).
     s.state.store(word::with_phase(owned, word::idle), std::memory_order_release);
     return put_status::ok;
+  }
+
+  enum class doom : std::uint8_t { lifetime = 1, reset = 2 };
+  void count_doomed(const slot_type& s) noexcept {
+    const auto why = static_cast<doom>(s.doom_reason.load(std::memory_order_relaxed));
+    (why == doom::reset ? counters_.closed_reset : counters_.closed_lifetime)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Marks the connection lent from slot i (word `w`, leased) to be closed when it comes back.
+  // False if the slot is no longer leased (it came back first).
+  bool doom_leased(std::uint32_t i, std::uint64_t w, doom why) noexcept {
+    slot_type& s = slots_[i];
+    s.doom_reason.store(static_cast<std::uint8_t>(why), std::memory_order_relaxed);
+    // release: the reason travels with the flag to the owner's failed CAS (acquire). A leased
+    // slot is never in transit (INV5), so only the owner or close() can race with us.
+    return s.state.compare_exchange_strong(w, w | word::doomed, std::memory_order_release,
+                                           std::memory_order_relaxed);
+  }
+
+  // Takes idle slot i (word `w`) and closes its connection, counted by `counter`. False if it
+  // was taken first.
+  bool close_idle(std::uint32_t i, std::uint64_t w, std::atomic<std::uint64_t>& counter) noexcept {
+    slot_type& s = slots_[i];
+    // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
+    if (!s.state.compare_exchange_strong(w, word::next_owner(w, word::busy), std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
+      return false;
+    }
+    s.conn.reset();
+    counter.fetch_add(1, std::memory_order_relaxed);
+    release_slot(i);
+    return true;
   }
 
   // We own slot i (leased or busy) and its connection is gone: free the slot, or let the oldest
@@ -729,12 +848,12 @@ class pool_core {
         return;
       }
       // seq_cst (release part): the connection's destruction happens-before the next reserver.
-      if (s.state.compare_exchange_weak(w, word::with_phase(w, word::free) | word::transit,
+      if (s.state.compare_exchange_weak(w, (word::with_phase(w, word::free) & ~word::doomed) | word::transit,
                                         std::memory_order_seq_cst, std::memory_order_acquire)) {
         break;
       }
     }
-    const std::uint64_t free_transit = word::with_phase(w, word::free) | word::transit;
+    const std::uint64_t free_transit = (word::with_phase(w, word::free) & ~word::doomed) | word::transit;
     active_.fetch_sub(1, std::memory_order_seq_cst);  // INV2 (after the slot is free), INV7
     if (min_ != 0 && active_.load(std::memory_order_relaxed) < min_) wake_maintainer();
     if (waiters_.load(std::memory_order_seq_cst) != 0) {            // INV7
@@ -742,7 +861,7 @@ class pool_core {
       return;
     }
     // release: clears transit; our last access to the core (INV5).
-    s.state.store(word::with_phase(w, word::free), std::memory_order_release);
+    s.state.store(word::with_phase(w, word::free) & ~word::doomed, std::memory_order_release);
   }
 
   // We own slot i and the pool is closed (word `w` carries the flags); its connection is gone.
@@ -751,7 +870,7 @@ class pool_core {
     active_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: nobody reserves after close
     std::atomic<std::uint64_t>& state = slots_[i].state;
     // acq_rel: release our writes to whoever frees the core; acquire the orphan sweep's flag.
-    while (!state.compare_exchange_weak(w, word::with_phase(w, word::free) & ~word::transit,
+    while (!state.compare_exchange_weak(w, word::with_phase(w, word::free) & ~(word::transit | word::doomed),
                                         std::memory_order_acq_rel, std::memory_order_acquire)) {
     }
     if ((w & word::orphan) != 0) release_ref();  // the last touch: the core may be gone after it
@@ -1086,7 +1205,7 @@ class pool_core {
   // tick is refreshed here too, so that a put right after this dial does not stamp a stale one.
   void after_dial() noexcept {
     // relaxed: a hint; at worst the maintainer wakes at its next timeout.
-    if (track_idle_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) {
+    if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) {
       advance_tick(pool_now());
       wake_maintainer();
     }
@@ -1133,6 +1252,11 @@ class pool_core {
   std::chrono::nanoseconds maintain_once() noexcept {
     advance_tick(pool_now());
     if (track_idle_) reap_idle();
+    if (lifetime_ticks_ != 0) expire_lifetimes();
+    if (keepalive_ticks_ != 0 && tick_.load(std::memory_order_relaxed) >= next_keepalive_tick_) {
+      keep_alive();
+      next_keepalive_tick_ = tick_.load(std::memory_order_relaxed) + keepalive_ticks_;
+    }
     fill_to_min();
     if (is_closed()) return std::chrono::nanoseconds::max();
     if (active_.load(std::memory_order_relaxed) < min_) {
@@ -1142,8 +1266,80 @@ class pool_core {
       const std::int64_t wait = retry_at - pool_now_ns();
       return std::chrono::nanoseconds(std::clamp<std::int64_t>(wait, 1'000'000, 1'000'000'000));
     }
-    if (track_idle_ && active_.load(std::memory_order_relaxed) != 0) return tick_period_;
+    if (uses_tick_ && active_.load(std::memory_order_relaxed) != 0) return tick_period_;
     return std::chrono::nanoseconds::max();
+  }
+
+ private:
+  // Closes idle connections past their lifetime; dooms lent ones (closed when they come back).
+  void expire_lifetimes() noexcept {
+    const std::uint64_t now = tick_.load(std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      slot_type& s = slots_[i];
+      // acquire: expires_at was written by the slot's owner before its release of the word.
+      const std::uint64_t w = s.state.load(std::memory_order_acquire);
+      if ((w & word::flag_mask) != 0 || now < s.expires_at) continue;
+      if (word::phase(w) == word::idle) {
+        (void)close_idle(i, w, counters_.closed_lifetime);
+      } else if (word::phase(w) == word::leased) {
+        (void)doom_leased(i, w, doom::lifetime);
+      }
+    }
+  }
+
+  // Checks every idle connection (probe, health check) so that dead ones are found before a
+  // caller borrows them — including the min_size ones nobody uses. The idle stamp is kept.
+  void keep_alive() noexcept {
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      slot_type& s = slots_[i];
+      std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      const std::uint64_t mine = word::next_owner(w, word::busy);
+      // acquire: pairs with make_idle()'s release; we are about to use the connection.
+      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
+        continue;
+      if (alive(*s.conn) && (!has_health_check_ || healthy(*s.conn))) {
+        (void)make_idle_slow(i, mine);  // back as it was (or to a waiter), idle_since unchanged
+      } else {
+        s.conn.reset();
+        counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
+        release_slot(i);
+      }
+    }
+  }
+
+ public:
+  // reset(): closes every idle connection now and every lent one when it comes back; waiters and
+  // the pool itself carry on (the maintainer refills min_size).
+  void reset() noexcept {
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      std::atomic<std::uint64_t>& state = slots_[i].state;
+      for (std::uint64_t w = state.load(std::memory_order_acquire);;) {
+        if ((w & (word::closed | word::doomed)) != 0) break;
+        if ((w & word::transit) != 0) {
+          std::this_thread::yield();  // INV5: its owner is a few instructions from done
+          w = state.load(std::memory_order_acquire);
+          continue;
+        }
+        const std::uint64_t p = word::phase(w);
+        if (p == word::idle && close_idle(i, w, counters_.closed_reset)) break;
+        if (p == word::leased && doom_leased(i, w, doom::reset)) break;
+        if (p == word::free || p == word::busy) break;  // nothing old to close (a dial is new)
+        w = state.load(std::memory_order_acquire);      // it changed hands: look again
+      }
+    }
+    wake_maintainer();
+  }
+
+  // Blocks until min_size connections are open (or the deadline passes, or the pool closes);
+  // returns how many are open. Polls every millisecond: a start-up call, not a hot path.
+  std::size_t wait_for_min_size(clock::time_point deadline) noexcept {
+    for (;;) {
+      const pool_stats now = stats();
+      const std::size_t open = now.idle + now.in_use;
+      if (open >= min_ || is_closed() || clock::now() >= deadline) return open;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
  private:
@@ -1182,6 +1378,7 @@ class pool_core {
         return;
       }
       slots_[i].conn.emplace(std::move(*made));
+      stamp_new_connection(slots_[i]);
       (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
       end_dial();
     }
@@ -1195,11 +1392,19 @@ class pool_core {
   const bool lean_;
   const bool track_idle_;
   const bool has_health_check_;
-  const bool checks_on_get_;  // track_idle_ or a health check: hand_out() must look at the connection
+  const bool probes_;         // the built-in liveness probe runs on borrow (Conn has probe())
+  const bool checks_on_get_;  // hand_out() may have to look at the connection  // track_idle_ or a health
+                              // check: hand_out() must look at the connection
   const std::uint64_t max_idle_ticks_;
-  const std::chrono::nanoseconds tick_period_;
   pool_config<Conn> config_;
   const std::size_t max_connecting_;
+  const std::uint64_t probe_ticks_;      // probe a connection idle at least this long
+  const std::uint64_t lifetime_ticks_;   // 0: no max_lifetime
+  const std::uint64_t keepalive_ticks_;  // 0: no keepalive rounds
+  const bool uses_tick_;                 // someone reads tick_: the maintainer must advance it
+  const std::uint64_t fast_ticks_;       // idle less than this: lend without any check
+  const std::chrono::nanoseconds tick_period_;
+  std::uint64_t next_keepalive_tick_ = 0;  // maintainer only
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
 
