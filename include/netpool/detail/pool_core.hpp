@@ -375,7 +375,7 @@ class pool_core {
     std::atomic<std::uint64_t> borrows{0};
     // Tick at which the connection must go (max_lifetime, jittered); set by the dialer, read by the
     // owner and the maintainer after acquiring the slot word (owner-written, as idle_since).
-    std::uint64_t expires_at = 0;
+    std::atomic<std::uint64_t> expires_at{0};
     // Why `doomed` was set: written before the flag's release CAS, read after the owner's
     // failed CAS (acquire). relaxed atomic: the maintainer and reset() may race to set it.
     std::atomic<std::uint8_t> doom_reason{0};
@@ -519,7 +519,8 @@ class pool_core {
       counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    if (lifetime_ticks_ != 0 && tick_.load(std::memory_order_relaxed) >= s.expires_at) {
+    if (lifetime_ticks_ != 0 &&
+        tick_.load(std::memory_order_relaxed) >= s.expires_at.load(std::memory_order_relaxed)) {
       s.conn.reset();
       counters_.closed_lifetime.fetch_add(1, std::memory_order_relaxed);
       return false;
@@ -686,7 +687,8 @@ class pool_core {
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
     const double jitter = std::clamp(config_.lifetime_jitter, 0.0, 1.0);
     const auto life = static_cast<std::uint64_t>(static_cast<double>(lifetime_ticks_) * (1.0 - jitter * u));
-    s.expires_at = tick_.load(std::memory_order_relaxed) + std::max<std::uint64_t>(life, 1);
+    s.expires_at.store(tick_.load(std::memory_order_relaxed) + std::max<std::uint64_t>(life, 1),
+                       std::memory_order_relaxed);
   }
 
   result<Conn> call_factory(clock::time_point deadline) noexcept {
@@ -1276,9 +1278,11 @@ class pool_core {
     const std::uint64_t now = tick_.load(std::memory_order_relaxed);
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       slot_type& s = slots_[i];
-      // acquire: expires_at was written by the slot's owner before its release of the word.
+      // acquire: expires_at was written by the slot's owner before its release of the word. It
+      // may be rewritten by a new owner as we read it (hence atomic); the CAS in close_idle() /
+      // doom_leased() then fails on the generation (INV3), so a stale read decides nothing.
       const std::uint64_t w = s.state.load(std::memory_order_acquire);
-      if ((w & word::flag_mask) != 0 || now < s.expires_at) continue;
+      if ((w & word::flag_mask) != 0 || now < s.expires_at.load(std::memory_order_relaxed)) continue;
       if (word::phase(w) == word::idle) {
         (void)close_idle(i, w, counters_.closed_lifetime);
       } else if (word::phase(w) == word::leased) {
