@@ -49,6 +49,10 @@ const char* describe(config_problem problem) noexcept {
       return "lean_pool does not track idle time: leave max_idle_time at 0 or use pool";
     case config_problem::health_check_on_lean_pool:
       return "lean_pool has no health check: leave health_check empty or use pool";
+    case config_problem::lifetime_on_lean_pool:
+      return "lean_pool cannot enforce max_lifetime (no maintainer): leave it at 0 or use pool";
+    case config_problem::keepalive_on_lean_pool:
+      return "lean_pool runs no keepalive rounds (no maintainer): leave keepalive_interval at 0 or use pool";
   }
   return "unknown configuration problem";
 }

@@ -62,7 +62,8 @@ struct pool_config {
   std::chrono::nanoseconds max_lifetime = std::chrono::nanoseconds::zero();
   double lifetime_jitter = 0.05;  // in [0, 1]
 
-  // pool only, for connection types with a probe() (netpool::socket): before lending a connection
+  // pool only (lean_pool never probes), for connection types with a probe() (netpool::socket):
+  // before lending a connection
   // that has been idle at least this long, a non-blocking peek checks it — no round trip — and
   // discards it if the peer closed it, reset it, or left unread bytes behind. 0 probes on every
   // borrow; nanoseconds::max() never. Must be >= 0.
@@ -115,6 +116,8 @@ enum class config_problem {
   backoff_cap_below_floor,
   idle_tracking_on_lean_pool,  // lean_pool has no idle tracking: use pool
   health_check_on_lean_pool,   // lean_pool has no health check: use pool
+  lifetime_on_lean_pool,       // lean_pool has no maintainer to enforce max_lifetime: use pool
+  keepalive_on_lean_pool,      // lean_pool has no maintainer to run keepalive rounds: use pool
 };
 
 // A short sentence naming the field and its constraint, for logs.

@@ -36,7 +36,8 @@ enum class errc : int {
   empty_lease = 7,          // put()/discard() of an empty (moved-from or already returned) lease
   wrong_pool = 8,           // put()/discard() of a lease that belongs to another pool
   factory_threw = 9,        // the connection factory threw an exception (it was caught)
-  health_check_threw = 10,  // the health check threw an exception (it was caught)
+  health_check_threw = 10,  // reserved: a throwing health check counts as a failed check (the
+                            // connection is closed, stats().closed_health), so get never returns it
   hook_rejected = 11,       // a user hook refused the connection
 };
 

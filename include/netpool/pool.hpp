@@ -157,7 +157,8 @@ class pool_handle {
 
   std::error_code check_ownership(const lease_type& l) const noexcept {
     if (l.empty()) return errc::empty_lease;
-    if (core_ == nullptr || !l.belongs_to(core_)) return errc::wrong_pool;
+    if (core_ == nullptr) return errc::pool_closed;  // a moved-from handle: no pool behind it
+    if (!l.belongs_to(core_)) return errc::wrong_pool;
     return {};
   }
 

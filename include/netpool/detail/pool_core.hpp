@@ -168,6 +168,10 @@ class pool_core {
     if (config.max_idle_time != std::chrono::nanoseconds::zero())
       return config_problem::idle_tracking_on_lean_pool;
     if (config.health_check) return config_problem::health_check_on_lean_pool;
+    if (config.max_lifetime != std::chrono::nanoseconds::zero()) return config_problem::lifetime_on_lean_pool;
+    if (config.keepalive_interval != std::chrono::nanoseconds::zero()) {
+      return config_problem::keepalive_on_lean_pool;
+    }
     return config_problem::none;
   }
 
@@ -221,7 +225,7 @@ class pool_core {
     thread_hint& hint = thread_hints[id_ % hint_ways];
     hint.pool_id = id_;
     hint.slot = slot;
-    if (track_idle_) {
+    if (stamps_idle_) {
       // relaxed: published by the release CAS below (or by a grant's publication).
       s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
@@ -405,6 +409,7 @@ class pool_core {
         probes_(kind == pool_kind::standard && is_probeable &&
                 config.probe_after != std::chrono::nanoseconds::max()),
         checks_on_get_(track_idle_ || has_health_check_ || probes_),
+        stamps_idle_(track_idle_ || probes_),
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
         config_(std::move(config)),
         max_connecting_(config_.max_connecting),
@@ -681,6 +686,9 @@ class pool_core {
   // A fresh connection's deadline: max_lifetime shortened by up to lifetime_jitter, drawn per
   // connection, so that a cohort dialed together does not expire (and reconnect) together.
   void stamp_new_connection(slot_type& s) noexcept {
+    // The tick may be stale (a maintainer asleep, or maintenance driven by hand): refresh it, so
+    // that this connection's expiry and its first idle stamp are measured from now.
+    if (uses_tick_) advance_tick(pool_now());
     if (lifetime_ticks_ == 0) return;
     thread_local std::minstd_rand rng(
         static_cast<std::uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
@@ -710,17 +718,18 @@ class pool_core {
   result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned,
                                      clock::time_point caller_deadline) noexcept {
     const clock::time_point now = clock::now();
-    if (now >= caller_deadline) {
-      release_slot(i);
-      end_dial();
-      counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
-      return errc::timeout;
-    }
+    // The backend is known to be down: say so, rather than a bare timeout.
     if (std::error_code down = backoff_error()) {
       release_slot(i);
       end_dial();
       counters_.fast_failures.fetch_add(1, std::memory_order_relaxed);
       return down;
+    }
+    if (now >= caller_deadline) {
+      release_slot(i);
+      end_dial();
+      counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
+      return errc::timeout;
     }
     result<Conn> made = call_factory(std::min(caller_deadline, dial_deadline(now)));
     if (!made) {
@@ -758,7 +767,7 @@ class pool_core {
   // We own slot i (word `owned`, leased or busy) holding a connection: make it idle, or hand it to
   // the oldest waiter. pool_closed (connection closed) when the pool closed meanwhile.
   put_status make_idle(std::uint32_t i, std::uint64_t owned) noexcept {
-    if (track_idle_) {
+    if (stamps_idle_) {
       // relaxed: published by the release CAS in make_idle_slow (or by a grant's publication).
       slots_[i].idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
@@ -1203,14 +1212,11 @@ class pool_core {
     maintainer_cv_.notify_one();
   }
 
-  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick. The
-  // tick is refreshed here too, so that a put right after this dial does not stamp a stale one.
+  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick.
   void after_dial() noexcept {
-    // relaxed: a hint; at worst the maintainer wakes at its next timeout.
-    if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) {
-      advance_tick(pool_now());
-      wake_maintainer();
-    }
+    // relaxed: a hint; at worst the maintainer wakes at its next timeout. The tick itself was
+    // refreshed by stamp_new_connection().
+    if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) wake_maintainer();
   }
 
   // The tick only moves forward, whoever advances it.
@@ -1397,8 +1403,9 @@ class pool_core {
   const bool track_idle_;
   const bool has_health_check_;
   const bool probes_;         // the built-in liveness probe runs on borrow (Conn has probe())
-  const bool checks_on_get_;  // hand_out() may have to look at the connection  // track_idle_ or a health
-                              // check: hand_out() must look at the connection
+  const bool checks_on_get_;  // hand_out() may have to look at the connection
+  const bool stamps_idle_;  // a put records idle_since (idle tracking or the probe reads it)  // track_idle_
+                            // or a health check: hand_out() must look at the connection
   const std::uint64_t max_idle_ticks_;
   pool_config<Conn> config_;
   const std::size_t max_connecting_;
