@@ -56,7 +56,7 @@ class pool_handle {
   pool_handle(pool_handle&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
   pool_handle& operator=(pool_handle&& other) noexcept {
     if (this != &other) {
-      reset();
+      release_core();
       core_ = std::exchange(other.core_, nullptr);
     }
     return *this;
@@ -64,7 +64,9 @@ class pool_handle {
   pool_handle(const pool_handle&) = delete;
   pool_handle& operator=(const pool_handle&) = delete;
   // Closes the pool (see close()). Leases still out stay valid; returning them closes them.
-  ~pool_handle() { reset(); }
+  // Blocking: waits for the maintainer thread to stop; if it is dialing (min_size refill), that
+  // dial runs to its end first, at most dial_timeout.
+  ~pool_handle() { release_core(); }
 
   // Blocks until a connection is available (idle, or room to dial one).
   [[nodiscard, gnu::always_inline]] result<lease_type> get() noexcept {
@@ -162,7 +164,7 @@ class pool_handle {
     return {};
   }
 
-  void reset() noexcept {
+  void release_core() noexcept {
     if (core_ != nullptr) std::exchange(core_, nullptr)->destroy_handle();
   }
 

@@ -571,7 +571,10 @@ class pool_core {
 
   // Scans every slot for an idle connection. Waits out transit on idle slots so that a waiter's
   // re-scan cannot miss a connection being returned right now (INV6).
-  lease_type scan_idle() noexcept {
+  // A connection that fails its checks is closed and the scan goes on, but no new health check
+  // starts once `deadline` has passed: a slow check must not stretch a get_for() by one check per
+  // idle connection.
+  lease_type scan_idle(clock::time_point deadline) noexcept {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       slot_type& s = slots_[i];
       // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
@@ -586,6 +589,8 @@ class pool_core {
       if (s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
                                           std::memory_order_relaxed)) {
         if (lease_type taken = hand_out(i, word::next_owner(w, word::leased))) return taken;
+        // It failed a check. Checks that may block (the user's) are bounded by the deadline.
+        if (has_health_check_ && clock::now() >= deadline) return {};
       }
     }
     return {};
@@ -1012,7 +1017,7 @@ class pool_core {
       // Nobody waits: take any idle connection, else dial if there is room. With waiters, join
       // the line behind them (FIFO).
       if (waiters_.load(std::memory_order_seq_cst) == 0) {
-        if (lease_type taken = scan_idle()) {
+        if (lease_type taken = scan_idle(deadline)) {
           finish_wait();
           return taken;
         }
