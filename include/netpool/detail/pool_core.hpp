@@ -1017,7 +1017,8 @@ class pool_core {
       // Nobody waits: take any idle connection, else dial if there is room. With waiters, join
       // the line behind them (FIFO).
       if (waiters_.load(std::memory_order_seq_cst) == 0) {
-        if (lease_type taken = scan_idle(deadline)) {
+        // try_get() has no deadline to keep (it never waits): it checks every idle connection.
+        if (lease_type taken = scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max())) {
           finish_wait();
           return taken;
         }
