@@ -1,0 +1,444 @@
+// Heap allocations on the pools' hot paths, counted by replacing the global operator new/delete
+// (every form: plain, array, nothrow, aligned) and malloc/calloc/realloc/free (forwarded to glibc's
+// __libc_* entry points). This binary is not built under sanitizers, which replace them too.
+//
+// Only allocations inside a measured window count: the window opens after warm-up (the first get
+// dials, gtest allocates, std::thread allocates its state) and closes before any assertion.
+// Guarantees checked: after warm-up, get+put of an idle connection allocates nothing on pool (with
+// idle tracking and a health check too) and lean_pool, whichever acquire call is used; a blocked
+// get served by a hand-off from another thread allocates nothing; nor does a wait that times out
+// or is cancelled through a stop_token.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <ostream>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../unit/tracked_connection.hpp"
+#include "netpool/dialer.hpp"
+#include "netpool/pool.hpp"
+#include "netpool/socket.hpp"
+#include "test_support.hpp"
+
+// ---- counting allocator ------------------------------------------------------------------------
+
+namespace {
+std::atomic<std::uint64_t> g_allocations{0};  // every successful allocation, any API
+}  // namespace
+
+extern "C" {
+void* __libc_malloc(std::size_t);  // NOLINT(bugprone-reserved-identifier): glibc's own entry points
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+void __libc_free(void*);
+
+void* malloc(std::size_t size) {
+  void* p = __libc_malloc(size);
+  if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+void* calloc(std::size_t n, std::size_t size) {
+  void* p = __libc_calloc(n, size);
+  if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+void* realloc(void* old, std::size_t size) {
+  void* p = __libc_realloc(old, size);
+  if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+void free(void* p) {
+  __libc_free(p);
+}
+}
+
+namespace {
+void* counted_new(std::size_t size) {
+  void* p = __libc_malloc(size == 0 ? 1 : size);
+  if (p == nullptr) throw std::bad_alloc();
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+void* counted_new(std::size_t size, std::align_val_t align) {
+  void* p = __libc_memalign(static_cast<std::size_t>(align), size == 0 ? 1 : size);
+  if (p == nullptr) throw std::bad_alloc();
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return p;
+}
+}  // namespace
+
+void* operator new(std::size_t size) {
+  return counted_new(size);
+}
+void* operator new[](std::size_t size) {
+  return counted_new(size);
+}
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(size);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(size);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new(std::size_t size, std::align_val_t align) {
+  return counted_new(size, align);
+}
+void* operator new[](std::size_t size, std::align_val_t align) {
+  return counted_new(size, align);
+}
+void* operator new(std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(size, align);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void* operator new[](std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
+  try {
+    return counted_new(size, align);
+  } catch (...) {
+    return nullptr;
+  }
+}
+void operator delete(void* p) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  __libc_free(p);
+}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  __libc_free(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+  __libc_free(p);
+}
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::test::connection_registry;
+using netpool::test::factory_control;
+using netpool::test::tracked_conn;
+using lease_type = netpool::lease<tracked_conn>;
+
+// Allocations made by `f` (on any thread, while it runs).
+template <class F>
+std::uint64_t allocations_in(F&& f) {
+  const std::uint64_t before = g_allocations.load(std::memory_order_seq_cst);
+  f();
+  return g_allocations.load(std::memory_order_seq_cst) - before;
+}
+
+constexpr int cycles = 10'000;
+
+// Makes `p` observable, so that the compiler cannot elide a new/delete or malloc/free pair (which
+// C++14 allows and clang does).
+void escape(void* p) {
+  asm volatile("" : : "g"(p) : "memory");
+}
+
+// The counter itself must see allocations, or every zero below would be meaningless.
+TEST(AllocCounterTest, CountsNewAndMalloc) {
+  const auto n = allocations_in([] {
+    auto* p = new int(1);
+    escape(p);
+    delete p;
+    auto* a = new int[4];
+    escape(a);
+    delete[] a;
+    void* m = std::malloc(16);
+    escape(m);
+    std::free(m);
+    struct alignas(64) big {
+      char c[64];
+    };
+    auto* b = new big;
+    escape(b);
+    delete b;
+  });
+  EXPECT_EQ(n, 4u);
+}
+
+enum class flavour { lean, standard, idle_tracking, health_check };
+
+void PrintTo(flavour f, std::ostream* os) {
+  *os << static_cast<int>(f);
+}
+
+struct flavour_name {
+  std::string operator()(const ::testing::TestParamInfo<flavour>& info) const {
+    switch (info.param) {
+      case flavour::lean:
+        return "lean_pool";
+      case flavour::standard:
+        return "pool";
+      case flavour::idle_tracking:
+        return "pool_with_max_idle_time";
+      case flavour::health_check:
+        return "pool_with_health_check";
+    }
+    return "unknown";
+  }
+};
+
+class AllocTest : public ::testing::TestWithParam<flavour> {
+ protected:
+  netpool::pool_config<tracked_conn> config(std::size_t max_size) {
+    netpool::pool_config<tracked_conn> c;
+    c.factory = factory.function();
+    c.max_size = max_size;
+    if (GetParam() == flavour::idle_tracking) c.max_idle_time = 10min;
+    if (GetParam() == flavour::health_check)
+      c.health_check = [](tracked_conn& conn) { return !conn.broken(); };
+    return c;
+  }
+
+  // Runs `body(pool)` for whichever pool the parameter names, after warming it up.
+  template <class Body>
+  void with_pool(std::size_t max_size, Body body) {
+    if (GetParam() == flavour::lean) {
+      auto pool = netpool::lean_pool<tracked_conn>::create(config(max_size)).value();
+      warm_up(pool, max_size);
+      body(pool);
+    } else {
+      auto pool = netpool::pool<tracked_conn>::create(config(max_size)).value();
+      warm_up(pool, max_size);
+      body(pool);
+    }
+  }
+
+  template <class P>
+  static void warm_up(P& pool, std::size_t n) {
+    std::vector<lease_type> all;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto l = pool.get();
+      ASSERT_TRUE(l);
+      all.push_back(std::move(*l));
+    }
+    all.clear();
+    for (int i = 0; i < 100; ++i) {
+      auto l = pool.get();
+      ASSERT_TRUE(l);
+    }
+  }
+
+  connection_registry registry;
+  factory_control factory{registry};
+};
+
+INSTANTIATE_TEST_SUITE_P(Pools, AllocTest,
+                         ::testing::Values(flavour::lean, flavour::standard, flavour::idle_tracking,
+                                           flavour::health_check),
+                         flavour_name{});
+
+TEST_P(AllocTest, GetPutCyclesAllocateNothing) {
+  with_pool(4, [&](auto& pool) {
+    int failures = 0;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < cycles; ++i) {
+        auto l = pool.get();
+        if (!l) ++failures;
+      }
+    });
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(n, 0u) << n << " allocations in " << cycles << " get+put cycles";
+  });
+}
+
+TEST_P(AllocTest, EveryAcquireAndReturnFormAllocatesNothing) {
+  with_pool(8, [&](auto& pool) {  // five leases are held at once below
+    std::stop_source stop;        // allocates its shared state here, outside the window
+    int failures = 0;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < cycles; ++i) {
+        auto a = pool.get_for(100ms);
+        auto b = pool.get_until(std::chrono::steady_clock::now() + 100ms);
+        auto c = pool.try_get();
+        auto d = pool.get(stop.get_token());
+        auto e = pool.get_for(100ms, stop.get_token());
+        if (!a || !b || !c || !d || !e) {
+          ++failures;
+          continue;
+        }
+        if (pool.put(std::move(*a))) ++failures;
+        if (b->release()) ++failures;
+        lease_type moved = std::move(*c);  // the destructor returns it
+        *d = std::move(*e);                // assignment returns d's connection
+      }
+    });
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(n, 0u);
+  });
+}
+
+TEST_P(AllocTest, StatsAndLenAllocateNothing) {
+  with_pool(8, [&](auto& pool) {
+    std::size_t sink = 0;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < 1000; ++i) sink += pool.stats().active + pool.len();
+    });
+    EXPECT_EQ(sink, 2u * 8u * 1000u);  // 8 active + 8 idle, 1000 times
+    EXPECT_EQ(n, 0u);
+  });
+}
+
+// A get that waits and is then served by a put from another thread. The waiting thread exists
+// before the window opens (std::thread allocates); inside it, it calls get(), blocks, receives
+// the hand-off and returns the connection.
+TEST_P(AllocTest, BlockedGetServedByAHandOffAllocatesNothing) {
+  with_pool(1, [&](auto& pool) {
+    auto held = pool.get();
+    ASSERT_TRUE(held);
+    std::atomic<int> phase{0};  // 0: parked, 1: go, 2: done
+    bool waiter_ok = false;
+    std::thread waiter([&] {
+      phase.wait(0);
+      auto l = pool.get();
+      waiter_ok = static_cast<bool>(l);
+      l = netpool::result<lease_type>(lease_type{});  // return it inside the window
+      phase.store(2);
+      phase.notify_one();
+    });
+    const auto n = allocations_in([&] {
+      phase.store(1);
+      phase.notify_one();
+      while (pool.stats().waiters == 0) std::this_thread::yield();
+      (void)held->release();  // hand-off to the waiter
+      phase.wait(1);
+    });
+    waiter.join();
+    EXPECT_TRUE(waiter_ok);
+    EXPECT_EQ(n, 0u) << "a hand-off to a blocked waiter allocated";
+  });
+}
+
+TEST_P(AllocTest, WaitThatTimesOutAllocatesNothing) {
+  with_pool(1, [&](auto& pool) {
+    auto held = pool.get();
+    ASSERT_TRUE(held);
+    std::error_code ec;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < 20; ++i) ec = pool.get_for(1ms).error();
+    });
+    EXPECT_EQ(ec, netpool::errc::timeout);
+    EXPECT_EQ(n, 0u);
+  });
+}
+
+TEST_P(AllocTest, WaitCancelledByAStopTokenAllocatesNothing) {
+  with_pool(1, [&](auto& pool) {
+    auto held = pool.get();
+    ASSERT_TRUE(held);
+    std::stop_source stop;
+    std::stop_token token = stop.get_token();
+    std::atomic<int> phase{0};
+    std::error_code ec;
+    std::thread waiter([&] {
+      phase.wait(0);
+      ec = pool.get(token).error();
+      phase.store(2);
+      phase.notify_one();
+    });
+    const auto n = allocations_in([&] {
+      phase.store(1);
+      phase.notify_one();
+      while (pool.stats().waiters == 0) std::this_thread::yield();
+      stop.request_stop();
+      phase.wait(1);
+    });
+    waiter.join();
+    EXPECT_EQ(ec, netpool::errc::cancelled);
+    EXPECT_EQ(n, 0u);
+  });
+}
+
+// The default connection type against a loopback echo server: pool<socket> probes a connection
+// idle longer than probe_after before lending it (a recv(MSG_PEEK) syscall): with probe_after 0
+// every borrow is probed. Neither path may allocate.
+TEST(SocketAllocTest, PoolOfSocketsGetPutAllocatesNothing) {
+  netpool::test::echo_server server;
+  for (const auto probe_after : {std::chrono::nanoseconds(500ms), std::chrono::nanoseconds(0)}) {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 2;
+    cfg.probe_after = probe_after;
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    for (int i = 0; i < 100; ++i) {
+      auto l = pool.get();
+      ASSERT_TRUE(l) << l.error().message();
+    }
+    // The counter is process-wide: let the server's thread for this connection start (it
+    // allocates) before the measured window, which on a loaded machine it may not have yet.
+    ASSERT_TRUE(netpool::test::wait_for([&] { return server.connection_count() >= 1; }));
+    std::this_thread::sleep_for(100ms);
+    int failures = 0;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < cycles; ++i) {
+        auto l = pool.get_for(1s);
+        if (!l) ++failures;
+      }
+    });
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(n, 0u) << "probe_after " << probe_after.count() << " ns";
+    EXPECT_EQ(pool.stats().dials, 1u);
+  }
+}
+
+// Not a guarantee the issue asks for, measured so that a change shows: discarding a connection
+// and dialing a new one through a factory that itself does not allocate.
+TEST_P(AllocTest, DiscardAndRedialWithANonAllocatingFactory) {
+  with_pool(2, [&](auto& pool) {
+    int failures = 0;
+    const auto n = allocations_in([&] {
+      for (int i = 0; i < 1000; ++i) {
+        auto l = pool.get();
+        if (!l || l->discard()) ++failures;
+      }
+    });
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(n, 0u);
+  });
+}
+
+}  // namespace

@@ -1,0 +1,316 @@
+// pool_config validation: every invalid configuration is rejected at creation with
+// errc::invalid_config (never undefined behaviour), and validate() / validate_for_pool() /
+// validate_for_lean_pool() / describe() name the field at fault.
+#include "netpool/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "netpool/pool.hpp"
+#include "netpool/socket.hpp"
+#include "tracked_connection.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::config_problem;
+using netpool::errc;
+using netpool::test::connection_registry;
+using netpool::test::factory_control;
+using netpool::test::tracked_conn;
+using config_type = netpool::pool_config<tracked_conn>;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  config_type valid() {
+    config_type c;
+    c.factory = factory.function();
+    return c;
+  }
+  // Creating either pool from `c` fails with invalid_config and dials nothing.
+  void expect_rejected_by_both(const config_type& c) {
+    config_type for_pool = c;
+    auto p = netpool::pool<tracked_conn>::create(std::move(for_pool));
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error(), errc::invalid_config);
+    config_type for_lean = c;
+    auto l = netpool::lean_pool<tracked_conn>::create(std::move(for_lean));
+    ASSERT_FALSE(l);
+    EXPECT_EQ(l.error(), errc::invalid_config);
+    EXPECT_EQ(factory.calls(), 0);
+  }
+  void TearDown() override { EXPECT_EQ(registry.live(), 0); }
+
+  connection_registry registry;
+  factory_control factory{registry};
+};
+
+// describe(problem) is a sentence that names `field`.
+void expect_description_mentions(config_problem problem, const char* field) {
+  const char* text = netpool::describe(problem);
+  ASSERT_NE(text, nullptr);
+  EXPECT_NE(std::strstr(text, field), nullptr) << "describe() says \"" << text << "\", not naming " << field;
+}
+
+TEST_F(ConfigTest, DefaultsMatchTheOriginal) {
+  const config_type c;
+  EXPECT_EQ(c.max_size, 15u);
+  EXPECT_EQ(c.min_size, 0u);
+  EXPECT_GT(c.dial_timeout, 0ns);
+  EXPECT_EQ(c.max_idle_time, 0ns);
+  EXPECT_FALSE(c.health_check);
+  EXPECT_FALSE(c.factory);
+}
+
+TEST_F(ConfigTest, AValidConfigurationIsAccepted) {
+  const config_type c = valid();
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_lean_pool(c), config_problem::none);
+  EXPECT_TRUE(netpool::pool<tracked_conn>::create(valid()));
+  EXPECT_TRUE(netpool::lean_pool<tracked_conn>::create(valid()));
+  EXPECT_NE(std::strlen(netpool::describe(config_problem::none)), 0u);
+}
+
+TEST_F(ConfigTest, BoundaryValuesAreAccepted) {
+  config_type c = valid();
+  c.max_size = 1;
+  c.min_size = 1;  // min == max
+  c.dial_timeout = 1ns;
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_lean_pool(c), config_problem::none);
+  c.max_size = config_type::max_supported;
+  c.min_size = 0;
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  c.max_idle_time = 1ns;
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+}
+
+TEST_F(ConfigTest, MissingFactory) {
+  config_type c = valid();
+  c.factory = nullptr;
+  EXPECT_EQ(netpool::validate(c), config_problem::missing_factory);
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::missing_factory);
+  EXPECT_EQ(netpool::validate_for_lean_pool(c), config_problem::missing_factory);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::missing_factory, "factory");
+}
+
+TEST_F(ConfigTest, MaxSizeZero) {
+  config_type c = valid();
+  c.max_size = 0;
+  EXPECT_EQ(netpool::validate(c), config_problem::max_size_zero);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::max_size_zero, "max_size");
+}
+
+TEST_F(ConfigTest, MaxSizeTooLarge) {
+  config_type c = valid();
+  c.max_size = config_type::max_supported + 1;
+  EXPECT_EQ(netpool::validate(c), config_problem::max_size_too_large);
+  expect_rejected_by_both(c);
+  c.max_size = static_cast<std::size_t>(-1);
+  EXPECT_EQ(netpool::validate(c), config_problem::max_size_too_large);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::max_size_too_large, "max_size");
+}
+
+TEST_F(ConfigTest, MinAboveMax) {
+  config_type c = valid();
+  c.max_size = 3;
+  c.min_size = 4;
+  EXPECT_EQ(netpool::validate(c), config_problem::min_above_max);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::min_above_max, "min_size");
+}
+
+TEST_F(ConfigTest, DialTimeoutNotPositive) {
+  config_type c = valid();
+  c.dial_timeout = 0ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::dial_timeout_not_positive);
+  expect_rejected_by_both(c);
+  c.dial_timeout = -1s;
+  EXPECT_EQ(netpool::validate(c), config_problem::dial_timeout_not_positive);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::dial_timeout_not_positive, "dial_timeout");
+}
+
+TEST_F(ConfigTest, NegativeMaxIdleTime) {
+  config_type c = valid();
+  c.max_idle_time = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::max_idle_time_negative);
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::max_idle_time_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::max_idle_time_negative, "max_idle_time");
+}
+
+TEST_F(ConfigTest, LeanPoolRejectsIdleTracking) {
+  config_type c = valid();
+  c.max_idle_time = 1min;
+  EXPECT_EQ(netpool::validate(c), config_problem::none) << "fine for pool";
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_lean_pool(c), config_problem::idle_tracking_on_lean_pool);
+  auto l = netpool::lean_pool<tracked_conn>::create(c);
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error(), errc::invalid_config);
+  EXPECT_TRUE(netpool::pool<tracked_conn>::create(c));
+  expect_description_mentions(config_problem::idle_tracking_on_lean_pool, "max_idle_time");
+}
+
+TEST_F(ConfigTest, LeanPoolRejectsHealthCheck) {
+  config_type c = valid();
+  c.health_check = [](tracked_conn&) { return true; };
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_lean_pool(c), config_problem::health_check_on_lean_pool);
+  auto l = netpool::lean_pool<tracked_conn>::create(c);
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error(), errc::invalid_config);
+  EXPECT_TRUE(netpool::pool<tracked_conn>::create(c));
+  expect_description_mentions(config_problem::health_check_on_lean_pool, "health_check");
+}
+
+TEST_F(ConfigTest, MaxConnectingZero) {
+  config_type c = valid();
+  c.max_connecting = 0;
+  EXPECT_EQ(netpool::validate(c), config_problem::max_connecting_zero);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::max_connecting_zero, "max_connecting");
+}
+
+TEST_F(ConfigTest, NegativeMaxLifetime) {
+  config_type c = valid();
+  c.max_lifetime = -1s;
+  EXPECT_EQ(netpool::validate(c), config_problem::lifetime_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::lifetime_negative, "max_lifetime");
+}
+
+TEST_F(ConfigTest, LifetimeJitterOutOfRange) {
+  for (const double jitter :
+       {-0.01, 1.01, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    config_type c = valid();
+    c.lifetime_jitter = jitter;
+    EXPECT_EQ(netpool::validate(c), config_problem::lifetime_jitter_out_of_range) << jitter;
+    expect_rejected_by_both(c);
+  }
+  config_type edge = valid();
+  edge.lifetime_jitter = 0.0;
+  EXPECT_EQ(netpool::validate(edge), config_problem::none);
+  edge.lifetime_jitter = 1.0;
+  EXPECT_EQ(netpool::validate(edge), config_problem::none);
+  expect_description_mentions(config_problem::lifetime_jitter_out_of_range, "lifetime_jitter");
+}
+
+TEST_F(ConfigTest, NegativeProbeAfter) {
+  config_type c = valid();
+  c.probe_after = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::probe_after_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::probe_after_negative, "probe_after");
+}
+
+TEST_F(ConfigTest, NegativeKeepaliveInterval) {
+  config_type c = valid();
+  c.keepalive_interval = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::keepalive_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::keepalive_negative, "keepalive_interval");
+}
+
+TEST_F(ConfigTest, DialBackoffBounds) {
+  config_type c = valid();
+  c.dial_backoff_floor = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::backoff_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::backoff_negative, "dial_backoff_floor");
+
+  c = valid();
+  c.dial_backoff_floor = 2s;
+  c.dial_backoff_cap = 1s;
+  EXPECT_EQ(netpool::validate(c), config_problem::backoff_cap_below_floor);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::backoff_cap_below_floor, "dial_backoff_cap");
+
+  c = valid();
+  c.dial_backoff_floor = 0ns;  // backoff off
+  c.dial_backoff_cap = 0ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+}
+
+// lean_pool has no lifetime tracking and no maintainer. It rejects the pool-only max_idle_time and
+// health_check rather than ignore them; max_lifetime and keepalive_interval are documented as
+// pool-only in the same way, so a lean_pool given one must not silently drop it either.
+TEST_F(ConfigTest, LeanPoolRejectsOtherPoolOnlySettings) {
+  config_type c = valid();
+  c.max_lifetime = 10min;
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_NE(netpool::validate_for_lean_pool(c), config_problem::none)
+      << "lean_pool accepts max_lifetime and never enforces it";
+  c = valid();
+  c.keepalive_interval = 30s;
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+  EXPECT_NE(netpool::validate_for_lean_pool(c), config_problem::none)
+      << "lean_pool accepts keepalive_interval and never runs a keepalive round";
+}
+
+// An invalid minimum never starts a dial in the background (the pool was never created).
+TEST_F(ConfigTest, RejectedConfigurationDialsNothing) {
+  config_type c = valid();
+  c.max_size = 2;
+  c.min_size = 5;
+  expect_rejected_by_both(c);
+  EXPECT_EQ(registry.made(), 0);
+}
+
+TEST_F(ConfigTest, InvalidConfigErrorReadsWell) {
+  const std::error_code ec = errc::invalid_config;
+  EXPECT_FALSE(ec.message().empty());
+  EXPECT_STREQ(ec.category().name(), "netpool");
+}
+
+// Every problem has its own description.
+TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
+  const config_problem all[] = {
+      config_problem::none,
+      config_problem::missing_factory,
+      config_problem::max_size_zero,
+      config_problem::max_size_too_large,
+      config_problem::min_above_max,
+      config_problem::dial_timeout_not_positive,
+      config_problem::max_idle_time_negative,
+      config_problem::max_connecting_zero,
+      config_problem::lifetime_negative,
+      config_problem::lifetime_jitter_out_of_range,
+      config_problem::probe_after_negative,
+      config_problem::keepalive_negative,
+      config_problem::backoff_negative,
+      config_problem::backoff_cap_below_floor,
+      config_problem::idle_tracking_on_lean_pool,
+      config_problem::health_check_on_lean_pool,
+  };
+  for (const auto a : all) {
+    for (const auto b : all) {
+      if (a != b) {
+        EXPECT_STRNE(netpool::describe(a), netpool::describe(b));
+      }
+    }
+  }
+}
+
+// The default connection type works with the default configuration's types.
+TEST_F(ConfigTest, SocketConfigValidates) {
+  netpool::pool_config<netpool::socket> c;
+  EXPECT_EQ(netpool::validate(c), config_problem::missing_factory);
+  c.factory = [](std::chrono::steady_clock::time_point) -> netpool::result<netpool::socket> {
+    return errc::dial_failed;
+  };
+  EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+}
+
+}  // namespace

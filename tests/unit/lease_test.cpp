@@ -1,0 +1,227 @@
+// lease<Conn>: the RAII borrow. Empty leases, moves (within and across threads), assignment over a
+// lease that holds a connection, returning to the wrong pool, and leases that outlive their pool.
+// Every test runs on both pools; the fixture checks that each connection is closed exactly once.
+#include "netpool/lease.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "netpool/pool.hpp"
+#include "pool_test_helpers.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::errc;
+using netpool::test::thread_group;
+using netpool::test::tracked_conn;
+using netpool::test::tracked_lease;
+
+static_assert(!std::is_copy_constructible_v<tracked_lease>);
+static_assert(!std::is_copy_assignable_v<tracked_lease>);
+static_assert(std::is_nothrow_move_constructible_v<tracked_lease>);
+static_assert(std::is_nothrow_move_assignable_v<tracked_lease>);
+static_assert(!std::is_convertible_v<tracked_lease, bool>, "operator bool is explicit");
+
+TEST(LeaseTest, DefaultConstructedIsEmpty) {
+  tracked_lease l;
+  EXPECT_FALSE(l);
+  EXPECT_TRUE(l.empty());
+  EXPECT_EQ(l.release(), errc::empty_lease);
+  EXPECT_EQ(l.discard(), errc::empty_lease);
+}
+
+#ifndef NDEBUG
+TEST(LeaseDeathTest, DereferencingAnEmptyLeaseAsserts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  tracked_lease l;
+  EXPECT_DEATH((void)*l, "empty");
+  EXPECT_DEATH((void)l.get(), "empty");
+  EXPECT_DEATH((void)l->id(), "empty");
+}
+#else
+TEST(LeaseDeathTest, DereferencingAnEmptyLeaseAsserts) {
+  GTEST_SKIP() << "assertions are compiled out (NDEBUG)";
+}
+#endif
+
+template <class P>
+using LeaseOnPoolTest = netpool::test::pool_fixture<P>;
+TYPED_TEST_SUITE(LeaseOnPoolTest, netpool::test::both_pools, netpool::test::pool_names);
+
+#ifndef NDEBUG
+TYPED_TEST(LeaseOnPoolTest, DereferencingAMovedFromOrReturnedLeaseAsserts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto pool = this->make(2);
+  auto a = pool.get();
+  ASSERT_TRUE(a);
+  tracked_lease b = std::move(*a);
+  EXPECT_DEATH((void)(*a)->id(), "empty");  // NOLINT(bugprone-use-after-move): the point of the test
+  b.release();
+  EXPECT_DEATH((void)b->id(), "empty");
+}
+#endif
+
+TYPED_TEST(LeaseOnPoolTest, PutOfAnEmptyLeaseIsRefused) {
+  auto pool = this->make(2);
+  EXPECT_EQ(pool.put(tracked_lease{}), errc::empty_lease);
+  EXPECT_EQ(pool.put_with_error(tracked_lease{}), errc::empty_lease);
+  EXPECT_EQ(pool.stats().active, 0u);
+}
+
+TYPED_TEST(LeaseOnPoolTest, PutOfAMovedFromLeaseIsRefused) {
+  auto pool = this->make(2);
+  auto a = pool.get();
+  ASSERT_TRUE(a);
+  tracked_lease kept = std::move(*a);
+  // NOLINTNEXTLINE(bugprone-use-after-move): putting a moved-from lease is the case under test
+  EXPECT_EQ(pool.put(std::move(*a)), errc::empty_lease);
+  EXPECT_EQ(pool.put_with_error(std::move(*a)), errc::empty_lease);
+  EXPECT_TRUE(kept);
+  EXPECT_EQ(pool.stats().in_use, 1u) << "the moved-to lease still holds it";
+  EXPECT_FALSE(pool.put(std::move(kept)));
+  EXPECT_EQ(pool.put(std::move(kept)), errc::empty_lease) << "returning twice";
+  EXPECT_EQ(pool.len(), 1u);
+}
+
+TYPED_TEST(LeaseOnPoolTest, PutToTheWrongPoolLeavesTheLeaseIntact) {
+  auto a = this->make(2);
+  auto b = this->make(2);
+  auto l = a.get();
+  ASSERT_TRUE(l);
+  const int id = (*l)->id();
+  EXPECT_EQ(b.put(std::move(*l)), errc::wrong_pool);
+  EXPECT_EQ(b.put_with_error(std::move(*l)), errc::wrong_pool);
+  ASSERT_TRUE(*l) << "the lease still holds its connection";
+  EXPECT_EQ((*l)->id(), id);
+  (*l)->touch();
+  EXPECT_EQ(this->registry.close_count(id), 0);
+  EXPECT_EQ(b.stats().active, 0u);
+  EXPECT_EQ(b.len(), 0u);
+
+  EXPECT_FALSE(a.put(std::move(*l))) << "returned properly to its own pool";
+  EXPECT_EQ(a.len(), 1u);
+  EXPECT_EQ(a.stats().in_use, 0u);
+  auto again = a.get();
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->id(), id);
+}
+
+TYPED_TEST(LeaseOnPoolTest, MoveConstructionTransfersOwnership) {
+  auto pool = this->make(2);
+  auto a = pool.get();
+  ASSERT_TRUE(a);
+  tracked_conn* conn = &**a;
+  tracked_lease b(std::move(*a));
+  EXPECT_FALSE(*a);  // NOLINT(bugprone-use-after-move)
+  ASSERT_TRUE(b);
+  EXPECT_EQ(&*b, conn) << "the same connection object, not a copy";
+  EXPECT_EQ(pool.stats().in_use, 1u);
+}
+
+TYPED_TEST(LeaseOnPoolTest, AssigningOverALeaseReturnsTheFirst) {
+  auto pool = this->make(3);
+  auto a = pool.get();
+  auto b = pool.get();
+  ASSERT_TRUE(a && b);
+  const int a_id = (*a)->id();
+  const int b_id = (*b)->id();
+  *a = std::move(*b);
+  EXPECT_EQ((*a)->id(), b_id);
+  EXPECT_FALSE(*b);  // NOLINT(bugprone-use-after-move)
+  auto s = pool.stats();
+  EXPECT_EQ(s.in_use, 1u);
+  EXPECT_EQ(s.idle, 1u) << "the connection a held went back";
+  EXPECT_EQ(this->registry.close_count(a_id), 0) << "returned, not closed";
+
+  *a = tracked_lease{};  // assigning an empty lease returns it too
+  s = pool.stats();
+  EXPECT_EQ(s.in_use, 0u);
+  EXPECT_EQ(s.idle, 2u);
+}
+
+TYPED_TEST(LeaseOnPoolTest, AssigningOverALeaseAfterCloseClosesTheFirst) {
+  auto pool = this->make(3);
+  auto a = pool.get();
+  auto b = pool.get();
+  ASSERT_TRUE(a && b);
+  const int a_id = (*a)->id();
+  pool.close();
+  *a = std::move(*b);
+  EXPECT_EQ(this->registry.close_count(a_id), 1);
+  EXPECT_TRUE(*a);
+}
+
+TYPED_TEST(LeaseOnPoolTest, ALeaseCanMoveToAnotherThreadAndBeReturnedThere) {
+  auto pool = this->make(1);
+  auto l = pool.get();
+  ASSERT_TRUE(l);
+  const int id = (*l)->id();
+  std::thread other([lease = std::move(*l), &pool]() mutable {
+    lease->touch();
+    EXPECT_FALSE(pool.put(std::move(lease)));
+  });
+  other.join();
+  EXPECT_EQ(pool.len(), 1u);
+  auto back = pool.get_for(1s);  // max_size 1: only if it really came back
+  ASSERT_TRUE(back);
+  EXPECT_EQ((*back)->id(), id);
+  EXPECT_EQ((*back)->uses(), 1u);
+}
+
+// Ping-pong one lease between threads many times: each hand-over must keep the connection.
+TYPED_TEST(LeaseOnPoolTest, ALeasePassedAlongAChainOfThreads) {
+  auto pool = this->make(1);
+  auto first = pool.get();
+  ASSERT_TRUE(first);
+  tracked_lease l = std::move(*first);
+  for (int i = 0; i < 20; ++i) {
+    std::thread t([&l] {
+      tracked_lease mine = std::move(l);
+      mine->touch();
+      l = std::move(mine);
+    });
+    t.join();
+  }
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->uses(), 20u);
+  EXPECT_EQ(pool.stats().in_use, 1u);
+}
+
+// The pool goes away while several threads still hold leases and return them at the same time.
+TYPED_TEST(LeaseOnPoolTest, LeasesReturnedConcurrentlyAfterThePoolIsDestroyed) {
+  constexpr int n = 8;
+  std::optional<TypeParam> pool(this->make(n));
+  std::vector<tracked_lease> leases;
+  for (int i = 0; i < n; ++i) {
+    auto l = pool->get();
+    ASSERT_TRUE(l);
+    leases.push_back(std::move(*l));
+  }
+  std::atomic<bool> go{false};
+  std::atomic<int> bad{0};
+  {
+    thread_group threads;
+    for (int i = 0; i < n; ++i) {
+      threads.spawn([&, i, l = std::move(leases[static_cast<std::size_t>(i)])]() mutable {
+        while (!go.load()) std::this_thread::yield();
+        l->touch();
+        const std::error_code ec = (i % 2 == 0) ? l.release() : l.discard();
+        // Racing with the destruction: either it got back in time (ok) or the pool was closed.
+        if (ec && ec != errc::pool_closed) bad.fetch_add(1);
+      });
+    }
+    go.store(true);
+    pool.reset();
+  }
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(this->registry.live(), 0);
+}
+
+}  // namespace

@@ -1,0 +1,385 @@
+// The pools with real sockets: pool<socket> / lean_pool<socket> with tcp_dialer and unix_dialer
+// against the loopback test servers. Round trips through pooled connections, a server that drops
+// idle connections (caught by a probe() health check, or by the caller and discarded), a refused
+// port, a dial timeout against a listener whose accept queue is full — and no descriptor leaked by
+// any test (counted before the test's servers exist and after its pools are gone).
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "netpool/dialer.hpp"
+#include "netpool/error.hpp"
+#include "netpool/pool.hpp"
+#include "netpool/socket.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+using netpool::errc;
+using netpool::liveness;
+using netpool::test::echo_server;
+using netpool::test::wait_for;
+
+// Declared first in a test, destroyed last: compares the process's descriptors at both ends.
+class fd_leak_check {
+ public:
+  fd_leak_check() : before_(netpool::test::open_fd_count()) {}
+  fd_leak_check(const fd_leak_check&) = delete;
+  fd_leak_check& operator=(const fd_leak_check&) = delete;
+  ~fd_leak_check() { EXPECT_EQ(netpool::test::open_fd_count(), before_) << "descriptors leaked"; }
+
+ private:
+  std::size_t before_;
+};
+
+// Reads exactly n bytes (an echo may arrive in pieces); fewer on EOF or error.
+std::string read_n(netpool::socket& s, std::size_t n) {
+  std::string out;
+  char buf[256];
+  while (out.size() < n) {
+    auto got = s.recv(buf, std::min(sizeof buf, n - out.size()));
+    if (!got || *got == 0) break;
+    out.append(buf, *got);
+  }
+  return out;
+}
+
+// One request/response through the connection: true if the echo came back whole.
+bool round_trip(netpool::socket& s, const std::string& message) {
+  if (s.send_all(message)) return false;
+  return read_n(s, message.size()) == message;
+}
+
+bool probe_alive(netpool::socket& s) {
+  return s.probe() == liveness::alive;
+}
+
+// What a peek at descriptor `fd` would say, without owning it: lets a test wait until an idle
+// pooled socket has really received the server's FIN or data before the pool looks at it.
+liveness peek(int fd) {
+  char byte;
+  const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return liveness::unread_data;
+  if (n == 0) return liveness::peer_closed;
+  return (errno == EAGAIN || errno == EWOULDBLOCK) ? liveness::alive : liveness::error;
+}
+
+template <class P>
+class PoolSocketTest : public ::testing::Test {};
+
+struct socket_pool_names {
+  template <class P>
+  static std::string GetName(int) {
+    return std::is_same_v<P, netpool::lean_pool<netpool::socket>> ? "lean_pool" : "pool";
+  }
+};
+using socket_pools = ::testing::Types<netpool::pool<netpool::socket>, netpool::lean_pool<netpool::socket>>;
+TYPED_TEST_SUITE(PoolSocketTest, socket_pools, socket_pool_names);
+
+TYPED_TEST(PoolSocketTest, RoundTripsThroughPooledConnections) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 3;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+
+    constexpr int threads_n = 4;
+    constexpr int rounds = 50;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < threads_n; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < rounds; ++i) {
+          auto conn = pool.get_for(10s);
+          if (!conn) {
+            failures.fetch_add(1);
+            continue;
+          }
+          const std::string msg = "thread " + std::to_string(t) + " round " + std::to_string(i) + "\n";
+          if (!round_trip(**conn, msg)) {
+            failures.fetch_add(1);
+            conn->discard();
+          }
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(failures.load(), 0);
+    const auto s = pool.stats();
+    EXPECT_LE(s.dials, 3u) << "connections are reused, never more than max_size";
+    EXPECT_EQ(s.gets, static_cast<std::uint64_t>(threads_n * rounds));
+    EXPECT_EQ(s.in_use, 0u);
+    EXPECT_EQ(server.accepted_total(), s.dials);
+    EXPECT_TRUE(wait_for([&] { return server.connection_count() == s.active; }));
+  }
+  EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; })) << "the pool closed every socket";
+}
+
+TYPED_TEST(PoolSocketTest, UnixDialerRoundTrip) {
+  const fd_leak_check fds;
+  netpool::test::unix_echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::unix_dialer(server.path());
+    cfg.max_size = 2;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    for (int i = 0; i < 10; ++i) {
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      EXPECT_TRUE(round_trip(**conn, "unix " + std::to_string(i)));
+    }
+    EXPECT_EQ(pool.stats().dials, 1u);
+  }
+}
+
+TYPED_TEST(PoolSocketTest, RefusedPortIsADialFailureAndFreesTheSlot) {
+  const fd_leak_check fds;
+  netpool::test::refused_port refused;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer("127.0.0.1", refused.port());
+    cfg.max_size = 1;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    auto r = pool.get();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), netpool::condition::dial_failed) << r.error().message();
+    EXPECT_EQ(r.error(), std::errc::connection_refused) << r.error().message();
+    EXPECT_EQ(pool.stats().active, 0u);
+    EXPECT_EQ(pool.stats().dial_failures, 1u);
+    // max_size 1: a second attempt fails at once (fast, during the dial backoff) rather than
+    // waiting for a slot that was never given back.
+    auto again = pool.get_for(5s);
+    EXPECT_EQ(again.error(), std::errc::connection_refused) << again.error().message();
+    EXPECT_EQ(pool.stats().active, 0u);
+  }
+}
+
+TYPED_TEST(PoolSocketTest, DialTimeoutAgainstAFullAcceptQueue) {
+  const fd_leak_check fds;
+  netpool::test::full_backlog_listener stuck;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer("127.0.0.1", stuck.port());
+    cfg.max_size = 1;
+    cfg.dial_timeout = 500ms;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    const auto t0 = clock_type::now();
+    auto r = pool.get();
+    const auto elapsed = clock_type::now() - t0;
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), errc::timeout) << r.error().message();
+    EXPECT_LT(elapsed, 1s) << "the dial must end within twice dial_timeout";
+    EXPECT_EQ(pool.stats().active, 0u);
+    EXPECT_EQ(pool.stats().dial_failures, 1u);
+  }
+}
+
+// A caller deadline sooner than dial_timeout bounds the dial too.
+TYPED_TEST(PoolSocketTest, CallerDeadlineBoundsTheDial) {
+  const fd_leak_check fds;
+  netpool::test::full_backlog_listener stuck;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer("127.0.0.1", stuck.port());
+    cfg.dial_timeout = 60s;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    const auto t0 = clock_type::now();
+    auto r = pool.get_for(400ms);
+    const auto elapsed = clock_type::now() - t0;
+    EXPECT_EQ(r.error(), errc::timeout) << r.error().message();
+    EXPECT_LT(elapsed, 800ms);
+    EXPECT_EQ(pool.stats().active, 0u);
+  }
+}
+
+// Without a health check, a connection the server dropped is handed out; the caller sees the
+// failure, discards it, and the next get dials a fresh one.
+TYPED_TEST(PoolSocketTest, DeadConnectionDiscardedByTheCallerIsReplaced) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 1;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    {
+      auto conn = pool.get();
+      ASSERT_TRUE(conn);
+      ASSERT_TRUE(round_trip(**conn, "hello"));
+    }
+    server.close_all_connections();
+    {
+      auto conn = pool.get();
+      ASSERT_TRUE(conn);
+      EXPECT_FALSE(round_trip(**conn, "anyone?")) << "the server closed this connection";
+      EXPECT_FALSE(pool.put_with_error(std::move(*conn)));
+    }
+    auto fresh = pool.get_for(10s);
+    ASSERT_TRUE(fresh) << fresh.error().message();
+    EXPECT_TRUE(round_trip(**fresh, "again"));
+    EXPECT_EQ(pool.stats().closed_error, 1u);
+    EXPECT_EQ(server.accepted_total(), 2u);
+  }
+}
+
+class StandardPoolSocketTest : public ::testing::Test {};
+
+// The server closes the idle connection; the probe() health check notices before it is handed out.
+TEST_F(StandardPoolSocketTest, HealthCheckDetectsAConnectionTheServerClosed) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 2;
+    cfg.health_check = probe_alive;
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    int fd = -1;
+    {
+      auto conn = pool.get();
+      ASSERT_TRUE(conn);
+      ASSERT_TRUE(round_trip(**conn, "first"));
+      fd = (*conn)->native_handle();
+    }
+    ASSERT_EQ(pool.len(), 1u);
+    server.close_all_connections();
+    // The pooled socket is idle (still open: the pool owns it); wait until its FIN has arrived.
+    ASSERT_TRUE(wait_for([&] { return peek(fd) == liveness::peer_closed; }));
+
+    auto conn = pool.get_for(10s);
+    ASSERT_TRUE(conn) << conn.error().message();
+    EXPECT_TRUE(round_trip(**conn, "second")) << "a live connection was handed out";
+    const auto s = pool.stats();
+    EXPECT_EQ(s.closed_health, 1u);
+    EXPECT_EQ(s.dials, 2u);
+    EXPECT_EQ(server.accepted_total(), 2u);
+  }
+}
+
+// Reset instead of FIN: the probe reports an error; same outcome.
+TEST_F(StandardPoolSocketTest, HealthCheckDetectsAResetConnection) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.health_check = probe_alive;
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    int fd = -1;
+    {
+      auto conn = pool.get();
+      ASSERT_TRUE(conn);
+      fd = (*conn)->native_handle();
+    }
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+    server.close_all_connections(netpool::test::close_style::reset);
+    // The first peek after the RST reports the error (and consumes it); later ones read EOF.
+    ASSERT_TRUE(wait_for([&] { return peek(fd) != liveness::alive; }));
+    auto conn = pool.get_for(10s);
+    ASSERT_TRUE(conn) << conn.error().message();
+    EXPECT_TRUE(round_trip(**conn, "after reset"));
+    EXPECT_EQ(pool.stats().closed_health, 1u);
+  }
+}
+
+// Bytes nobody read (a late reply, unsolicited data) would desynchronise the next borrower.
+TEST_F(StandardPoolSocketTest, HealthCheckRejectsAConnectionWithUnreadData) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.health_check = probe_alive;
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    int fd = -1;
+    {
+      auto conn = pool.get();
+      ASSERT_TRUE(conn);
+      fd = (*conn)->native_handle();
+    }
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+    server.send_to_all("stale reply\n");
+    ASSERT_TRUE(wait_for([&] { return peek(fd) == liveness::unread_data; }));
+    auto conn = pool.get_for(10s);
+    ASSERT_TRUE(conn) << conn.error().message();
+    EXPECT_EQ((*conn)->probe(), liveness::alive);
+    EXPECT_EQ(pool.stats().closed_health, 1u);
+  }
+}
+
+// Idle sockets are closed by the maintainer after max_idle_time: the server sees them go.
+TEST_F(StandardPoolSocketTest, IdleSocketsAreClosedAfterMaxIdleTime) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_idle_time = 50ms;
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    {
+      auto a = pool.get();
+      auto b = pool.get();
+      ASSERT_TRUE(a && b);
+    }
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 2; }));
+    EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; })) << "idle sockets not reaped";
+    EXPECT_EQ(pool.stats().closed_idle, 2u);
+  }
+}
+
+// min_size connections to a server that is down: the pool keeps trying in the background and
+// fills up once the server is back, without leaking a descriptor per failed attempt.
+TEST_F(StandardPoolSocketTest, MinSizeRefillsWhenTheServerComesBack) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.min_size = 2;
+    cfg.max_size = 4;
+    server.stop();
+    auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+    ASSERT_TRUE(wait_for([&] { return pool.stats().dial_failures >= 1; }));
+    server.restart();
+    ASSERT_TRUE(wait_for([&] { return pool.stats().idle == 2; })) << "the maintainer did not retry";
+    EXPECT_TRUE(wait_for([&] { return server.connection_count() == 2; }));
+  }
+}
+
+// Leases outliving a pool of sockets: returning them closes the descriptors.
+TYPED_TEST(PoolSocketTest, SocketLeasesOutlivingThePoolAreClosedOnReturn) {
+  const fd_leak_check fds;
+  echo_server server;
+  std::vector<netpool::lease<netpool::socket>> leases;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    for (int i = 0; i < 3; ++i) {
+      auto l = pool.get();
+      ASSERT_TRUE(l);
+      leases.push_back(std::move(*l));
+    }
+  }
+  ASSERT_TRUE(wait_for([&] { return server.connection_count() == 3; }));
+  for (auto& l : leases) EXPECT_TRUE(round_trip(*l, "still usable"));
+  leases.clear();
+  EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; }));
+}
+
+}  // namespace
