@@ -1264,6 +1264,8 @@ class pool_core {
   // One round of maintenance: advance the tick, close stale idle connections, dial up to
   // min_size. Returns the time until the next round is due (nanoseconds::max(): nothing is due).
   std::chrono::nanoseconds maintain_once() noexcept {
+    // One round at a time: a manual maintain() may run while the maintainer thread does.
+    std::lock_guard round(maintain_round_mutex_);
     advance_tick(pool_now());
     if (track_idle_) reap_idle();
     if (lifetime_ticks_ != 0) expire_lifetimes();
@@ -1421,7 +1423,8 @@ class pool_core {
   const bool uses_tick_;                 // someone reads tick_: the maintainer must advance it
   const std::uint64_t fast_ticks_;       // idle less than this: lend without any check
   const std::chrono::nanoseconds tick_period_;
-  std::uint64_t next_keepalive_tick_ = 0;  // maintainer only
+  std::mutex maintain_round_mutex_;        // serialises maintenance rounds
+  std::uint64_t next_keepalive_tick_ = 0;  // guarded by maintain_round_mutex_
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
 
