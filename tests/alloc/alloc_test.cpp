@@ -36,11 +36,14 @@ std::atomic<std::uint64_t> g_allocations{0};  // every successful allocation, an
 }  // namespace
 
 extern "C" {
-void* __libc_malloc(std::size_t);  // NOLINT(bugprone-reserved-identifier): glibc's own entry points
+// glibc's own allocator entry points: the replacements below forward to them.
+// NOLINTBEGIN(bugprone-reserved-identifier)
+void* __libc_malloc(std::size_t);
 void* __libc_calloc(std::size_t, std::size_t);
 void* __libc_realloc(void*, std::size_t);
 void* __libc_memalign(std::size_t, std::size_t);
 void __libc_free(void*);
+// NOLINTEND(bugprone-reserved-identifier)
 
 void* malloc(std::size_t size) {
   void* p = __libc_malloc(size);

@@ -17,7 +17,6 @@
 namespace {
 
 using namespace std::chrono_literals;
-using netpool::errc;
 using netpool::test::lean;
 using netpool::test::std_pool;
 using netpool::test::tracked_lease;

@@ -102,6 +102,7 @@ TYPED_TEST(PoolSocketTest, RoundTripsThroughPooledConnections) {
     constexpr int rounds = 50;
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;
+    threads.reserve(threads_n);
     for (int t = 0; t < threads_n; ++t) {
       threads.emplace_back([&, t] {
         for (int i = 0; i < rounds; ++i) {

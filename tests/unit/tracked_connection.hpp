@@ -46,6 +46,7 @@ class connection_registry {
   }
   connection_registry(const connection_registry&) = delete;
   connection_registry& operator=(const connection_registry&) = delete;
+  ~connection_registry() = default;
 
   // A new connection's id.
   int open_new() noexcept {
@@ -133,6 +134,7 @@ class factory_control {
   explicit factory_control(connection_registry& registry) noexcept : registry_(&registry) {}
   factory_control(const factory_control&) = delete;
   factory_control& operator=(const factory_control&) = delete;
+  ~factory_control() = default;
 
   // The callable to put in pool_config::factory. `this` must outlive the pool.
   [[nodiscard]] factory_function<tracked_conn> function() {

@@ -380,6 +380,9 @@ class pool_core {
     // Tick at which the connection must go (max_lifetime, jittered); set by the dialer, read by the
     // owner and the maintainer after acquiring the slot word (owner-written, as idle_since).
     std::atomic<std::uint64_t> expires_at{0};
+    // The connection's number in dial order (dial_seq_): reset() closes only those numbered
+    // before it started, not the replacements dialed meanwhile. Written by the dialer (owner).
+    std::atomic<std::uint64_t> born{0};
     // Why `doomed` was set: written before the flag's release CAS, read after the owner's
     // failed CAS (acquire). relaxed atomic: the maintainer and reset() may race to set it.
     std::atomic<std::uint8_t> doom_reason{0};
@@ -691,6 +694,8 @@ class pool_core {
   // A fresh connection's deadline: max_lifetime shortened by up to lifetime_jitter, drawn per
   // connection, so that a cohort dialed together does not expire (and reconnect) together.
   void stamp_new_connection(slot_type& s) noexcept {
+    // relaxed: a number, read by reset() only to choose; its CAS on the slot word decides.
+    s.born.store(dial_seq_.fetch_add(1, std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // The tick may be stale (a maintainer asleep, or maintenance driven by hand): refresh it, so
     // that this connection's expiry and its first idle stamp are measured from now.
     if (uses_tick_) advance_tick(pool_now());
@@ -1330,10 +1335,15 @@ class pool_core {
   // reset(): closes every idle connection now and every lent one when it comes back; waiters and
   // the pool itself carry on (the maintainer refills min_size).
   void reset() noexcept {
+    // Connections numbered up to `cutoff` were dialed before this call; the maintainer may dial
+    // replacements while we scan (woken by our own closes), and those must survive.
+    const std::uint64_t cutoff = dial_seq_.load(std::memory_order_relaxed);
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       std::atomic<std::uint64_t>& state = slots_[i].state;
       for (std::uint64_t w = state.load(std::memory_order_acquire);;) {
         if ((w & (word::closed | word::doomed)) != 0) break;
+        // relaxed: a stale number only makes the CAS below fail on the generation (INV3).
+        if (slots_[i].born.load(std::memory_order_relaxed) > cutoff) break;  // dialed after we began
         if ((w & word::transit) != 0) {
           std::this_thread::yield();  // INV5: its owner is a few instructions from done
           w = state.load(std::memory_order_acquire);
@@ -1437,6 +1447,7 @@ class pool_core {
   std::atomic<bool> closed_{false};
   std::atomic<std::uint32_t> refs_{1};        // INV9
   std::atomic<std::size_t> connecting_{0};    // dials in flight (INV10)
+  std::atomic<std::uint64_t> dial_seq_{0};    // connections dialed so far (reset()'s cutoff)
   std::atomic<std::int64_t> retry_at_ns_{0};  // pool time before which no dial is tried; 0: none
 
   std::mutex dial_mutex_;  // guards the three below; taken only when dials fail or recover
