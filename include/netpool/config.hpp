@@ -7,8 +7,10 @@
 //   cfg.dial_timeout = std::chrono::seconds(2);
 //   cfg.max_idle_time = std::chrono::minutes(5);            // pool only; 0 = never close idle ones
 //   cfg.health_check = [](netpool::socket& s) { return s.probe() == netpool::liveness::alive; };
-//   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg));
-//   if (!pool) std::puts(netpool::describe(netpool::validate(cfg)));  // why it was rejected
+//   if (auto problem = netpool::validate_for_pool(cfg); problem != netpool::config_problem::none) {
+//     std::puts(netpool::describe(problem));                 // which field, and its constraint
+//   }
+//   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg));  // errc::invalid_config too
 //
 // Every field's constraint is written next to it; create() checks them all once and rejects a bad
 // configuration with errc::invalid_config (never undefined behaviour). validate() says which field.

@@ -386,6 +386,9 @@ class pool_model {
       at(i).p = phase::leased;
       if (passes_checks(i)) return lend(i);
       free_slot(i);
+      // With a health check (which may block), no new check starts once a waiting get's deadline
+      // has passed (pool_core::scan_idle); try_get has no deadline and checks them all.
+      if (kind == get_kind::past && s_.health_check) break;
     }
     if (kind == get_kind::try_idle) return {errc::exhausted};
     if (active() == slots_.size()) {
@@ -396,13 +399,15 @@ class pool_model {
       problem = "model: a waiting get was issued on a pool that would block";
       return {errc::timeout};
     }
-    if (kind == get_kind::past) {  // room to dial, but the deadline has passed: no dial
-      ++c_.timeouts;
-      return {errc::timeout};
-    }
+    // Room to dial. While backing off, the last dial error wins even over a passed deadline
+    // (dial_for_caller checks the backoff first: "the backend is down" says more than "timeout").
     if (backing_off(obs.fast_failures_delta > 0)) {
       ++c_.fast_failures;
       return {last_error_};
+    }
+    if (kind == get_kind::past) {  // room to dial, but the deadline has passed: no dial
+      ++c_.timeouts;
+      return {errc::timeout};
     }
     const int i = lowest_free();
     const int conn = dial();

@@ -224,6 +224,7 @@ class stress_run {
 
     const auto deadline = clock_type::now() + run_time;
     std::vector<std::thread> workers;
+    workers.reserve(static_cast<std::size_t>(rc_.threads));
     std::atomic<int> done{0};
     for (int t = 0; t < rc_.threads; ++t) {
       workers.emplace_back([this, t, deadline, &done] {
@@ -615,6 +616,7 @@ void destroy_while_returning(int rounds) {
   std::atomic<bool> quit{false};
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
+  threads.reserve(n);
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
       for (;;) {
