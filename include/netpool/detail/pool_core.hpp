@@ -61,6 +61,7 @@
 #include <random>
 #include <stop_token>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -578,7 +579,19 @@ class pool_core {
   // starts once `deadline` has passed: a slow check must not stretch a get_for() by one check per
   // idle connection.
   lease_type scan_idle(clock::time_point deadline) noexcept {
-    for (std::uint32_t i = 0; i < capacity_; ++i) {
+    for (auto [i, mine] = take_next_idle(0); i < capacity_; std::tie(i, mine) = take_next_idle(i + 1)) {
+      if (lease_type taken = hand_out(i, mine)) return taken;
+      // It failed a check. Checks that may block (the user's) are bounded by the deadline.
+      if (has_health_check_ && clock::now() >= deadline) return {};
+    }
+    return {};
+  }
+
+  // Takes the first idle slot at index `from` or later, waiting out transit on idle slots so that
+  // a waiter's re-scan cannot miss a connection being returned right now (INV6). Returns its index
+  // and new (leased) word, or capacity_ when there is none.
+  std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t from) noexcept {
+    for (std::uint32_t i = from; i < capacity_; ++i) {
       slot_type& s = slots_[i];
       // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
       // before it (INV6).
@@ -588,15 +601,13 @@ class pool_core {
         w = s.state.load(std::memory_order_seq_cst);
       }
       if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      const std::uint64_t mine = word::next_owner(w, word::leased);
       // acquire: pairs with make_idle()'s release CAS (the connection's state).
-      if (s.state.compare_exchange_strong(w, word::next_owner(w, word::leased), std::memory_order_acquire,
-                                          std::memory_order_relaxed)) {
-        if (lease_type taken = hand_out(i, word::next_owner(w, word::leased))) return taken;
-        // It failed a check. Checks that may block (the user's) are bounded by the deadline.
-        if (has_health_check_ && clock::now() >= deadline) return {};
+      if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
+        return {i, mine};
       }
     }
-    return {};
+    return {capacity_, 0};
   }
 
   // ---- slots for dialing --------------------------------------------------------------------
@@ -1147,21 +1158,9 @@ class pool_core {
   };
   // A scan_idle() that takes the slot without validating it: the waiter may still hand it back.
   taken_slot scan_idle_raw() noexcept {
-    for (std::uint32_t i = 0; i < capacity_; ++i) {
-      slot_type& s = slots_[i];
-      std::uint64_t w = s.state.load(std::memory_order_seq_cst);  // seq_cst: INV6
-      while (word::phase(w) == word::idle && (w & word::transit) != 0) {
-        std::this_thread::yield();
-        w = s.state.load(std::memory_order_seq_cst);
-      }
-      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
-      const std::uint64_t mine = word::next_owner(w, word::leased);
-      // acquire: pairs with make_idle()'s release CAS.
-      if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
-        return {i, word::generation(mine), true};
-      }
-    }
-    return {};
+    const auto [i, mine] = take_next_idle(0);
+    if (i == capacity_) return {};
+    return {i, word::generation(mine), true};
   }
 
   // Takes our node off the line if it is still queued. False if a granter or close() took it
