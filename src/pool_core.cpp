@@ -53,8 +53,38 @@ const char* describe(config_problem problem) noexcept {
       return "lean_pool cannot enforce max_lifetime (no maintainer): leave it at 0 or use pool";
     case config_problem::keepalive_on_lean_pool:
       return "lean_pool runs no keepalive rounds (no maintainer): leave keepalive_interval at 0 or use pool";
+    case config_problem::leak_threshold_negative:
+      return "leak_threshold must be >= 0 (0 turns leak detection off)";
+    case config_problem::leak_callback_missing:
+      return "leak_threshold > 0 needs on_leak: who would be told?";
+    case config_problem::max_size_limit_out_of_range:
+      return "max_size_limit must be 0 (= max_size) or in [max_size, pool_config::max_supported]";
+    case config_problem::leak_detection_on_lean_pool:
+      return "lean_pool cannot watch leases (no maintainer): leave leak_threshold at 0 or use pool";
   }
   return "unknown configuration problem";
+}
+
+const char* to_string(close_reason reason) noexcept {
+  switch (reason) {
+    case close_reason::idle:
+      return "idle";
+    case close_reason::lifetime:
+      return "lifetime";
+    case close_reason::health:
+      return "health";
+    case close_reason::error:
+      return "error";
+    case close_reason::reset:
+      return "reset";
+    case close_reason::pool_closed:
+      return "pool_closed";
+    case close_reason::hook:
+      return "hook";
+    case close_reason::resize:
+      return "resize";
+  }
+  return "unknown";
 }
 
 namespace detail {

@@ -19,7 +19,9 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <system_error>
 
+#include "netpool/hooks.hpp"
 #include "netpool/result.hpp"
 
 namespace netpool {
@@ -96,6 +98,37 @@ struct pool_config {
   // timeouts). Inject one to drive time deterministically in tests. Empty: steady_clock::now.
   std::function<std::chrono::steady_clock::time_point()> clock;
 
+  // ---- hooks (hooks.hpp has the types). Each is optional and costs nothing when empty. ----------
+
+  // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database). An
+  // error (or a throw: errc::hook_rejected) closes the connection and counts as a failed dial: the
+  // get that dialed fails with that error, and backoff starts as for any failed dial.
+  std::function<std::error_code(Conn&)> on_connect;
+  // Before each hand-out (pooled or freshly dialed), after the health checks. false (or a throw)
+  // closes the connection (close_reason::hook) and the get goes on with another one.
+  std::function<bool(Conn&)> on_borrow;
+  // On each put, before the connection is pooled or handed to a waiter (e.g. reset session state).
+  // false (or a throw) closes it instead (close_reason::hook); the put still succeeds.
+  std::function<bool(Conn&)> on_return;
+  // Just before the pool destroys a connection, with the reason. Exceptions are swallowed.
+  std::function<void(Conn&, close_reason)> on_close;
+
+  // ---- leak detection (pool only) --------------------------------------------------------------
+
+  // A lease held longer than this is reported once through on_leak (with where get() was called),
+  // and again when it finally comes back. 0 turns it off (get() then records nothing). Checked by
+  // the maintainer, so reports come within about a quarter of the threshold. Must be >= 0, and
+  // on_leak must be set when it is > 0.
+  std::chrono::nanoseconds leak_threshold = std::chrono::nanoseconds::zero();
+  std::function<void(const leak_report&)> on_leak;
+
+  // ---- resizing ---------------------------------------------------------------------------------
+
+  // The largest max_size that set_max_size() may grow to later: slots are preallocated up to it
+  // (one cache line each). 0 means max_size (no growth beyond it). Must be 0 or in
+  // [max_size, max_supported].
+  std::size_t max_size_limit = 0;
+
   // The largest max_size accepted: slots are preallocated, one cache line each.
   static constexpr std::size_t max_supported = std::size_t{1} << 20;
 };
@@ -120,6 +153,10 @@ enum class config_problem {
   health_check_on_lean_pool,   // lean_pool has no health check: use pool
   lifetime_on_lean_pool,       // lean_pool has no maintainer to enforce max_lifetime: use pool
   keepalive_on_lean_pool,      // lean_pool has no maintainer to run keepalive rounds: use pool
+  leak_threshold_negative,
+  leak_callback_missing,        // leak_threshold > 0 needs on_leak
+  max_size_limit_out_of_range,  // must be 0 or in [max_size, max_supported]
+  leak_detection_on_lean_pool,  // lean_pool has no maintainer to watch leases: use pool
 };
 
 // A short sentence naming the field and its constraint, for logs.
@@ -143,6 +180,15 @@ template <class Conn>
   if (config.keepalive_interval < std::chrono::nanoseconds::zero()) return config_problem::keepalive_negative;
   if (config.dial_backoff_floor < std::chrono::nanoseconds::zero()) return config_problem::backoff_negative;
   if (config.dial_backoff_cap < config.dial_backoff_floor) return config_problem::backoff_cap_below_floor;
+  if (config.leak_threshold < std::chrono::nanoseconds::zero())
+    return config_problem::leak_threshold_negative;
+  if (config.leak_threshold > std::chrono::nanoseconds::zero() && !config.on_leak) {
+    return config_problem::leak_callback_missing;
+  }
+  if (config.max_size_limit != 0 &&
+      (config.max_size_limit < config.max_size || config.max_size_limit > pool_config<Conn>::max_supported)) {
+    return config_problem::max_size_limit_out_of_range;
+  }
   return config_problem::none;
 }
 

@@ -36,6 +36,7 @@
 #include "netpool/config.hpp"
 #include "netpool/detail/pool_core.hpp"
 #include "netpool/error.hpp"
+#include "netpool/hooks.hpp"
 #include "netpool/lease.hpp"
 #include "netpool/result.hpp"
 #include "netpool/socket.hpp"
@@ -68,35 +69,43 @@ class pool_handle {
   // dial runs to its end first, at most dial_timeout.
   ~pool_handle() { release_core(); }
 
+  // Every get takes a trailing source_location, defaulted to the caller's: with leak detection on
+  // (pool_config::leak_threshold) it says where a leaked lease was taken; otherwise it is unused.
+
   // Blocks until a connection is available (idle, or room to dial one).
-  [[nodiscard, gnu::always_inline]] result<lease_type> get() noexcept {
-    return acquire(clock::time_point::max(), nullptr);
+  [[nodiscard, gnu::always_inline]] result<lease_type> get(
+      source_location where = source_location::current()) noexcept {
+    return acquire(clock::time_point::max(), nullptr, where);
   }
   // As get(), but returns errc::cancelled promptly once `stop` is requested.
-  [[nodiscard]] result<lease_type> get(std::stop_token stop) noexcept {
-    return acquire(clock::time_point::max(), &stop);
+  [[nodiscard]] result<lease_type> get(std::stop_token stop,
+                                       source_location where = source_location::current()) noexcept {
+    return acquire(clock::time_point::max(), &stop, where);
   }
   // As get(), but gives up with errc::timeout after `timeout`.
   template <class Rep, class Period>
-  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout) noexcept {
-    return acquire(deadline_after(timeout), nullptr);
+  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout,
+                                           source_location where = source_location::current()) noexcept {
+    return acquire(deadline_after(timeout), nullptr, where);
   }
   template <class Rep, class Period>
-  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout,
-                                           std::stop_token stop) noexcept {
-    return acquire(deadline_after(timeout), &stop);
+  [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop,
+                                           source_location where = source_location::current()) noexcept {
+    return acquire(deadline_after(timeout), &stop, where);
   }
   // As get(), but gives up with errc::timeout at `deadline`.
-  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline) noexcept {
-    return acquire(deadline, nullptr);
+  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline,
+                                             source_location where = source_location::current()) noexcept {
+    return acquire(deadline, nullptr, where);
   }
-  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline, std::stop_token stop) noexcept {
-    return acquire(deadline, &stop);
+  [[nodiscard]] result<lease_type> get_until(clock::time_point deadline, std::stop_token stop,
+                                             source_location where = source_location::current()) noexcept {
+    return acquire(deadline, &stop, where);
   }
   // An idle connection now, or errc::exhausted. Never blocks and never dials (dialing blocks).
-  [[nodiscard]] result<lease_type> try_get() noexcept {
+  [[nodiscard]] result<lease_type> try_get(source_location where = source_location::current()) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
-    return core_->acquire(clock::time_point::min(), pool_core<Conn>::acquire_mode::try_idle, nullptr);
+    return core_->acquire(clock::time_point::min(), pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
   }
 
   // Returns a connection for reuse. Errors (nothing is lost in either case):
@@ -124,6 +133,23 @@ class pool_handle {
   }
   [[nodiscard]] bool closed() const noexcept { return core_ == nullptr || core_->is_closed(); }
 
+  // Drain: as close() (waiters fail at once, idle connections close, gets return pool_closed),
+  // then waits until every lent connection has come back — each is closed as it does — or
+  // `deadline` passes. Returns how many were still lent at the end (0: fully drained); those are
+  // closed whenever they come back. Blocks the caller (polling every few ms).
+  std::size_t close(clock::time_point deadline) noexcept {
+    return core_ != nullptr ? core_->close_and_drain(deadline) : 0;
+  }
+
+  // Changes max_size at run time, up to pool_config::max_size_limit (slots are preallocated).
+  // Growing lets waiters dial at once. Shrinking closes surplus idle connections now and surplus
+  // lent ones when they come back (close_reason::resize), never while in use; dials already in
+  // flight finish (pool: the maintainer closes their surplus on its next round).
+  // Errors: invalid_config (0, above max_size_limit, or below min_size), pool_closed.
+  std::error_code set_max_size(std::size_t n) noexcept {
+    return core_ != nullptr ? core_->set_max_size(n) : std::error_code(errc::pool_closed);
+  }
+
   // The error of the most recent failed dial (an empty error_code if none has failed): what a
   // timeout while the backend is down was really about.
   [[nodiscard]] std::error_code last_dial_error() const noexcept {
@@ -139,10 +165,10 @@ class pool_handle {
   }
 
  private:
-  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline,
-                                                    const std::stop_token* stop) noexcept {
+  [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop,
+                                                    const source_location& where) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
-    return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop);
+    return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop, where);
   }
 
   template <class Rep, class Period>
@@ -207,6 +233,13 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   // fails creation); call this when a service should not take traffic before it is warm.
   std::size_t wait_for_min_size(std::chrono::steady_clock::time_point deadline) noexcept {
     return this->core() != nullptr ? this->core()->wait_for_min_size(deadline) : 0;
+  }
+
+  // Changes min_size at run time: the maintainer dials up to a higher one in the background; above
+  // a lower one, idle connections age out by max_idle_time as usual.
+  // Errors: invalid_config (above max_size), pool_closed.
+  std::error_code set_min_size(std::size_t n) noexcept {
+    return this->core() != nullptr ? this->core()->set_min_size(n) : std::error_code(errc::pool_closed);
   }
 
  private:

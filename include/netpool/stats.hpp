@@ -13,11 +13,21 @@
 // a shared counter written on every get and put would cost as much as the pool itself.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 
+#include "netpool/hooks.hpp"
+
 namespace netpool {
+
+// Upper bounds of the wait-time histogram's buckets (the last bucket, past 10 s, has none).
+inline constexpr std::array<std::chrono::nanoseconds, 7> wait_bucket_bounds{
+    std::chrono::microseconds(10), std::chrono::microseconds(100), std::chrono::milliseconds(1),
+    std::chrono::milliseconds(10), std::chrono::milliseconds(100), std::chrono::seconds(1),
+    std::chrono::seconds(10)};
+inline constexpr std::size_t wait_buckets = wait_bucket_bounds.size() + 1;
 
 struct pool_stats {
   // Gauges.
@@ -29,21 +39,35 @@ struct pool_stats {
   std::size_t min = 0;      // config min_size
   std::size_t waiters = 0;  // callers blocked in get
 
-  // Counters since creation.
+  // Counters since creation. Hot-path counts live in each slot's own cache line and are summed
+  // here; the rest are written only on slow paths (waiting, dialing, closing).
   std::uint64_t gets = 0;                 // connections handed out
+  std::uint64_t gets_immediate = 0;       // of those, handed out without blocking
   std::uint64_t gets_waited = 0;          // gets that had to block before being served (or failing)
   std::chrono::nanoseconds wait_time{0};  // total time spent blocked by those gets
-  std::uint64_t timeouts = 0;             // gets that failed with errc::timeout while waiting
-  std::uint64_t cancellations = 0;        // gets that failed with errc::cancelled
-  std::uint64_t dials = 0;                // factory calls
-  std::uint64_t dial_failures = 0;        // factory calls that failed or threw
-  std::uint64_t fast_failures = 0;        // gets failed at once with the last dial error (backing off)
-  std::uint64_t closed_idle = 0;          // closed for exceeding max_idle_time
-  std::uint64_t closed_health = 0;        // closed because the health check said false or threw
-  std::uint64_t closed_error = 0;         // closed by put_with_error / lease::discard
-  std::uint64_t closed_pool = 0;          // closed because the pool was closed
-  std::uint64_t closed_lifetime = 0;      // closed for exceeding max_lifetime
-  std::uint64_t closed_reset = 0;         // closed by reset()
+  std::chrono::nanoseconds max_wait{0};   // the longest single block
+  // gets_waited by how long they blocked: wait_histogram[i] counts waits <= wait_bucket_bounds[i]
+  // (and > the bound before); the last entry counts waits past the last bound. Not cumulative.
+  std::array<std::uint64_t, wait_buckets> wait_histogram{};
+  std::uint64_t timeouts = 0;       // gets that failed with errc::timeout while waiting
+  std::uint64_t cancellations = 0;  // gets that failed with errc::cancelled
+  std::uint64_t dials = 0;          // factory calls
+  std::uint64_t dials_ok = 0;       // dials that produced a connection (and passed on_connect)
+  std::uint64_t dial_failures = 0;  // dials that failed, threw, or were refused by on_connect
+  std::uint64_t fast_failures = 0;  // gets failed at once with the last dial error (backing off)
+  std::uint64_t leaks = 0;          // leases reported to on_leak as held past leak_threshold
+
+  // Connections closed, by reason (closed[static_cast<size_t>(close_reason::idle)], ...). The
+  // named fields below are the same numbers, kept for readability.
+  std::array<std::uint64_t, close_reason_count> closed{};
+  std::uint64_t closed_idle = 0;      // closed for exceeding max_idle_time
+  std::uint64_t closed_health = 0;    // closed because the probe or health check said dead (or threw)
+  std::uint64_t closed_error = 0;     // closed by put_with_error / lease::discard
+  std::uint64_t closed_pool = 0;      // closed because the pool was closed
+  std::uint64_t closed_lifetime = 0;  // closed for exceeding max_lifetime
+  std::uint64_t closed_reset = 0;     // closed by reset()
+  std::uint64_t closed_hook = 0;      // refused by on_connect, on_borrow or on_return (or it threw)
+  std::uint64_t closed_resize = 0;    // closed because set_max_size() shrank the pool
 };
 
 }  // namespace netpool

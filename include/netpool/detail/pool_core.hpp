@@ -46,6 +46,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cassert>
 #include <chrono>
@@ -70,6 +71,7 @@
 #include "netpool/detail/put_status.hpp"
 #include "netpool/detail/waiter_queue.hpp"
 #include "netpool/error.hpp"
+#include "netpool/hooks.hpp"
 #include "netpool/lease.hpp"
 #include "netpool/result.hpp"
 #include "netpool/socket.hpp"
@@ -150,7 +152,9 @@ class pool_core {
     const config_problem problem = check(config, kind);
     if (problem != config_problem::none) return errc::invalid_config;
     std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
-    if (!core || !core->slots_) return std::make_error_code(std::errc::not_enough_memory);
+    if (!core || !core->slots_ || (core->leak_ns_ != 0 && !core->lent_)) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
     if (kind == pool_kind::lean || !core->config_.background_maintenance) {
       core->fill_to_min();  // lean_pool's one-time warm-up; or the first manual round
     } else {
@@ -173,6 +177,8 @@ class pool_core {
     if (config.keepalive_interval != std::chrono::nanoseconds::zero()) {
       return config_problem::keepalive_on_lean_pool;
     }
+    if (config.leak_threshold != std::chrono::nanoseconds::zero())
+      return config_problem::leak_detection_on_lean_pool;
     return config_problem::none;
   }
 
@@ -189,8 +195,10 @@ class pool_core {
 
   // ---- get ---------------------------------------------------------------------------------
 
+  // `where` is recorded only with leak detection on (it is unused, and optimised away, otherwise).
   [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, acquire_mode mode,
-                                                    const std::stop_token* stop) noexcept {
+                                                    const std::stop_token* stop,
+                                                    const source_location& where) noexcept {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     // A stop already requested wins over an idle connection: acquire_slow() reports it.
@@ -205,15 +213,15 @@ class pool_core {
         if ((w & ~word::generation_mask) == word::idle &&
             s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed))
             [[likely]] {
-          if (!checks_on_get_ || (!has_health_check_ && fresh(s))) [[likely]]
+          if (!checks_on_get_ || (!checks_every_get_ && fresh(s))) [[likely]]
             return lend(s, owned);
-          if (lease_type taken = hand_out(index_of(s), owned)) return taken;
+          if (lease_type taken = hand_out(index_of(s), owned, where)) return taken;
         }
       }
     }
     // Built apart and moved: the fast path then never takes the result's address, so after
     // inlining the compiler keeps it in registers.
-    result<lease_type> slow = acquire_slow(deadline, mode, stop);
+    result<lease_type> slow = acquire_slow(deadline, mode, stop, where);
     return result<lease_type>(std::move(slow));
   }
 
@@ -226,7 +234,9 @@ class pool_core {
     thread_hint& hint = thread_hints[id_ % hint_ways];
     hint.pool_id = id_;
     hint.slot = slot;
-    if (stamps_idle_) {
+    if (put_work_ != put_work::none) {
+      if (put_work_ == put_work::hooks) [[unlikely]]
+        return put_back_hooked(s, owned);
       // relaxed: published by the release CAS below (or by a grant's publication).
       s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
@@ -254,8 +264,7 @@ class pool_core {
     const std::uint32_t i = index_of(s);
     // acquire: pairs with the release that made us the owner (it is our own write, or a grant's).
     if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
-    s.conn.reset();
-    counters_.closed_error.fetch_add(1, std::memory_order_relaxed);
+    close_conn(s, close_reason::error);
     release_slot(i);
     return put_status::ok;
   }
@@ -293,6 +302,53 @@ class pool_core {
 
   [[nodiscard]] bool is_closed() const noexcept {
     return closed_.load(std::memory_order_acquire);  // acquire: pairs with close()'s store
+  }
+
+  // Drain: close(), then wait until every lent connection has come back (and been closed) and
+  // every dial in flight has ended, or `deadline`. Returns how many were still lent at the end.
+  // Polls (1 ms, growing to 10 ms): a shutdown path, not a hot one.
+  std::size_t close_and_drain(clock::time_point deadline) noexcept {
+    close();
+    auto pause = std::chrono::milliseconds(1);
+    for (;;) {
+      const pool_stats now = stats();
+      if ((now.in_use == 0 && now.dialing == 0) || clock::now() >= deadline) return now.in_use;
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(10));
+    }
+  }
+
+  [[nodiscard]] std::size_t max_size() const noexcept { return limit_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t min_size() const noexcept { return min_.load(std::memory_order_relaxed); }
+
+  // Growing lets waiters dial at once; shrinking closes surplus idle connections now and dooms
+  // surplus lent ones (closed when they come back, never while in use).
+  std::error_code set_max_size(std::size_t n) noexcept {
+    std::lock_guard lock(resize_mutex_);
+    if (is_closed()) return errc::pool_closed;
+    if (n == 0 || n > capacity_ || n < min_size()) return errc::invalid_config;
+    // seq_cst: like INV7, a waiter raises waiters_ then tries reserve_count() (seq_cst), and we
+    // store the new limit then load waiters_: one of us sees the other, so no waiter sleeps
+    // through a growth.
+    const std::size_t old = limit_.exchange(n, std::memory_order_seq_cst);
+    if (n > old) {
+      for (std::size_t room = n - old; room > 0 && waiters_.load(std::memory_order_seq_cst) != 0; --room) {
+        if (!start_dial_for_waiter()) break;  // tokens busy: their end_dial() pumps the rest
+      }
+    } else if (n < old) {
+      shrink_to_max_size();
+    }
+    return {};
+  }
+
+  // The maintainer (pool) dials up to the new minimum, or lets surplus idle ones age out.
+  std::error_code set_min_size(std::size_t n) noexcept {
+    std::lock_guard lock(resize_mutex_);
+    if (is_closed()) return errc::pool_closed;
+    if (n > max_size()) return errc::invalid_config;
+    min_.store(n, std::memory_order_relaxed);  // relaxed: read as a target by the maintainer
+    wake_maintainer();
+    return {};
   }
 
   // The pool handle is going away: stop the maintainer, close, and hand the core's lifetime to the
@@ -334,22 +390,37 @@ class pool_core {
       s.gets += slots_[i].borrows.load(std::memory_order_relaxed);
     }
     s.active = s.idle + s.in_use + s.dialing;
-    s.max = capacity_;
-    s.min = min_;
+    // relaxed, all of them: independent counters, documented as a best-effort snapshot.
+    s.max = max_size();
+    s.min = min_size();
     s.waiters = waiters_.load(std::memory_order_relaxed);
     s.gets_waited = counters_.gets_waited.load(std::memory_order_relaxed);
+    // Served after waiting vs. at once; the two counts are read apart, hence the clamp.
+    s.gets_immediate = s.gets - std::min(s.gets, counters_.waited_served.load(std::memory_order_relaxed));
     s.wait_time = std::chrono::nanoseconds(counters_.wait_ns.load(std::memory_order_relaxed));
+    s.max_wait = std::chrono::nanoseconds(counters_.max_wait_ns.load(std::memory_order_relaxed));
+    for (std::size_t b = 0; b < wait_buckets; ++b) {
+      s.wait_histogram[b] = counters_.wait_histogram[b].load(std::memory_order_relaxed);
+    }
     s.timeouts = counters_.timeouts.load(std::memory_order_relaxed);
     s.cancellations = counters_.cancellations.load(std::memory_order_relaxed);
+    s.leaks = counters_.leaks.load(std::memory_order_relaxed);
     s.dials = counters_.dials.load(std::memory_order_relaxed);
     s.dial_failures = counters_.dial_failures.load(std::memory_order_relaxed);
+    s.dials_ok = s.dials - std::min(s.dials, s.dial_failures);
     s.fast_failures = counters_.fast_failures.load(std::memory_order_relaxed);
-    s.closed_idle = counters_.closed_idle.load(std::memory_order_relaxed);
-    s.closed_health = counters_.closed_health.load(std::memory_order_relaxed);
-    s.closed_error = counters_.closed_error.load(std::memory_order_relaxed);
-    s.closed_pool = counters_.closed_pool.load(std::memory_order_relaxed);
-    s.closed_lifetime = counters_.closed_lifetime.load(std::memory_order_relaxed);
-    s.closed_reset = counters_.closed_reset.load(std::memory_order_relaxed);
+    for (std::size_t r = 0; r < close_reason_count; ++r) {
+      s.closed[r] = counters_.closed[r].load(std::memory_order_relaxed);
+    }
+    const auto closed = [&s](close_reason r) { return s.closed[static_cast<std::size_t>(r)]; };
+    s.closed_idle = closed(close_reason::idle);
+    s.closed_health = closed(close_reason::health);
+    s.closed_error = closed(close_reason::error);
+    s.closed_pool = closed(close_reason::pool_closed);
+    s.closed_lifetime = closed(close_reason::lifetime);
+    s.closed_reset = closed(close_reason::reset);
+    s.closed_hook = closed(close_reason::hook);
+    s.closed_resize = closed(close_reason::resize);
     return s;
   }
 
@@ -397,34 +468,45 @@ class pool_core {
 
   // Slow-path counters, written with relaxed RMWs off the hot path; read by stats().
   struct alignas(cache_line) slow_counters {
-    std::atomic<std::uint64_t> gets_waited{0}, wait_ns{0}, timeouts{0}, cancellations{0};
+    std::atomic<std::uint64_t> gets_waited{0}, waited_served{0}, wait_ns{0}, max_wait_ns{0};
+    std::atomic<std::uint64_t> timeouts{0}, cancellations{0}, leaks{0};
     std::atomic<std::uint64_t> dials{0}, dial_failures{0}, fast_failures{0};
-    std::atomic<std::uint64_t> closed_idle{0}, closed_health{0}, closed_error{0}, closed_pool{0};
-    std::atomic<std::uint64_t> closed_lifetime{0}, closed_reset{0};
+    std::array<std::atomic<std::uint64_t>, wait_buckets> wait_histogram{};
+    std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
   };
 
   pool_core(pool_config<Conn> config, pool_kind kind)
       : id_(next_pool_id()),
-        capacity_(static_cast<std::uint32_t>(config.max_size)),
-        min_(config.min_size),
+        capacity_(
+            static_cast<std::uint32_t>(config.max_size_limit != 0 ? config.max_size_limit : config.max_size)),
         lean_(kind == pool_kind::lean),
         track_idle_(kind == pool_kind::standard && config.max_idle_time > std::chrono::nanoseconds::zero()),
         has_health_check_(static_cast<bool>(config.health_check)),
         probes_(kind == pool_kind::standard && is_probeable &&
                 config.probe_after != std::chrono::nanoseconds::max()),
-        checks_on_get_(track_idle_ || has_health_check_ || probes_),
+        checks_every_get_(has_health_check_ || static_cast<bool>(config.on_borrow) ||
+                          config.leak_threshold > std::chrono::nanoseconds::zero()),
+        checks_on_get_(track_idle_ || probes_ || checks_every_get_),
         stamps_idle_(track_idle_ || probes_),
+        put_work_(config.on_return || config.leak_threshold > std::chrono::nanoseconds::zero()
+                      ? put_work::hooks
+                  : stamps_idle_ ? put_work::stamp
+                                 : put_work::none),
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
         config_(std::move(config)),
         max_connecting_(config_.max_connecting),
         probe_ticks_(probes_ ? probe_ticks_of(config_.probe_after) : 0),
         lifetime_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.max_lifetime)),
         keepalive_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.keepalive_interval)),
-        uses_tick_(track_idle_ || probes_ || lifetime_ticks_ != 0 || keepalive_ticks_ != 0),
+        leak_ns_(lean_ ? 0 : std::max<std::int64_t>(config_.leak_threshold.count(), 0)),
+        uses_tick_(track_idle_ || probes_ || lifetime_ticks_ != 0 || keepalive_ticks_ != 0 || leak_ns_ != 0),
         fast_ticks_(std::min(track_idle_ ? max_idle_ticks_ : no_limit, probes_ ? probe_ticks_ : no_limit)),
         tick_period_(tick_period_of(config_)),
         epoch_(config_.clock ? config_.clock() : clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]),
+        lent_(leak_ns_ != 0 ? new (std::nothrow) lent_info[capacity_] : nullptr),
+        limit_(config_.max_size),
+        min_(config_.min_size),
         jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)) {}
 
   void release_ref() noexcept {
@@ -479,6 +561,7 @@ class pool_core {
       p = std::min(p, nanoseconds(static_cast<std::int64_t>(window / 4)));
     }
     if (c.keepalive_interval > nanoseconds::zero()) p = std::min(p, c.keepalive_interval / 4);
+    if (c.leak_threshold > nanoseconds::zero()) p = std::min(p, c.leak_threshold / 4);
     return std::max<nanoseconds>(p, std::chrono::milliseconds(1));
   }
 
@@ -510,8 +593,9 @@ class pool_core {
 
   // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it; or
   // close it, free the slot, and return an empty lease.
-  [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned) noexcept {
-    if (passes_checks(i)) return lend(i, owned);
+  [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned,
+                                        const source_location& where) noexcept {
+    if (passes_checks(i)) return lend_tracked(i, owned, where);
     release_slot(i);
     return {};
   }
@@ -523,25 +607,25 @@ class pool_core {
     // Past max_idle_time, but kept if closing it would leave fewer than min_size open: the
     // maintainer keeps those on purpose (relaxed: a count, as in reap_idle()).
     const std::uint64_t idle = (track_idle_ || probes_) ? idle_ticks(s) : 0;
-    if (track_idle_ && idle >= max_idle_ticks_ && active_.load(std::memory_order_relaxed) > min_) {
-      s.conn.reset();
-      counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+    if (track_idle_ && idle >= max_idle_ticks_ && active_.load(std::memory_order_relaxed) > min_size()) {
+      close_conn(s, close_reason::idle);
       return false;
     }
     if (lifetime_ticks_ != 0 &&
         tick_.load(std::memory_order_relaxed) >= s.expires_at.load(std::memory_order_relaxed)) {
-      s.conn.reset();
-      counters_.closed_lifetime.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::lifetime);
       return false;
     }
     if (probes_ && idle >= probe_ticks_ && !alive(*s.conn)) {
-      s.conn.reset();
-      counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::health);
       return false;
     }
     if (has_health_check_ && !healthy(*s.conn)) {
-      s.conn.reset();
-      counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::health);
+      return false;
+    }
+    if (config_.on_borrow && !hook_accepts(config_.on_borrow, *s.conn)) {
+      close_conn(s, close_reason::hook);
       return false;
     }
     return true;
@@ -555,6 +639,38 @@ class pool_core {
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
     return lease_type(this, &*s.conn, &s, owned);
+  }
+
+  // lend() off the fast path: also records where and when, for leak detection.
+  lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, const source_location& where) noexcept {
+    if (lent_) record_lent(i, owned, where);
+    return lend(i, owned);
+  }
+
+  // Destroys slot s's connection (ours, INV1) for `why`: tells on_close, then counts it. Every
+  // connection the pool closes passes here, so on_close sees each exactly once.
+  void close_conn(slot_type& s, close_reason why) noexcept {
+    notify_close(*s.conn, why);
+    s.conn.reset();
+  }
+  // For a connection not (yet) in a slot: on_connect refused it.
+  void notify_close(Conn& conn, close_reason why) noexcept {
+    if (config_.on_close) {
+      try {
+        config_.on_close(conn, why);
+      } catch (...) {  // a notification: its failure changes nothing
+      }
+    }
+    counters_.closed[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // on_borrow / on_return: false or a throw refuses the connection.
+  static bool hook_accepts(const std::function<bool(Conn&)>& hook, Conn& conn) noexcept {
+    try {
+      return hook(conn);
+    } catch (...) {
+      return false;
+    }
   }
 
   static bool alive(Conn& conn) noexcept {
@@ -578,9 +694,9 @@ class pool_core {
   // A connection that fails its checks is closed and the scan goes on, but no new health check
   // starts once `deadline` has passed: a slow check must not stretch a get_for() by one check per
   // idle connection.
-  lease_type scan_idle(clock::time_point deadline) noexcept {
+  lease_type scan_idle(clock::time_point deadline, const source_location& where) noexcept {
     for (auto [i, mine] = take_next_idle(0); i < capacity_; std::tie(i, mine) = take_next_idle(i + 1)) {
-      if (lease_type taken = hand_out(i, mine)) return taken;
+      if (lease_type taken = hand_out(i, mine, where)) return taken;
       // It failed a check. Checks that may block (the user's) are bounded by the deadline.
       if (has_health_check_ && clock::now() >= deadline) return {};
     }
@@ -664,12 +780,14 @@ class pool_core {
     if (waiters_.load(std::memory_order_seq_cst) != 0) start_dial_for_waiter();
   }
 
-  void start_dial_for_waiter() noexcept {
+  // True when a waiter was given a slot to dial into.
+  bool start_dial_for_waiter() noexcept {
     auto reserved = reserve_slot();
-    if (!reserved) return;  // full, or the tokens are taken: their end_dial() pumps again
-    if (grant(reserved->first, reserved->second, waiter::granted_dial)) return;  // token goes along
-    return_dial_token();                                                         // nobody waits after all
+    if (!reserved) return false;  // full, or the tokens are taken: their end_dial() pumps again
+    if (grant(reserved->first, reserved->second, waiter::granted_dial)) return true;  // token goes along
+    return_dial_token();  // nobody waits after all
     release_slot(reserved->first);
+    return false;
   }
 
   // While backing off after a failed dial, the error that dial returned: callers fail fast with it
@@ -720,24 +838,42 @@ class pool_core {
                        std::memory_order_relaxed);
   }
 
+  // One dial: the factory, then on_connect. A refusal by on_connect is a failed dial (its error,
+  // or errc::hook_rejected for a throw), and the connection is closed as close_reason::hook.
   result<Conn> call_factory(clock::time_point deadline) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
+    std::error_code error;
     try {
       result<Conn> made = config_.factory(deadline);
-      if (!made) counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
-      record_dial_result(made.error());
-      return made;
+      if (made && config_.on_connect) error = run_on_connect(*made);
+      if (made && !error) {
+        record_dial_result({});
+        return made;
+      }
+      if (!made) error = made.error();
     } catch (...) {
-      counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
-      record_dial_result(errc::factory_threw);
-      return errc::factory_threw;
+      error = errc::factory_threw;
     }
+    counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+    record_dial_result(error);
+    return error;
+  }
+
+  std::error_code run_on_connect(Conn& conn) noexcept {
+    std::error_code error;
+    try {
+      error = config_.on_connect(conn);
+    } catch (...) {
+      error = errc::hook_rejected;
+    }
+    if (error) notify_close(conn, close_reason::hook);  // destroyed by the caller's result
+    return error;
   }
 
   // Dials into slot i, which we own (busy or leased, no connection), for a caller. The caller
   // holds a dial token; this gives it back.
-  result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned,
-                                     clock::time_point caller_deadline) noexcept {
+  result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline,
+                                     const source_location& where) noexcept {
     const clock::time_point now = clock::now();
     // The backend is known to be down: say so, rather than a bare timeout.
     if (std::error_code down = backoff_error()) {
@@ -767,13 +903,18 @@ class pool_core {
     // release: nothing to publish to others yet, but close()'s flags may have arrived: the CAS
     // tells. acquire on failure: see the flags' writer's effects before retiring.
     if (!s.state.compare_exchange_strong(w, leased, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      s.conn.reset();
-      counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::pool_closed);
       retire_after_close(i, w);
       return errc::pool_closed;
     }
     after_dial();
-    return lend(i, leased);
+    // A fresh connection refused by on_borrow fails this get: dialing again could loop forever.
+    if (config_.on_borrow && !hook_accepts(config_.on_borrow, *s.conn)) {
+      close_conn(s, close_reason::hook);
+      release_slot(i);
+      return errc::hook_rejected;
+    }
+    return lend_tracked(i, leased, where);
   }
 
   clock::time_point dial_deadline(clock::time_point now) const noexcept {
@@ -784,6 +925,20 @@ class pool_core {
   }
 
   // ---- returning slots ----------------------------------------------------------------------
+
+  // put_back() with on_return or leak detection on: the hooks, then the usual return.
+  [[gnu::noinline]] put_status put_back_hooked(slot_type& s, std::uint64_t owned) noexcept {
+    const std::uint32_t i = index_of(s);
+    // acquire: pairs with the release that made us the owner (see discard()).
+    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
+    if (lent_) report_if_leaked(i, owned);
+    if (config_.on_return && !hook_accepts(config_.on_return, *s.conn)) {
+      close_conn(s, close_reason::hook);
+      release_slot(i);  // frees it (or lets a waiter dial into it); retires it if the pool closed
+      return put_status::ok;
+    }
+    return make_idle(i, owned);
+  }
 
   // We own slot i (word `owned`, leased or busy) holding a connection: make it idle, or hand it to
   // the oldest waiter. pool_closed (connection closed) when the pool closed meanwhile.
@@ -810,13 +965,12 @@ class pool_core {
     if (!s.state.compare_exchange_strong(w, idle_transit, std::memory_order_seq_cst,
                                          std::memory_order_acquire)) {
       if ((w & ~word::flag_mask) != owned) return put_status::stale;  // not ours: stale lease
-      s.conn.reset();
-      if ((w & word::closed) == 0) {  // doomed while lent (max_lifetime or reset()): not an error
-        count_doomed(s);
+      if ((w & word::closed) == 0) {  // doomed while lent (max_lifetime, reset(), resize): not an error
+        close_conn(s, doom_reason_of(s));
         release_slot(i);
         return put_status::ok;
       }
-      counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::pool_closed);
       retire_after_close(i, w);
       return put_status::closed;
     }
@@ -830,16 +984,13 @@ class pool_core {
     return put_status::ok;
   }
 
-  enum class doom : std::uint8_t { lifetime = 1, reset = 2 };
-  void count_doomed(const slot_type& s) noexcept {
-    const auto why = static_cast<doom>(s.doom_reason.load(std::memory_order_relaxed));
-    (why == doom::reset ? counters_.closed_reset : counters_.closed_lifetime)
-        .fetch_add(1, std::memory_order_relaxed);
+  static close_reason doom_reason_of(const slot_type& s) noexcept {
+    return static_cast<close_reason>(s.doom_reason.load(std::memory_order_relaxed));
   }
 
   // Marks the connection lent from slot i (word `w`, leased) to be closed when it comes back.
   // False if the slot is no longer leased (it came back first).
-  bool doom_leased(std::uint32_t i, std::uint64_t w, doom why) noexcept {
+  bool doom_leased(std::uint32_t i, std::uint64_t w, close_reason why) noexcept {
     slot_type& s = slots_[i];
     s.doom_reason.store(static_cast<std::uint8_t>(why), std::memory_order_relaxed);
     // release: the reason travels with the flag to the owner's failed CAS (acquire). A leased
@@ -848,17 +999,15 @@ class pool_core {
                                            std::memory_order_relaxed);
   }
 
-  // Takes idle slot i (word `w`) and closes its connection, counted by `counter`. False if it
-  // was taken first.
-  bool close_idle(std::uint32_t i, std::uint64_t w, std::atomic<std::uint64_t>& counter) noexcept {
+  // Takes idle slot i (word `w`) and closes its connection for `why`. False if it was taken first.
+  bool close_idle(std::uint32_t i, std::uint64_t w, close_reason why) noexcept {
     slot_type& s = slots_[i];
     // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
     if (!s.state.compare_exchange_strong(w, word::next_owner(w, word::busy), std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
       return false;
     }
-    s.conn.reset();
-    counter.fetch_add(1, std::memory_order_relaxed);
+    close_conn(s, why);
     release_slot(i);
     return true;
   }
@@ -870,7 +1019,9 @@ class pool_core {
     std::uint64_t w = s.state.load(std::memory_order_acquire);  // acquire: see close()'s flags' cause
     // relaxed: a shortcut only; INV7 is kept by the seq_cst pair below. A waiter given the slot
     // dials into it, so it needs a token too (INV10).
-    if ((w & word::closed) == 0 && waiters_.load(std::memory_order_relaxed) != 0 && take_dial_token()) {
+    // Not while shrinking (more open than max_size): the slot must be freed, not refilled.
+    if ((w & word::closed) == 0 && waiters_.load(std::memory_order_relaxed) != 0 &&
+        active_.load(std::memory_order_relaxed) <= max_size() && take_dial_token()) {
       if (grant(i, w, waiter::granted_dial)) return;
       return_dial_token();
     }
@@ -887,7 +1038,9 @@ class pool_core {
     }
     const std::uint64_t free_transit = (word::with_phase(w, word::free) & ~word::doomed) | word::transit;
     active_.fetch_sub(1, std::memory_order_seq_cst);  // INV2 (after the slot is free), INV7
-    if (min_ != 0 && active_.load(std::memory_order_relaxed) < min_) wake_maintainer();
+    if (const std::size_t min = min_size(); min != 0 && active_.load(std::memory_order_relaxed) < min) {
+      wake_maintainer();
+    }
     if (waiters_.load(std::memory_order_seq_cst) != 0) {            // INV7
       regrant_from_transit(i, free_transit, waiter::granted_dial);  // clears transit either way
       return;
@@ -915,9 +1068,98 @@ class pool_core {
     // acquire: pairs with make_idle()'s release CAS; we are about to destroy the connection.
     if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
       return;
-    s.conn.reset();
-    counters_.closed_pool.fetch_add(1, std::memory_order_relaxed);
+    close_conn(s, close_reason::pool_closed);
     retire_after_close(i, mine);
+  }
+
+  // ---- resizing -----------------------------------------------------------------------------
+
+  // More open than max_size (set_max_size shrank it): close idle ones, then doom lent ones until
+  // the surplus is covered. Slots being dialed are left: the maintainer's next round looks again.
+  void shrink_to_max_size() noexcept {
+    for (std::uint32_t i = 0; i < capacity_ && active_.load(std::memory_order_relaxed) > max_size(); ++i) {
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
+      if (word::phase(w) == word::idle && (w & word::flag_mask) == 0)
+        (void)close_idle(i, w, close_reason::resize);
+    }
+    const std::size_t open = active_.load(std::memory_order_relaxed);
+    std::size_t surplus = open > max_size() ? open - max_size() : 0;
+    for (std::uint32_t i = 0; i < capacity_ && surplus > 0; ++i) {
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
+      if (word::phase(w) != word::leased || (w & (word::closed | word::transit)) != 0) continue;
+      // Already doomed (lifetime, reset) counts: it closes when it comes back anyway.
+      if ((w & word::doomed) != 0 || doom_leased(i, w, close_reason::resize)) --surplus;
+    }
+  }
+
+  // ---- leak detection ------------------------------------------------------------------------
+
+  // Who holds lent slot i. A seqlock keyed by the lease's generation: the owner writes the fields
+  // between setting `generation` to 0 and to the lease's generation; a reader keeps what it read
+  // only if `generation` named the lease it looked at before and after (INV3: never reused).
+  struct lent_info {
+    std::atomic<std::uint64_t> generation{0};
+    std::atomic<std::int64_t> since_ns{0};  // pool time of the get
+    std::atomic<const char*> file{""};
+    std::atomic<const char*> function{""};
+    std::atomic<std::uint32_t> line{0};
+    std::atomic<std::uint64_t> reported{0};  // generation of the lease reported as leaked (once)
+  };
+
+  void record_lent(std::uint32_t i, std::uint64_t owned, const source_location& where) noexcept {
+    lent_info& info = lent_[i];
+    // relaxed + release fence: the seqlock's "writing" mark is ordered before the fields.
+    info.generation.store(0, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    info.since_ns.store(pool_now_ns(), std::memory_order_relaxed);
+    info.file.store(where.file_name(), std::memory_order_relaxed);
+    info.function.store(where.function_name(), std::memory_order_relaxed);
+    info.line.store(where.line(), std::memory_order_relaxed);
+    // release: publishes the fields to a reader that acquires this generation.
+    info.generation.store(word::generation(owned), std::memory_order_release);
+  }
+
+  // Maintainer: reports, once each, leases held longer than leak_threshold.
+  void check_leaks() noexcept {
+    const std::int64_t now = pool_now_ns();
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);  // the seqlock decides
+      if (word::phase(w) != word::leased) continue;
+      lent_info& info = lent_[i];
+      const std::uint64_t g = word::generation(w);
+      if (info.generation.load(std::memory_order_acquire) != g) continue;  // acquire: the fields
+      const std::int64_t since = info.since_ns.load(std::memory_order_relaxed);
+      const source_location where = source_location::current(info.file.load(std::memory_order_relaxed),
+                                                             info.function.load(std::memory_order_relaxed),
+                                                             info.line.load(std::memory_order_relaxed));
+      std::atomic_thread_fence(std::memory_order_acquire);  // the field loads before the re-check
+      if (info.generation.load(std::memory_order_relaxed) != g) continue;  // re-lent meanwhile
+      if (now - since < leak_ns_) continue;
+      std::uint64_t seen = info.reported.load(std::memory_order_relaxed);
+      // acq_rel: one report per lease, whoever wins; the returner acquires it (report_if_leaked).
+      if (seen == g || !info.reported.compare_exchange_strong(seen, g, std::memory_order_acq_rel)) continue;
+      counters_.leaks.fetch_add(1, std::memory_order_relaxed);
+      tell_leak({where, std::chrono::nanoseconds(now - since), false});
+    }
+  }
+
+  // The owner returns slot i: if its lease was reported as leaked, report that it came back.
+  void report_if_leaked(std::uint32_t i, std::uint64_t owned) noexcept {
+    lent_info& info = lent_[i];
+    if (info.reported.load(std::memory_order_acquire) != word::generation(owned)) return;
+    // Our own lease: we wrote these fields (INV1), so plain relaxed loads are current.
+    const std::int64_t since = info.since_ns.load(std::memory_order_relaxed);
+    tell_leak({source_location::current(info.file.load(std::memory_order_relaxed),
+                                        info.function.load(std::memory_order_relaxed),
+                                        info.line.load(std::memory_order_relaxed)),
+               std::chrono::nanoseconds(pool_now_ns() - since), true});
+  }
+
+  void tell_leak(const leak_report& report) noexcept {
+    try {
+      config_.on_leak(report);
+    } catch (...) {  // a notification: its failure changes nothing
+    }
   }
 
   // ---- waiters ------------------------------------------------------------------------------
@@ -989,7 +1231,7 @@ class pool_core {
   bool reserve_count() noexcept {
     std::size_t n = active_.load(std::memory_order_seq_cst);
     do {
-      if (n >= capacity_) return false;
+      if (n >= max_size()) return false;
     } while (!active_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
     return true;
   }
@@ -1008,17 +1250,39 @@ class pool_core {
   static constexpr std::uint32_t timed_out = 100;
 
   [[gnu::noinline]] result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode,
-                                                    const std::stop_token* stop) noexcept {
+                                                    const std::stop_token* stop,
+                                                    const source_location& where) noexcept {
     bool waited = false;
+    result<lease_type> got = acquire_or_wait(deadline, mode, stop, where, waited);
+    // relaxed: a counter (gets served at once = gets - these).
+    if (waited && got) counters_.waited_served.fetch_add(1, std::memory_order_relaxed);
+    return got;
+  }
+
+  // One get's time in line: total, maximum, and histogram (relaxed: independent counters).
+  void record_wait(clock::time_point wait_start) noexcept {
+    const auto ns = std::max<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - wait_start).count(), 0);
+    const auto waited = static_cast<std::uint64_t>(ns);
+    counters_.gets_waited.fetch_add(1, std::memory_order_relaxed);
+    counters_.wait_ns.fetch_add(waited, std::memory_order_relaxed);
+    std::uint64_t longest = counters_.max_wait_ns.load(std::memory_order_relaxed);
+    while (waited > longest &&
+           !counters_.max_wait_ns.compare_exchange_weak(longest, waited, std::memory_order_relaxed)) {
+    }
+    std::size_t bucket = 0;
+    while (bucket < wait_bucket_bounds.size() && std::chrono::nanoseconds(ns) > wait_bucket_bounds[bucket]) {
+      ++bucket;
+    }
+    counters_.wait_histogram[bucket].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  result<lease_type> acquire_or_wait(clock::time_point deadline, acquire_mode mode,
+                                     const std::stop_token* stop, const source_location& where,
+                                     bool& waited) noexcept {
     clock::time_point wait_start{};
     auto finish_wait = [&] {
-      if (waited) {
-        counters_.gets_waited.fetch_add(1, std::memory_order_relaxed);
-        const auto ns =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - wait_start).count();
-        counters_.wait_ns.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(ns, 0)),
-                                    std::memory_order_relaxed);
-      }
+      if (waited) record_wait(wait_start);
     };
     for (;;) {
       if (stop != nullptr && stop->stop_requested()) {
@@ -1034,14 +1298,15 @@ class pool_core {
       // the line behind them (FIFO).
       if (waiters_.load(std::memory_order_seq_cst) == 0) {
         // try_get() has no deadline to keep (it never waits): it checks every idle connection.
-        if (lease_type taken = scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max())) {
+        if (lease_type taken =
+                scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(), where)) {
           finish_wait();
           return taken;
         }
         if (mode == acquire_mode::try_idle) return errc::exhausted;
         if (auto reserved = reserve_slot()) {
           finish_wait();
-          return dial_for_caller(reserved->first, reserved->second, deadline);
+          return dial_for_caller(reserved->first, reserved->second, deadline, where);
         }
       } else if (mode == acquire_mode::try_idle) {
         return errc::exhausted;
@@ -1061,15 +1326,15 @@ class pool_core {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
           finish_wait();
-          if (passes_checks(got.slot)) return lend(got.slot, owned);
+          if (passes_checks(got.slot)) return lend_tracked(got.slot, owned, where);
           // It failed its check and was closed: the slot is ours; dial into it if we may.
-          if (take_dial_token()) return dial_for_caller(got.slot, owned, deadline);
+          if (take_dial_token()) return dial_for_caller(got.slot, owned, deadline, where);
           release_slot(got.slot);
           continue;
         }
         case waiter::granted_dial:
           finish_wait();
-          return dial_for_caller(got.slot, word::make(got.generation, word::busy), deadline);
+          return dial_for_caller(got.slot, word::make(got.generation, word::busy), deadline, where);
         case waiter::pool_closed:
           finish_wait();
           return errc::pool_closed;
@@ -1277,9 +1542,12 @@ class pool_core {
       keep_alive();
       next_keepalive_tick_ = tick_.load(std::memory_order_relaxed) + keepalive_ticks_;
     }
+    if (lent_) check_leaks();
+    // Dials in flight when set_max_size() shrank the pool may have left a surplus.
+    if (active_.load(std::memory_order_relaxed) > max_size()) shrink_to_max_size();
     fill_to_min();
     if (is_closed()) return std::chrono::nanoseconds::max();
-    if (active_.load(std::memory_order_relaxed) < min_) {
+    if (active_.load(std::memory_order_relaxed) < min_size()) {
       // The refill stopped: backing off after a failure, or every dial token is in use by
       // callers (their dials refill the pool too). Come back when a retry is allowed.
       const std::int64_t retry_at = retry_at_ns_.load(std::memory_order_relaxed);  // relaxed: a hint
@@ -1302,9 +1570,9 @@ class pool_core {
       const std::uint64_t w = s.state.load(std::memory_order_acquire);
       if ((w & word::flag_mask) != 0 || now < s.expires_at.load(std::memory_order_relaxed)) continue;
       if (word::phase(w) == word::idle) {
-        (void)close_idle(i, w, counters_.closed_lifetime);
+        (void)close_idle(i, w, close_reason::lifetime);
       } else if (word::phase(w) == word::leased) {
-        (void)doom_leased(i, w, doom::lifetime);
+        (void)doom_leased(i, w, close_reason::lifetime);
       }
     }
   }
@@ -1323,8 +1591,7 @@ class pool_core {
       if (alive(*s.conn) && (!has_health_check_ || healthy(*s.conn))) {
         (void)make_idle_slow(i, mine);  // back as it was (or to a waiter), idle_since unchanged
       } else {
-        s.conn.reset();
-        counters_.closed_health.fetch_add(1, std::memory_order_relaxed);
+        close_conn(s, close_reason::health);
         release_slot(i);
       }
     }
@@ -1349,8 +1616,8 @@ class pool_core {
           continue;
         }
         const std::uint64_t p = word::phase(w);
-        if (p == word::idle && close_idle(i, w, counters_.closed_reset)) break;
-        if (p == word::leased && doom_leased(i, w, doom::reset)) break;
+        if (p == word::idle && close_idle(i, w, close_reason::reset)) break;
+        if (p == word::leased && doom_leased(i, w, close_reason::reset)) break;
         if (p == word::free || p == word::busy) break;  // nothing old to close (a dial is new)
         w = state.load(std::memory_order_acquire);      // it changed hands: look again
       }
@@ -1364,7 +1631,7 @@ class pool_core {
     for (;;) {
       const pool_stats now = stats();
       const std::size_t open = now.idle + now.in_use;
-      if (open >= min_ || is_closed() || clock::now() >= deadline) return open;
+      if (open >= min_size() || is_closed() || clock::now() >= deadline) return open;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
@@ -1374,7 +1641,7 @@ class pool_core {
   void reap_idle() noexcept {
     const std::uint64_t now = tick_.load(std::memory_order_relaxed);
     for (std::uint32_t i = 0; i < capacity_; ++i) {
-      if (active_.load(std::memory_order_relaxed) <= min_) return;
+      if (active_.load(std::memory_order_relaxed) <= min_size()) return;
       slot_type& s = slots_[i];
       std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
       if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
@@ -1384,8 +1651,7 @@ class pool_core {
       // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
       if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
         continue;
-      s.conn.reset();
-      counters_.closed_idle.fetch_add(1, std::memory_order_relaxed);
+      close_conn(s, close_reason::idle);
       release_slot(i);
     }
   }
@@ -1393,7 +1659,7 @@ class pool_core {
   // Dials until min_size connections are open, or a dial fails, or backoff or max_connecting
   // says not now. A new connection goes to the oldest waiter, or idle.
   void fill_to_min() noexcept {
-    while (!is_closed() && active_.load(std::memory_order_relaxed) < min_) {
+    while (!is_closed() && active_.load(std::memory_order_relaxed) < min_size()) {
       if (backoff_error()) return;
       auto reserved = reserve_slot();
       if (!reserved) return;
@@ -1414,21 +1680,23 @@ class pool_core {
   // ---- data ---------------------------------------------------------------------------------
   // Read on every get/put, written never or rarely: one line, shared read-only by all cores.
   alignas(cache_line) const std::uint64_t id_;
-  const std::uint32_t capacity_;
-  const std::size_t min_;
+  const std::uint32_t capacity_;  // slots allocated: max_size_limit (the most set_max_size allows)
   const bool lean_;
   const bool track_idle_;
   const bool has_health_check_;
-  const bool probes_;         // the built-in liveness probe runs on borrow (Conn has probe())
-  const bool checks_on_get_;  // hand_out() may have to look at the connection
-  const bool stamps_idle_;  // a put records idle_since (idle tracking or the probe reads it)  // track_idle_
-                            // or a health check: hand_out() must look at the connection
+  const bool probes_;            // the built-in liveness probe runs on borrow (Conn has probe())
+  const bool checks_every_get_;  // health check, on_borrow or leak tracking: every get goes to hand_out()
+  const bool checks_on_get_;     // hand_out() may have to look at the connection
+  const bool stamps_idle_;       // a put records idle_since (idle tracking or the probe reads it)
+  enum class put_work : std::uint8_t { none, stamp, hooks };
+  const put_work put_work_;  // what a put does besides the CAS: one test on the fast path
   const std::uint64_t max_idle_ticks_;
   pool_config<Conn> config_;
   const std::size_t max_connecting_;
   const std::uint64_t probe_ticks_;      // probe a connection idle at least this long
   const std::uint64_t lifetime_ticks_;   // 0: no max_lifetime
   const std::uint64_t keepalive_ticks_;  // 0: no keepalive rounds
+  const std::int64_t leak_ns_;           // leak_threshold; 0: leak detection off
   const bool uses_tick_;                 // someone reads tick_: the maintainer must advance it
   const std::uint64_t fast_ticks_;       // idle less than this: lend without any check
   const std::chrono::nanoseconds tick_period_;
@@ -1436,6 +1704,7 @@ class pool_core {
   std::uint64_t next_keepalive_tick_ = 0;  // guarded by maintain_round_mutex_
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
+  const std::unique_ptr<lent_info[]> lent_;  // leak detection only: who holds each lent slot
 
   // Read on every get and put; written only when callers start or stop waiting.
   alignas(cache_line) std::atomic<std::uint32_t> waiters_{0};
@@ -1443,6 +1712,11 @@ class pool_core {
   alignas(cache_line) std::atomic<std::uint64_t> tick_{0};
   // Written on dials and closes only (INV2).
   alignas(cache_line) std::atomic<std::size_t> active_{0};
+  // max_size and min_size, changed at run time by set_max_size / set_min_size (under resize_mutex_).
+  // Read relaxed: a resize takes effect for the operations that start after it.
+  std::atomic<std::size_t> limit_;
+  std::atomic<std::size_t> min_;
+  std::mutex resize_mutex_;
   std::atomic<bool> closed_{false};
   std::atomic<std::uint32_t> refs_{1};        // INV9
   std::atomic<std::size_t> connecting_{0};    // dials in flight (INV10)
