@@ -12,9 +12,11 @@
 //   if ((*conn)->send_all("PING\r\n")) conn->discard();    // broken: close it, free the slot
 //   // ~lease() puts it back; pool->stats() shows active / idle / in_use / waiters
 //
-// pool:      max/min size, dial timeout, max idle time, health check, a background maintainer
-//            thread that keeps min_size open and closes stale idle connections.
+// pool:      max/min size, dial timeout, max idle time, health check, lifetime, keepalive, leak
+//            detection, and a background maintainer thread that keeps min_size open and closes
+//            stale idle connections.
 // lean_pool: the same API without idle tracking, health check or thread — the shortest path.
+// Both:      hooks (config.hpp), drain with close(deadline), resize with set_max_size().
 //
 // Thread safety: every member function may be called concurrently from any thread, except that
 // the destructor and move assignment must not race with other calls on the same handle.

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "manual_clock.hpp"
 #include "netpool/dialer.hpp"
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
@@ -39,44 +40,13 @@ using clock_type = std::chrono::steady_clock;
 using netpool::errc;
 using netpool::liveness;
 using netpool::test::echo_server;
+using netpool::test::manual_clock;
 using netpool::test::wait_for;
 
 // Generous bound for "this must happen": a busy 2-core machine under TSan is slow, never this slow.
 constexpr auto patience = 20s;
 
 // ---- helpers -------------------------------------------------------------------------------------
-
-// A clock the test moves by hand (pool_config::clock). The pool's tick is milliseconds since the
-// clock's reading at creation, so with the clock created at 0, "tick" == set()'s milliseconds.
-class manual_clock {
- public:
-  manual_clock() = default;
-  manual_clock(const manual_clock&) = delete;
-  manual_clock& operator=(const manual_clock&) = delete;
-
-  // For pool_config::clock. `this` must outlive the pool.
-  [[nodiscard]] std::function<clock_type::time_point()> function() {
-    return [this] {
-      // relaxed: a count only. The clock must not synchronise the threads that read it, or it
-      // would hide data races inside the pool from ThreadSanitizer.
-      calls_.fetch_add(1, std::memory_order_relaxed);
-      return base_ + std::chrono::nanoseconds(offset_.load(std::memory_order_acquire));
-    };
-  }
-  void set(std::chrono::nanoseconds since_start) noexcept {
-    offset_.store(since_start.count(), std::memory_order_release);
-  }
-  void advance(std::chrono::nanoseconds by) noexcept {
-    offset_.fetch_add(by.count(), std::memory_order_acq_rel);
-  }
-  // How often the pool has read the clock.
-  [[nodiscard]] int calls() const noexcept { return calls_.load(std::memory_order_relaxed); }
-
- private:
-  const clock_type::time_point base_ = clock_type::now();
-  std::atomic<std::int64_t> offset_{0};
-  std::atomic<int> calls_{0};
-};
 
 // What the test's connections report: how many were made, closed and probed, and what each one's
 // probe() says (indexed by connection id; alive unless the test says otherwise).

@@ -1,0 +1,268 @@
+// Hooks (on_connect, on_borrow, on_return, on_close) and close reasons, on both pools. The tracked
+// connections of pool_test_helpers.hpp check, at the end of every test, that each connection made
+// was closed exactly once: a refusing or throwing hook must never leak one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <vector>
+
+#include "netpool/error.hpp"
+#include "netpool/hooks.hpp"
+#include "netpool/pool.hpp"
+#include "pool_test_helpers.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::close_reason;
+using netpool::errc;
+using netpool::test::patience;
+using netpool::test::tracked_conn;
+
+// What on_close saw, by reason.
+struct close_log {
+  std::mutex mutex;
+  std::vector<close_reason> reasons;
+  std::vector<int> ids;
+
+  auto hook() {
+    return [this](tracked_conn& c, close_reason why) {
+      std::lock_guard lock(mutex);
+      reasons.push_back(why);
+      ids.push_back(c.id());
+    };
+  }
+  std::size_t count(close_reason why) {
+    std::lock_guard lock(mutex);
+    std::size_t n = 0;
+    for (close_reason r : reasons) n += r == why ? 1 : 0;
+    return n;
+  }
+  std::size_t size() {
+    std::lock_guard lock(mutex);
+    return reasons.size();
+  }
+};
+
+std::uint64_t closed_for(const netpool::pool_stats& s, close_reason why) {
+  return s.closed[static_cast<std::size_t>(why)];
+}
+
+template <class P>
+class HooksTest : public netpool::test::pool_fixture<P> {};
+TYPED_TEST_SUITE(HooksTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(HooksTest, OnConnectRunsOnceOnEachNewConnectionBeforeItIsLent) {
+  auto cfg = this->config(2);
+  std::atomic<int> connects{0};
+  cfg.on_connect = [&](tracked_conn& c) {
+    connects.fetch_add(1);
+    c.touch();  // the caller sees the effect: the hook ran on this very connection, before the get
+    return std::error_code();
+  };
+  auto pool = this->make(std::move(cfg));
+  {
+    auto a = pool.get();
+    auto b = pool.get();
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ((*a)->uses(), 1u);
+    EXPECT_EQ((*b)->uses(), 1u);
+  }
+  auto again = pool.get();  // reused: no new connect
+  ASSERT_TRUE(again);
+  EXPECT_EQ(connects.load(), 2);
+  EXPECT_EQ(pool.stats().dials_ok, 2u);
+}
+
+TYPED_TEST(HooksTest, OnConnectErrorFailsTheGetClosesTheConnectionAndCountsAFailedDial) {
+  auto cfg = this->config(2);
+  cfg.on_connect = [](tracked_conn&) { return std::make_error_code(std::errc::permission_denied); };
+  close_log closes;
+  cfg.on_close = closes.hook();
+  auto pool = this->make(std::move(cfg));
+
+  auto got = pool.get_for(patience);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), std::errc::permission_denied);
+  EXPECT_EQ(this->registry.live(), 0) << "the refused connection must be closed at once";
+  EXPECT_EQ(closes.count(close_reason::hook), 1u);
+  EXPECT_EQ(pool.last_dial_error(), std::errc::permission_denied);
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.dials, 1u);
+  EXPECT_EQ(s.dial_failures, 1u);
+  EXPECT_EQ(s.dials_ok, 0u);
+  EXPECT_EQ(s.closed_hook, 1u);
+  EXPECT_EQ(s.active, 0u) << "the slot is free again";
+}
+
+TYPED_TEST(HooksTest, OnConnectThatThrowsIsHookRejected) {
+  auto cfg = this->config(1);
+  cfg.dial_backoff_floor = 0ns;  // every get dials: the second must behave as the first
+  cfg.on_connect = [](tracked_conn&) -> std::error_code { throw std::runtime_error("auth server down"); };
+  auto pool = this->make(std::move(cfg));
+  for (int i = 0; i < 2; ++i) {
+    auto got = pool.get_for(patience);
+    ASSERT_FALSE(got);
+    EXPECT_EQ(got.error(), errc::hook_rejected);
+  }
+  EXPECT_EQ(this->registry.made(), 2);
+  EXPECT_EQ(this->registry.live(), 0);
+  EXPECT_EQ(pool.stats().closed_hook, 2u);
+}
+
+TYPED_TEST(HooksTest, OnBorrowRefusalClosesThatConnectionAndTheGetGoesOnWithAnother) {
+  auto cfg = this->config(3);
+  std::atomic<int> refuse_below{-1};  // refuse connections with an id below this
+  cfg.on_borrow = [&](tracked_conn& c) { return c.id() >= refuse_below.load(); };
+  auto pool = this->make(std::move(cfg));
+  {
+    auto a = pool.get();
+    auto b = pool.get();
+    ASSERT_TRUE(a && b);
+    ASSERT_EQ((*a)->id() + (*b)->id(), 1);  // ids 0 and 1
+  }
+  refuse_below.store(2);  // both idle ones are refused in turn: the get dials a third
+  auto got = pool.get();
+  ASSERT_TRUE(got);
+  EXPECT_EQ((*got)->id(), 2);
+  EXPECT_EQ(this->registry.close_count(0), 1);
+  EXPECT_EQ(this->registry.close_count(1), 1);
+  EXPECT_EQ(pool.stats().closed_hook, 2u);
+  EXPECT_EQ(pool.stats().active, 1u);
+}
+
+TYPED_TEST(HooksTest, OnBorrowRefusingAFreshConnectionFailsTheGetWithHookRejected) {
+  auto cfg = this->config(1);
+  cfg.on_borrow = [](tracked_conn&) -> bool { throw std::runtime_error("nope"); };
+  auto pool = this->make(std::move(cfg));
+  auto got = pool.get_for(patience);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), errc::hook_rejected);
+  EXPECT_EQ(this->registry.live(), 0);
+  EXPECT_EQ(pool.stats().active, 0u);
+}
+
+TYPED_TEST(HooksTest, OnReturnRefusalClosesInsteadOfPoolingAndThePutStillSucceeds) {
+  auto cfg = this->config(2);
+  std::atomic<bool> accept{true};
+  cfg.on_return = [&](tracked_conn&) { return accept.load(); };
+  close_log closes;
+  cfg.on_close = closes.hook();
+  auto pool = this->make(std::move(cfg));
+
+  auto kept = pool.get();
+  ASSERT_TRUE(kept);
+  EXPECT_FALSE(pool.put(std::move(*kept)));
+  EXPECT_EQ(pool.len(), 1u);
+
+  accept.store(false);
+  auto refused = pool.get();
+  ASSERT_TRUE(refused);
+  EXPECT_FALSE(pool.put(std::move(*refused))) << "a refused return is not the caller's error";
+  EXPECT_EQ(pool.len(), 0u);
+  EXPECT_EQ(pool.stats().active, 0u);
+  EXPECT_EQ(closes.count(close_reason::hook), 1u);
+  EXPECT_EQ(this->registry.live(), 0);
+}
+
+TYPED_TEST(HooksTest, OnReturnThatThrowsClosesTheConnectionAndTheFreedSlotServesAWaiter) {
+  auto cfg = this->config(1);
+  cfg.on_return = [](tracked_conn& c) -> bool {
+    if (c.broken()) throw std::runtime_error("session state unknown");
+    return true;
+  };
+  auto pool = this->make(std::move(cfg));
+  netpool::test::thread_group threads;
+  netpool::test::close_on_exit guard(pool);
+
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  const int first_id = (*held)->id();
+  auto waiter = netpool::test::run_async([&] { return pool.get_for(patience); });
+  ASSERT_TRUE(netpool::test::still_blocked(waiter));
+  ASSERT_TRUE(netpool::test::wait_for([&] { return pool.stats().waiters == 1; }));
+  (*held)->mark_broken();
+  held->release();
+
+  ASSERT_TRUE(netpool::test::ready_within(waiter));
+  auto got = waiter.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_NE((*got)->id(), first_id) << "the waiter dialed a fresh one into the freed slot";
+  EXPECT_EQ(this->registry.close_count(first_id), 1);
+  EXPECT_EQ(pool.stats().closed_hook, 1u);
+}
+
+TYPED_TEST(HooksTest, OnCloseSeesEveryConnectionTheFactoryMadeExactlyOnceWithItsReason) {
+  close_log closes;
+  {
+    auto cfg = this->config(4);
+    cfg.on_close = closes.hook();
+    auto pool = this->make(std::move(cfg));
+    auto a = pool.get();
+    auto b = pool.get();
+    auto c = pool.get();
+    ASSERT_TRUE(a && b && c);
+    EXPECT_FALSE(pool.put_with_error(std::move(*a)));  // error
+    EXPECT_FALSE(pool.put(std::move(*b)));             // idle, closed by close()
+    pool.close();
+    EXPECT_EQ(c->release(), errc::pool_closed);  // returned after close
+    EXPECT_EQ(closes.count(close_reason::error), 1u);
+    EXPECT_EQ(closes.count(close_reason::pool_closed), 2u);
+    const netpool::pool_stats s = pool.stats();
+    EXPECT_EQ(s.closed_error, 1u);
+    EXPECT_EQ(s.closed_pool, 2u);
+    EXPECT_EQ(closed_for(s, close_reason::pool_closed), s.closed_pool);
+  }
+  EXPECT_EQ(static_cast<long>(closes.size()), this->registry.made());
+  std::vector<int> ids = closes.ids;
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end()) << "on_close twice for one connection";
+}
+
+TYPED_TEST(HooksTest, OnCloseForALeaseThatOutlivesItsPool) {
+  close_log closes;
+  netpool::lease<tracked_conn> survivor;
+  {
+    auto cfg = this->config(2);
+    cfg.on_close = closes.hook();
+    auto pool = this->make(std::move(cfg));
+    auto got = pool.get();
+    ASSERT_TRUE(got);
+    survivor = std::move(*got);
+  }
+  EXPECT_EQ(closes.size(), 0u);
+  EXPECT_EQ(survivor.release(), errc::pool_closed);
+  EXPECT_EQ(closes.count(close_reason::pool_closed), 1u);
+}
+
+TYPED_TEST(HooksTest, AThrowingOnCloseChangesNothing) {
+  auto cfg = this->config(2);
+  cfg.on_close = [](tracked_conn&, close_reason) { throw std::runtime_error("logger down"); };
+  auto pool = this->make(std::move(cfg));
+  auto got = pool.get();
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(pool.put_with_error(std::move(*got)));
+  EXPECT_EQ(this->registry.live(), 0);
+  EXPECT_EQ(pool.stats().closed_error, 1u);
+}
+
+TEST(HookNames, CloseReasonsHaveStableNames) {
+  EXPECT_STREQ(netpool::to_string(close_reason::idle), "idle");
+  EXPECT_STREQ(netpool::to_string(close_reason::lifetime), "lifetime");
+  EXPECT_STREQ(netpool::to_string(close_reason::health), "health");
+  EXPECT_STREQ(netpool::to_string(close_reason::error), "error");
+  EXPECT_STREQ(netpool::to_string(close_reason::reset), "reset");
+  EXPECT_STREQ(netpool::to_string(close_reason::pool_closed), "pool_closed");
+  EXPECT_STREQ(netpool::to_string(close_reason::hook), "hook");
+  EXPECT_STREQ(netpool::to_string(close_reason::resize), "resize");
+}
+
+}  // namespace

@@ -1,0 +1,208 @@
+// set_max_size / set_min_size at run time, and drain: close(deadline). Shrinking must never close a
+// connection that is lent out; tracked connections (pool_test_helpers.hpp) check that each one made
+// is closed exactly once, and `claim()` that nobody's connection is taken away while in use.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <system_error>
+#include <vector>
+
+#include "netpool/error.hpp"
+#include "netpool/pool.hpp"
+#include "pool_test_helpers.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::errc;
+using netpool::test::patience;
+using netpool::test::ready_within;
+using netpool::test::run_async;
+using netpool::test::still_blocked;
+using netpool::test::tracked_conn;
+using netpool::test::tracked_lease;
+using netpool::test::wait_for;
+
+template <class P>
+class ResizeTest : public netpool::test::pool_fixture<P> {
+ protected:
+  P make_resizable(std::size_t max_size, std::size_t limit) {
+    auto cfg = this->config(max_size);
+    cfg.max_size_limit = limit;
+    return this->make(std::move(cfg));
+  }
+};
+TYPED_TEST_SUITE(ResizeTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(ResizeTest, RejectsSizesOutsideTheLimitsAndAfterClose) {
+  auto pool = this->make_resizable(2, 8);
+  EXPECT_EQ(pool.set_max_size(0), errc::invalid_config);
+  EXPECT_EQ(pool.set_max_size(9), errc::invalid_config) << "slots exist only up to max_size_limit";
+  EXPECT_FALSE(pool.set_max_size(8));
+  EXPECT_EQ(pool.stats().max, 8u);
+  EXPECT_FALSE(pool.set_max_size(1));
+  EXPECT_EQ(pool.stats().max, 1u);
+  pool.close();
+  EXPECT_EQ(pool.set_max_size(2), errc::pool_closed);
+}
+
+TYPED_TEST(ResizeTest, WithoutALimitTheSizeCanShrinkButNotGrowPastTheConfiguredMax) {
+  auto pool = this->make_resizable(4, 0);
+  EXPECT_EQ(pool.set_max_size(5), errc::invalid_config);
+  EXPECT_FALSE(pool.set_max_size(2));
+  EXPECT_FALSE(pool.set_max_size(4));
+}
+
+TYPED_TEST(ResizeTest, GrowingServesAWaiterAtOnce) {
+  auto pool = this->make_resizable(1, 4);
+  netpool::test::thread_group threads;
+  netpool::test::close_on_exit guard(pool);
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  auto waiter = run_async([&] { return pool.get(); });
+  ASSERT_TRUE(still_blocked(waiter));
+  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+
+  EXPECT_FALSE(pool.set_max_size(2));
+  ASSERT_TRUE(ready_within(waiter));
+  auto got = waiter.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_NE((*got)->id(), (*held)->id());
+  EXPECT_EQ(pool.stats().active, 2u);
+}
+
+TYPED_TEST(ResizeTest, ShrinkingClosesIdleNowAndLentOnesOnlyWhenTheyComeBack) {
+  auto pool = this->make_resizable(4, 4);
+  std::vector<tracked_lease> leases;
+  for (int i = 0; i < 4; ++i) {
+    auto got = pool.get();
+    ASSERT_TRUE(got);
+    ASSERT_TRUE((*got)->claim());
+    leases.push_back(std::move(*got));
+  }
+  // Two go back idle; two stay lent.
+  for (int i = 0; i < 2; ++i) {
+    leases.back()->unclaim();
+    leases.pop_back();
+  }
+  ASSERT_EQ(pool.len(), 2u);
+
+  EXPECT_FALSE(pool.set_max_size(1));
+  netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.idle, 0u) << "surplus idle connections close at once";
+  EXPECT_EQ(s.in_use, 2u) << "lent connections are never taken away";
+  EXPECT_EQ(s.closed_resize, 2u);
+  EXPECT_EQ(this->registry.live(), 2);
+
+  // One of the two lent ones is surplus: it closes when it comes back; the other stays.
+  for (auto& l : leases) l->unclaim();
+  leases.clear();
+  s = pool.stats();
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(s.idle, 1u);
+  EXPECT_EQ(s.closed_resize, 3u);
+  EXPECT_EQ(this->registry.live(), 1);
+
+  // And the new maximum holds: a second get waits.
+  auto one = pool.get();
+  ASSERT_TRUE(one);
+  EXPECT_EQ(pool.try_get().error(), errc::exhausted);
+  EXPECT_EQ(pool.get_for(1ms).error(), errc::timeout);
+}
+
+TYPED_TEST(ResizeTest, ShrinkingWithWaitersStillServesThemWithinTheNewMaximum) {
+  auto pool = this->make_resizable(2, 2);
+  netpool::test::thread_group threads;
+  netpool::test::close_on_exit guard(pool);
+  auto a = pool.get();
+  auto b = pool.get();
+  ASSERT_TRUE(a && b);
+  auto waiter = run_async([&] { return pool.get_for(patience); });
+  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+
+  EXPECT_FALSE(pool.set_max_size(1));
+  a->release();
+  b->release();
+  ASSERT_TRUE(ready_within(waiter));
+  auto got = waiter.get();
+  ASSERT_TRUE(got) << got.error().message();
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(s.in_use, 1u);
+  EXPECT_EQ(s.closed_resize, 1u);
+}
+
+TEST(ResizeMinTest, RaisingMinSizeMakesTheMaintainerDialAndItIsBoundedByMaxSize) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 4;
+  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  EXPECT_EQ(pool.set_min_size(5), errc::invalid_config);
+  EXPECT_FALSE(pool.set_min_size(3));
+  EXPECT_EQ(pool.stats().min, 3u);
+  EXPECT_EQ(pool.wait_for_min_size(std::chrono::steady_clock::now() + patience), 3u);
+  EXPECT_EQ(pool.set_max_size(2), errc::invalid_config) << "max_size may not go below min_size";
+  EXPECT_FALSE(pool.set_min_size(0));
+  EXPECT_FALSE(pool.set_max_size(2));
+  EXPECT_EQ(pool.stats().active, 2u);
+  pool.close();
+  EXPECT_EQ(pool.set_min_size(1), errc::pool_closed);
+}
+
+template <class P>
+class DrainTest : public netpool::test::pool_fixture<P> {};
+TYPED_TEST_SUITE(DrainTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(DrainTest, WaitsForLentConnectionsToComeBackThenReportsNoneOut) {
+  auto pool = this->make(2);
+  netpool::test::thread_group threads;
+  auto lent = pool.get();
+  auto idle = pool.get();
+  ASSERT_TRUE(lent && idle);
+  idle->release();
+  std::atomic<bool> draining{false};
+  threads.spawn([&, l = std::move(*lent)]() mutable {
+    while (!draining.load()) std::this_thread::yield();  // returned only once the drain began
+    std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(l.release(), errc::pool_closed);
+  });
+  draining.store(true);
+  const std::size_t still_out = pool.close(std::chrono::steady_clock::now() + patience);
+  EXPECT_EQ(still_out, 0u);
+  EXPECT_TRUE(pool.closed());
+  EXPECT_EQ(this->registry.live(), 0) << "everything is closed once the drain returns";
+  EXPECT_EQ(pool.get().error(), errc::pool_closed);
+}
+
+TYPED_TEST(DrainTest, ReportsWhatIsStillOutAtTheDeadlineAndClosesItLater) {
+  auto pool = this->make(2);
+  auto lent = pool.get();
+  ASSERT_TRUE(lent);
+  EXPECT_EQ(pool.close(std::chrono::steady_clock::now() + 5ms), 1u);
+  EXPECT_EQ(this->registry.live(), 1) << "never closed while lent";
+  EXPECT_EQ(lent->release(), errc::pool_closed);
+  EXPECT_EQ(this->registry.live(), 0);
+}
+
+TYPED_TEST(DrainTest, FailsWaitersAtOnce) {
+  auto pool = this->make(1);
+  netpool::test::thread_group threads;
+  auto lent = pool.get();
+  ASSERT_TRUE(lent);
+  auto waiter = run_async([&] { return pool.get(); });
+  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+  threads.spawn([&] {
+    // The waiter fails while the drain still waits for `lent`.
+    EXPECT_TRUE(ready_within(waiter));
+    lent->release();
+  });
+  EXPECT_EQ(pool.close(std::chrono::steady_clock::now() + patience), 0u);
+  threads.join_all();
+  EXPECT_EQ(waiter.get().error(), errc::pool_closed);
+}
+
+}  // namespace
