@@ -548,8 +548,16 @@ void expect_consistent(Pool& pool, const tally& counts, bool exact_errors = true
   EXPECT_EQ(counts.gets(), counts.gets_ok() + counts.get_errors_total()) << "a get returned neither";
   EXPECT_GE(s.dials, s.dial_failures);
   if (exact_errors) {
-    EXPECT_EQ(counts.get_errors_total(), s.timeouts + s.fast_failures + s.dial_failures)
+    // Every failed get is a timeout, a fast failure or a failed dial. pool also fails dials that
+    // nobody waits for any more (a dialer thread's, after its caller gave up), so there it is a
+    // range; lean_pool's callers dial for themselves and it is exact.
+    EXPECT_GE(counts.get_errors_total(), s.timeouts + s.fast_failures) << describe(counts.get_errors());
+    EXPECT_LE(counts.get_errors_total(), s.timeouts + s.fast_failures + s.dial_failures)
         << describe(counts.get_errors());
+    if constexpr (!requires { pool.reset(); }) {
+      EXPECT_EQ(counts.get_errors_total(), s.timeouts + s.fast_failures + s.dial_failures)
+          << describe(counts.get_errors());
+    }
   }
   const auto io = counts.io_errors();
   EXPECT_EQ(io.count("garbled"), 0u) << "a client read someone else's reply";

@@ -32,6 +32,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -481,9 +482,15 @@ class stress_run {
     EXPECT_EQ(s.dials, factory_.calls());
     EXPECT_EQ(s.dial_failures, factory_.failures());
     if (rc_.kind != variant::maintenance) {
-      // Every failed dial was a caller's (no maintainer dials without min_size): each one, and each
-      // get failed fast during backoff, reached a caller as a dial error.
-      EXPECT_EQ(t_.dial_errors.load(), factory_.failures() + s.fast_failures);
+      // Every failed dial was for a caller (no maintainer dials without min_size): each one, and
+      // each get failed fast during backoff, reached a caller as a dial error — except, in pool,
+      // a dialer thread's failed dial whose callers had all given up by then.
+      if constexpr (std::is_same_v<P, netpool::lean_pool<tracked_conn>>) {
+        EXPECT_EQ(t_.dial_errors.load(), factory_.failures() + s.fast_failures);
+      } else {
+        EXPECT_GE(t_.dial_errors.load(), s.fast_failures);
+        EXPECT_LE(t_.dial_errors.load(), factory_.failures() + s.fast_failures);
+      }
     }
     if (rc_.kind == variant::plain) {
       EXPECT_EQ(s.fast_failures, 0u);

@@ -190,13 +190,16 @@ TYPED_TEST(PoolSocketTest, DialTimeoutAgainstAFullAcceptQueue) {
   }
 }
 
-// A caller deadline sooner than dial_timeout bounds the dial too.
+// A caller dialing on its own thread (lean_pool; pool without background maintenance) is bounded
+// by its deadline when it is sooner than dial_timeout. (pool with background maintenance lets the
+// dial go on without the caller: background_dial_test.cpp.)
 TYPED_TEST(PoolSocketTest, CallerDeadlineBoundsTheDial) {
   const fd_leak_check fds;
   netpool::test::full_backlog_listener stuck;
   {
     netpool::pool_config<netpool::socket> cfg;
     cfg.factory = netpool::tcp_dialer("127.0.0.1", stuck.port());
+    cfg.background_maintenance = false;
     cfg.dial_timeout = 60s;
     auto pool = TypeParam::create(std::move(cfg)).value();
     const auto t0 = clock_type::now();

@@ -531,9 +531,12 @@ TYPED_TEST(PoolTest, FactoryThatThrowsBecomesAnErrorAndFreesTheSlot) {
   EXPECT_EQ(this->registry.made(), 1);
 }
 
-// A failed dial hands its slot to the next waiter, which then dials for itself.
+// A failed dial hands its slot to the next waiter, which then dials for itself. (Callers dial on
+// their own thread here: with background maintenance, pool dials for callers that may give up on
+// dialer threads instead, tested in background_dial_test.cpp.)
 TYPED_TEST(PoolTest, FailedDialLetsTheNextWaiterDial) {
   auto cfg = this->config(1);
+  cfg.background_maintenance = false;
   cfg.dial_backoff_floor = 0ns;  // with backoff, the waiter would fail fast with the first's error
   auto pool = this->make(std::move(cfg));
   this->factory.close_gate();
@@ -609,9 +612,11 @@ TYPED_TEST(PoolTest, AfterTheBackoffDialsAreTriedAgain) {
   EXPECT_EQ(this->factory.calls(), 2) << "one dial after the backoff, none during it";
 }
 
-// The factory gets min(caller's deadline, now + dial_timeout).
+// A caller dialing on its own thread gives the factory min(caller's deadline, now + dial_timeout).
+// (background_maintenance off: see FailedDialLetsTheNextWaiterDial.)
 TYPED_TEST(PoolTest, FactoryDeadlineIsTheSoonerOfCallerDeadlineAndDialTimeout) {
   auto cfg = this->config(4);
+  cfg.background_maintenance = false;
   cfg.dial_timeout = 30s;
   auto pool = this->make(std::move(cfg));
   std::vector<tracked_lease> held;

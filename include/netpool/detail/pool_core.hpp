@@ -65,6 +65,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "netpool/config.hpp"
 #include "netpool/detail/futex.hpp"
@@ -152,7 +153,13 @@ class pool_core {
     const config_problem problem = check(config, kind);
     if (problem != config_problem::none) return errc::invalid_config;
     std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
-    if (!core || !core->slots_ || (core->leak_ns_ != 0 && !core->lent_)) {
+    if (!core || !core->slots_ || (core->leak_ns_ != 0 && !core->lent_) ||
+        (core->max_dialers_ != 0 && !core->jobs_)) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    }
+    try {
+      core->dialers_.reserve(core->max_dialers_);
+    } catch (const std::bad_alloc&) {
       return std::make_error_code(std::errc::not_enough_memory);
     }
     if (kind == pool_kind::lean || !core->config_.background_maintenance) {
@@ -191,6 +198,7 @@ class pool_core {
       stop_maintainer();
       maintainer_.join();
     }
+    stop_dialers();  // none were started unless the handle existed, which stopped them already
   }
 
   // ---- get ---------------------------------------------------------------------------------
@@ -357,6 +365,7 @@ class pool_core {
     stop_maintainer();
     if (maintainer_.joinable()) maintainer_.join();
     close();
+    stop_dialers();  // after close(): their dials end at once or with the connection closed
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed: the reference is published by the orphan bit's RMW below, which the slot's owner
       // reads with acquire before dropping the reference.
@@ -495,6 +504,9 @@ class pool_core {
         max_idle_ticks_(track_idle_ ? to_ticks_ceil(config.max_idle_time) : 0),
         config_(std::move(config)),
         max_connecting_(config_.max_connecting),
+        max_dialers_(lean_ || !config_.background_maintenance
+                         ? 0
+                         : std::min<std::size_t>(config_.max_connecting, capacity_)),
         probe_ticks_(probes_ ? probe_ticks_of(config_.probe_after) : 0),
         lifetime_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.max_lifetime)),
         keepalive_ticks_(lean_ ? 0 : to_ticks_or_zero(config_.keepalive_interval)),
@@ -507,7 +519,8 @@ class pool_core {
         lent_(leak_ns_ != 0 ? new (std::nothrow) lent_info[capacity_] : nullptr),
         limit_(config_.max_size),
         min_(config_.min_size),
-        jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)) {}
+        jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)),
+        jobs_(max_dialers_ != 0 ? new (std::nothrow) dial_job[max_dialers_] : nullptr) {}
 
   void release_ref() noexcept {
     // acq_rel: release our last writes to the core; the thread that drops it to zero acquires
@@ -908,7 +921,14 @@ class pool_core {
       return errc::pool_closed;
     }
     after_dial();
-    // A fresh connection refused by on_borrow fails this get: dialing again could loop forever.
+    return lend_new(i, leased, where);
+  }
+
+  // Lends a connection dialed for this get (slot i is ours, leased): no health check or probe,
+  // it has just been made. on_borrow still runs; a fresh connection it refuses fails the get,
+  // since dialing again could loop forever.
+  result<lease_type> lend_new(std::uint32_t i, std::uint64_t leased, const source_location& where) noexcept {
+    slot_type& s = slots_[i];
     if (config_.on_borrow && !hook_accepts(config_.on_borrow, *s.conn)) {
       close_conn(s, close_reason::hook);
       release_slot(i);
@@ -1173,7 +1193,7 @@ class pool_core {
       std::lock_guard lock(wait_mutex_);
       w = queue_.pop_front();
       if (w == nullptr) return false;
-      theirs = word::next_owner(owned, kind == waiter::granted_connection ? word::leased : word::busy);
+      theirs = word::next_owner(owned, kind == waiter::granted_dial ? word::busy : word::leased);
       std::uint64_t expect = owned;
       // acq_rel: the waiter acquires the slot (and connection) through its node's publication;
       // this CAS fails only if close() flagged the slot, and then close() will fail the waiter.
@@ -1211,7 +1231,7 @@ class pool_core {
       if (w != nullptr) {
         waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
         const std::uint64_t theirs = word::next_owner(
-            transit_word & ~word::transit, kind == waiter::granted_connection ? word::leased : word::busy);
+            transit_word & ~word::transit, kind == waiter::granted_dial ? word::busy : word::leased);
         // release: INV5 lets us store; the waiter acquires through the node's publication.
         s.state.store(theirs, std::memory_order_release);
         w->slot = i;
@@ -1242,10 +1262,17 @@ class pool_core {
     if (w.state.exchange(outcome, std::memory_order_acq_rel) == waiter::sleeping) futex_wake(&w.state, 1);
   }
 
+  // A dial handed to a dialer thread: slot `slot` (ours, word `owned`) and its dial token.
+  struct dial_job {
+    std::uint32_t slot;
+    std::uint64_t owned;
+  };
+
   struct wait_outcome {
     std::uint32_t kind;  // a waiter::state_value past the pending ones, or `timed_out`
     std::uint32_t slot;
     std::uint64_t generation;
+    std::error_code error;  // waiter::dial_failed
   };
   static constexpr std::uint32_t timed_out = 100;
 
@@ -1284,19 +1311,30 @@ class pool_core {
     auto finish_wait = [&] {
       if (waited) record_wait(wait_start);
     };
+    // A dial to hand to a dialer thread once we are in line (wait_in_line posts it): queued first,
+    // we are there to receive its connection or its error.
+    std::optional<dial_job> to_post;
+    // A slot reserved for a dial this get no longer waits for: free it for the next caller.
+    auto drop_post = [&] {
+      if (to_post) abandon_dial(std::exchange(to_post, std::nullopt)->slot);
+    };
     for (;;) {
       if (stop != nullptr && stop->stop_requested()) {
+        drop_post();
         counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
         finish_wait();
         return errc::cancelled;
       }
       if (is_closed()) {
+        drop_post();
         finish_wait();
         return errc::pool_closed;
       }
       // Nobody waits: take any idle connection, else dial if there is room. With waiters, join
-      // the line behind them (FIFO).
-      if (waiters_.load(std::memory_order_seq_cst) == 0) {
+      // the line behind them (FIFO). With a dial to post, go straight to the line.
+      if (to_post) {
+        // (a slot granted to us that we will have dialed by a dialer thread)
+      } else if (waiters_.load(std::memory_order_seq_cst) == 0) {
         // try_get() has no deadline to keep (it never waits): it checks every idle connection.
         if (lease_type taken =
                 scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(), where)) {
@@ -1305,13 +1343,17 @@ class pool_core {
         }
         if (mode == acquire_mode::try_idle) return errc::exhausted;
         if (auto reserved = reserve_slot()) {
-          finish_wait();
-          return dial_for_caller(reserved->first, reserved->second, deadline, where);
+          if (!wants_background_dial(deadline, stop)) {
+            finish_wait();
+            return dial_for_caller(reserved->first, reserved->second, deadline, where);
+          }
+          to_post = dial_job{reserved->first, reserved->second};
         }
       } else if (mode == acquire_mode::try_idle) {
         return errc::exhausted;
       }
       if (clock::now() >= deadline) {
+        drop_post();
         counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
         finish_wait();
         return errc::timeout;
@@ -1321,23 +1363,45 @@ class pool_core {
         wait_start = clock::now();
       }
 
-      const wait_outcome got = wait_in_line(deadline, stop);
+      const wait_outcome got = wait_in_line(deadline, stop, to_post);
+      to_post.reset();
       switch (got.kind) {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
-          finish_wait();
-          if (passes_checks(got.slot)) return lend_tracked(got.slot, owned, where);
+          if (passes_checks(got.slot)) {
+            finish_wait();
+            return lend_tracked(got.slot, owned, where);
+          }
           // It failed its check and was closed: the slot is ours; dial into it if we may.
-          if (take_dial_token()) return dial_for_caller(got.slot, owned, deadline, where);
+          if (take_dial_token()) {
+            if (wants_background_dial(deadline, stop)) {
+              to_post = dial_job{got.slot, owned};
+              continue;
+            }
+            finish_wait();
+            return dial_for_caller(got.slot, owned, deadline, where);
+          }
           release_slot(got.slot);
           continue;
         }
-        case waiter::granted_dial:
+        case waiter::granted_dial: {
+          const std::uint64_t owned = word::make(got.generation, word::busy);
+          if (wants_background_dial(deadline, stop)) {
+            to_post = dial_job{got.slot, owned};
+            continue;
+          }
           finish_wait();
-          return dial_for_caller(got.slot, word::make(got.generation, word::busy), deadline, where);
+          return dial_for_caller(got.slot, owned, deadline, where);
+        }
         case waiter::pool_closed:
           finish_wait();
           return errc::pool_closed;
+        case waiter::granted_new_connection:  // dialed for the line by a dialer thread or the maintainer
+          finish_wait();
+          return lend_new(got.slot, word::make(got.generation, word::leased), where);
+        case waiter::dial_failed:  // the dial a dialer thread ran for the line failed
+          finish_wait();
+          return got.error;
         case waiter::cancelled:
           counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
           finish_wait();
@@ -1353,29 +1417,42 @@ class pool_core {
   }
 
   // Queues, re-checks (INV6, INV7), then spins briefly and sleeps until granted, closed,
-  // cancelled or the deadline.
-  wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop) noexcept {
+  // cancelled or the deadline. With `to_post`, hands that dial to a dialer thread once queued, and
+  // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
+  // waiter, and reserving another here would dial twice for one get.
+  wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
+                            const std::optional<dial_job>& to_post) noexcept {
     waiter node;
     bool first_in_line = false;
+    bool closed = false;  // (not node.queued: a granter may take the node off the line at once)
     {
       std::lock_guard lock(wait_mutex_);
-      if (is_closed()) return {waiter::pool_closed, 0, 0};
-      queue_.push_back(node);
-      // INV6, INV7, INV8
-      first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0;
+      closed = is_closed();
+      if (!closed) {
+        queue_.push_back(node);
+        // INV6, INV7, INV8
+        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0;
+      }
+    }
+    if (closed) {
+      if (to_post) abandon_dial(to_post->slot);
+      return {waiter::pool_closed, 0, 0, {}};
     }
 
+    // Queued, we are there for the dial's outcome. If no dialer can take it, the slot is freed,
+    // which grants it to the oldest waiter (INV7): at worst us, and we then dial ourselves.
+    if (to_post && !post_dial(*to_post)) abandon_dial(to_post->slot);
     // A connection or slot freed just before our increment is found here.
-    if (auto reserved = reserve_slot()) {
+    if (auto reserved = to_post ? std::nullopt : reserve_slot()) {
       if (leave_line(node))
-        return {waiter::granted_dial, reserved->first, word::generation(reserved->second)};
+        return {waiter::granted_dial, reserved->first, word::generation(reserved->second), {}};
       // A granter already took our node: we get its grant too; give the extra slot back.
       release_slot(reserved->first);
       end_dial();
       return await_publication(node);
     }
     if (const taken_slot taken = scan_idle_raw(); taken.ok) {
-      if (leave_line(node)) return {waiter::granted_connection, taken.slot, taken.generation};
+      if (leave_line(node)) return {waiter::granted_connection, taken.slot, taken.generation, {}};
       (void)make_idle(taken.slot, word::make(taken.generation, word::leased));  // to the next waiter
       return await_publication(node);
     }
@@ -1404,7 +1481,7 @@ class pool_core {
     const std::uint32_t s = node.state.load(std::memory_order_acquire);
     if (!waiter::is_pending(s)) return outcome_of(node, s);
     // The deadline passed. Leave the line, unless a granter already took us off it.
-    if (leave_line(node)) return {timed_out, 0, 0};
+    if (leave_line(node)) return {timed_out, 0, 0, {}};
     return await_publication(node);
   }
 
@@ -1465,7 +1542,7 @@ class pool_core {
   }
 
   static wait_outcome outcome_of(const waiter& node, std::uint32_t s) noexcept {
-    return {s, node.slot, node.generation};
+    return {s, node.slot, node.generation, node.error};
   }
 
   // ---- background maintenance (standard pool) ---------------------------------------------
@@ -1663,17 +1740,127 @@ class pool_core {
       if (backoff_error()) return;
       auto reserved = reserve_slot();
       if (!reserved) return;
-      const auto [i, owned] = *reserved;
-      result<Conn> made = call_factory(dial_deadline(clock::now()));
-      if (!made) {
-        release_slot(i);
-        end_dial();
-        return;
-      }
-      slots_[i].conn.emplace(std::move(*made));
-      stamp_new_connection(slots_[i]);
-      (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
+      if (!dial_for_pool(reserved->first, reserved->second)) return;
+    }
+  }
+
+  // Dials into slot i (ours, busy or leased, holding a dial token) on the pool's own deadline,
+  // for whoever comes first: the oldest waiter, else the idle set. Gives the token back. False
+  // if the dial failed (the slot is then freed, or handed to a waiter, who fails fast).
+  // `for_waiter`: the dial was posted by a caller (wait_in_line); its failure goes to the
+  // oldest waiter, as it would have gone to a caller that dialed on its own thread.
+  bool dial_for_pool(std::uint32_t i, std::uint64_t owned, bool for_waiter = false) noexcept {
+    result<Conn> made = call_factory(dial_deadline(clock::now()));
+    if (!made) {
+      if (for_waiter) fail_oldest_waiter(made.error());
+      release_slot(i);
       end_dial();
+      return false;
+    }
+    slots_[i].conn.emplace(std::move(*made));
+    stamp_new_connection(slots_[i]);
+    after_dial();
+    // To the oldest waiter as a new connection (it skips the checks a pooled one gets), else
+    // idle. relaxed: a shortcut; make_idle() keeps INV6 for a waiter that arrives meanwhile.
+    if (waiters_.load(std::memory_order_relaxed) == 0 || !grant(i, owned, waiter::granted_new_connection)) {
+      (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
+    }
+    end_dial();
+    return true;
+  }
+
+  // ---- dialer threads (standard pool) ---------------------------------------------------------
+  // A caller that may give up before a dial would end (its deadline is sooner than the dial's, or
+  // it can be cancelled) does not dial on its own thread: a dialer thread dials on the pool's
+  // deadline, and the caller waits in line. If it gives up, the dial still completes and its
+  // connection goes to the next waiter or the idle set: no half-finished handshake is thrown away,
+  // and a backend that answers slowly is not hit by one abandoned connection per impatient caller.
+  // At most max_connecting threads (the dial tokens bound the jobs too), started on first need,
+  // parked on a condition variable, joined when the pool handle is destroyed.
+
+  // Should this caller's dial run on a dialer thread? Yes when the caller may give up before the
+  // dial would end (a sooner deadline, or a stop token) and dialer threads are possible.
+  bool wants_background_dial(clock::time_point caller_deadline, const std::stop_token* stop) noexcept {
+    // lean_pool, and a pool without background_maintenance, start no thread: the caller dials, on
+    // its own deadline. So does every caller once starting a dialer thread has failed.
+    if (max_dialers_ == 0 || dialers_unavailable_.load(std::memory_order_relaxed)) return false;
+    const clock::time_point now = clock::now();
+    // Past its deadline, the caller is not owed a dial at all: dial_for_caller() says timeout.
+    if (now >= caller_deadline) return false;
+    const bool may_give_up =
+        (stop != nullptr && stop->stop_possible()) || caller_deadline < dial_deadline(now);
+    return may_give_up && !backoff_error();  // backing off: dial_for_caller() fails fast with it
+  }
+
+  // A reserved slot (with its dial token) nobody will dial into after all.
+  void abandon_dial(std::uint32_t i) noexcept {
+    release_slot(i);  // to the oldest waiter to dial into, or free (retired if the pool closed)
+    end_dial();
+  }
+
+  bool post_dial(dial_job job) noexcept {
+    {
+      std::lock_guard lock(dialer_mutex_);
+      if (dialers_stop_ || job_count_ == max_dialers_) return false;
+      if (idle_dialers_ <= job_count_ && dialers_.size() < max_dialers_) {
+        try {
+          dialers_.emplace_back([this] { dialer_loop(); });
+        } catch (const std::system_error&) {
+          if (dialers_.empty()) {
+            // relaxed: a hint read by wants_background_dial(); callers dial themselves from now on.
+            dialers_unavailable_.store(true, std::memory_order_relaxed);
+            return false;
+          }
+        }
+      }
+      jobs_[(job_head_ + job_count_) % max_dialers_] = job;
+      ++job_count_;
+    }
+    dialer_cv_.notify_one();
+    return true;
+  }
+
+  void dialer_loop() noexcept {
+    std::unique_lock lock(dialer_mutex_);
+    for (;;) {
+      ++idle_dialers_;
+      dialer_cv_.wait(lock, [this] { return dialers_stop_ || job_count_ != 0; });
+      --idle_dialers_;
+      if (job_count_ == 0) return;  // stopping, and nothing left to finish
+      const dial_job job = jobs_[job_head_];
+      job_head_ = (job_head_ + 1) % max_dialers_;
+      --job_count_;
+      lock.unlock();
+      if (is_closed()) {
+        abandon_dial(job.slot);  // retires it (closed flag): no dial for a closed pool
+      } else {
+        (void)dial_for_pool(job.slot, job.owned, /*for_waiter=*/true);
+      }
+      lock.lock();
+    }
+  }
+
+  void fail_oldest_waiter(const std::error_code& error) noexcept {
+    waiter* w = nullptr;
+    {
+      std::lock_guard lock(wait_mutex_);
+      w = queue_.pop_front();
+      if (w == nullptr) return;
+      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+      w->error = error;
+    }
+    publish(*w, waiter::dial_failed);  // INV8: after the unlock, only the node is touched
+  }
+
+  // Waits for the dials in flight (each bounded by dial_timeout); jobs not started are retired.
+  void stop_dialers() noexcept {
+    {
+      std::lock_guard lock(dialer_mutex_);
+      dialers_stop_ = true;
+    }
+    dialer_cv_.notify_all();
+    for (std::thread& t : dialers_) {
+      if (t.joinable()) t.join();
     }
   }
 
@@ -1693,6 +1880,8 @@ class pool_core {
   const std::uint64_t max_idle_ticks_;
   pool_config<Conn> config_;
   const std::size_t max_connecting_;
+  const std::size_t max_dialers_;        // min(max_connecting, slots); 0: no dialer threads (lean_pool,
+                                         // or background_maintenance off)
   const std::uint64_t probe_ticks_;      // probe a connection idle at least this long
   const std::uint64_t lifetime_ticks_;   // 0: no max_lifetime
   const std::uint64_t keepalive_ticks_;  // 0: no keepalive rounds
@@ -1739,6 +1928,16 @@ class pool_core {
   bool maintainer_wake_ = false;  // guarded by maintainer_mutex_
   std::atomic<bool> maintainer_sleeps_indefinitely_{false};
   std::thread maintainer_;
+
+  std::mutex dialer_mutex_;  // guards everything down to dialers_ (taken only to hand off dials)
+  std::condition_variable dialer_cv_;
+  std::unique_ptr<dial_job[]> jobs_;  // a ring of max_dialers_ (a job holds a dial token and a slot)
+  std::size_t job_head_ = 0;
+  std::size_t job_count_ = 0;
+  std::size_t idle_dialers_ = 0;
+  bool dialers_stop_ = false;
+  std::atomic<bool> dialers_unavailable_{false};  // no dialer thread could be started
+  std::vector<std::thread> dialers_;              // capacity reserved: starting one does not reallocate
 };
 
 }  // namespace netpool::detail

@@ -10,23 +10,27 @@
 
 #include <atomic>
 #include <cstdint>
+#include <system_error>
 
 namespace netpool::detail {
 
 struct waiter {
   // The node's state word is also the futex the waiter sleeps on.
   enum state_value : std::uint32_t {
-    waiting = 0,             // queued, spinning
-    sleeping = 1,            // queued, asleep in futex_wait: a granter must wake it
-    granted_connection = 2,  // `slot` is leased to this waiter (generation `generation`)
-    granted_dial = 3,        // `slot` is reserved (busy) for this waiter to dial into
-    pool_closed = 4,         // the pool closed while it waited
-    cancelled = 5,           // its stop_token asked to stop
+    waiting = 0,                 // queued, spinning
+    sleeping = 1,                // queued, asleep in futex_wait: a granter must wake it
+    granted_connection = 2,      // `slot` is leased to this waiter (generation `generation`)
+    granted_dial = 3,            // `slot` is reserved (busy) for this waiter to dial into
+    pool_closed = 4,             // the pool closed while it waited
+    cancelled = 5,               // its stop_token asked to stop
+    dial_failed = 6,             // a dialer thread's dial failed: `error` says why
+    granted_new_connection = 7,  // as granted_connection, but just dialed: no checks needed
   };
 
   std::atomic<std::uint32_t> state{waiting};
   std::uint32_t slot = 0;        // written by the granter before it publishes the grant (release)
   std::uint64_t generation = 0;  // likewise
+  std::error_code error;         // dial_failed: written by the failer before it publishes
   waiter* prev = nullptr;        // queue links, guarded by the pool's wait mutex
   waiter* next = nullptr;
   bool queued = false;  // guarded by the pool's wait mutex
