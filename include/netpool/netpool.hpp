@@ -14,6 +14,7 @@
 //   socket.hpp  socket (the default connection)     dialer.hpp  tcp_dialer, unix_dialer
 //   config.hpp  pool_config, validate()             stats.hpp   pool_stats
 //   lease.hpp   lease<Conn> (RAII borrow)            pool.hpp    pool, lean_pool
+//   prometheus.hpp  write_prometheus (stats as Prometheus text)
 #pragma once
 
 #include "netpool/config.hpp"
@@ -21,6 +22,7 @@
 #include "netpool/error.hpp"
 #include "netpool/lease.hpp"
 #include "netpool/pool.hpp"
+#include "netpool/prometheus.hpp"
 #include "netpool/result.hpp"
 #include "netpool/socket.hpp"
 #include "netpool/stats.hpp"
