@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Runs the redis_ping example against a private redis-server on a free loopback port.
+# Runs a redis example (redis_ping, hiredis: any program taking [host] [port]) against a private
+# redis-server on a free loopback port.
 #
-#   run_with_redis.sh <path to netpool_example_redis_ping>
+#   run_with_redis.sh <path to netpool_example_redis_ping or netpool_example_hiredis>
 #
 # Exit status: the example's; 77 (CTest's SKIP_RETURN_CODE) when redis-server is not installed;
 # 1 if redis could not be started. Redis binds 127.0.0.1 only, saves nothing, and runs in a
 # temporary directory. It is stopped by its pid (never by name) whatever happens: the EXIT trap.
 set -euo pipefail
 
-example=${1:?usage: run_with_redis.sh <netpool_example_redis_ping>}
+example=${1:?usage: run_with_redis.sh <netpool_example_redis_ping|netpool_example_hiredis>}
 redis_server=${NETPOOL_REDIS_SERVER:-/usr/bin/redis-server}
 if [[ ! -x $redis_server ]]; then
   echo "SKIP: $redis_server not found (Debian: apt-get install redis-server)"
