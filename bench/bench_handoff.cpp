@@ -1,6 +1,7 @@
 // bench/bench_handoff.cpp — section 2 of issue 4: exhaustion and hand-off.
 //
-//   handoff/<contender>/max:1 and max:4, threads 2, 4, 8, 16
+//   handoff/<contender>/max:1 and max:4, threads 2, 4, 8, 16 (contenders: all, and
+//   netpool_basic_unfair, lean_pool with fair_waiters = false)
 //
 // The pool has max = min = 1 or 4 connections (all pre-filled). Each thread gets a connection,
 // holds it for ~1 us of calibrated busy work, puts it back, then works ~1 us without a connection
@@ -115,7 +116,8 @@ void handoff(benchmark::State& state) {
 }  // namespace
 
 void register_handoff() {
-  for_each_type(pool_contenders{}, []<class C>() {
+  // Every contender, and netpool without FIFO hand-off: the price and the payoff of fairness.
+  for_each_type(handoff_contenders{}, []<class C>() {
     register_threaded(std::string("handoff/") + C::name, handoff<C>, {2, 4, 8, 16})
         ->ArgName("max")
         ->Arg(1)

@@ -26,8 +26,8 @@ import subprocess
 import sys
 from collections import defaultdict
 
-CONTENDERS = ["netpool_standard", "netpool_basic", "mutex_pool", "poco_objectpool", "apr_reslist", "tbb_queue",
-              "moodycamel_queue"]
+CONTENDERS = ["netpool_standard", "netpool_basic", "netpool_basic_unfair", "mutex_pool", "poco_objectpool",
+              "apr_reslist", "tbb_queue", "moodycamel_queue"]
 BASELINE = "mutex_pool"
 ECHO_VARIANTS = ["netpool_standard", "netpool_basic", "mutex_pool", "dial_per_request", "shared_connection"]
 TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}

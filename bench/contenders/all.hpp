@@ -21,5 +21,8 @@ void for_each_type(type_list<C...>, F&& f) {
 
 using pool_contenders = type_list<netpool_standard, netpool_basic, mutex_pool, poco_objectpool, apr_reslist,
                                   tbb_queue, moodycamel_queue>;
+// handoff/ also measures netpool without FIFO hand-off.
+using handoff_contenders = type_list<netpool_standard, netpool_basic, netpool_basic_unfair, mutex_pool,
+                                     poco_objectpool, apr_reslist, tbb_queue, moodycamel_queue>;
 
 }  // namespace bench

@@ -3,6 +3,9 @@
 //                     than any benchmark holds a connection idle, so nothing expires mid-run), no
 //                     health check; its maintainer thread runs as it does for users.
 //   netpool_basic:    netpool::lean_pool<socket> (no idle tracking, health check or thread).
+//   netpool_basic_unfair: netpool_basic with fair_waiters = false (returned connections go idle
+//                     and a woken waiter competes for them); only in handoff/, where it shows what
+//                     FIFO hand-off costs and buys (issue 6).
 // Both dial through netpool::tcp_dialer to the embedded server. min_size connections are made to
 // exist before the first timed get by getting and putting back min_size leases (the Standard pool
 // would fill them in the background anyway; doing it here keeps every dial out of timed regions).
@@ -19,7 +22,7 @@
 
 namespace bench {
 
-template <template <class> class Pool, bool IdleTracking>
+template <template <class> class Pool, bool IdleTracking, bool Fair = true>
 class netpool_contender {
  public:
   using pool_type = Pool<netpool::socket>;
@@ -55,6 +58,7 @@ class netpool_contender {
     config.max_size = params.max_size;
     config.min_size = params.min_size;
     if constexpr (IdleTracking) config.max_idle_time = std::chrono::minutes(1);
+    config.fair_waiters = Fair;
     auto created = pool_type::create(std::move(config));
     if (!created) throw std::system_error(created.error(), "netpool create");
     return std::move(*created);
@@ -72,6 +76,12 @@ class netpool_standard : public netpool_contender<netpool::pool, true> {
 class netpool_basic : public netpool_contender<netpool::lean_pool, false> {
  public:
   static constexpr const char* name = "netpool_basic";
+  using netpool_contender::netpool_contender;
+};
+
+class netpool_basic_unfair : public netpool_contender<netpool::lean_pool, false, false> {
+ public:
+  static constexpr const char* name = "netpool_basic_unfair";
   using netpool_contender::netpool_contender;
 };
 

@@ -180,6 +180,7 @@ enum class variant {
   backoff,       // as plain, with the default dial backoff and more failures: gets fail fast
   close_midway,  // another thread closes the pool while the workers hammer it
   maintenance,   // standard pool: max_idle_time, min_size, health check, broken connections
+  unfair,        // as plain, with fair_waiters off: returned connections are competed for
 };
 
 struct run_config {
@@ -212,7 +213,10 @@ class stress_run {
     cfg.dial_timeout = 10s;
     // With backoff on (the default), one random factory failure makes every get that needs a dial
     // fail fast for the next 5-10 ms: the contention this test is about would mostly vanish.
-    if (rc_.kind == variant::plain || rc_.kind == variant::close_midway) cfg.dial_backoff_floor = 0ns;
+    if (rc_.kind == variant::plain || rc_.kind == variant::close_midway || rc_.kind == variant::unfair) {
+      cfg.dial_backoff_floor = 0ns;
+    }
+    cfg.fair_waiters = rc_.kind != variant::unfair;
     if constexpr (std::is_same_v<P, netpool::pool<tracked_conn>>) {
       if (rc_.kind == variant::maintenance) {
         cfg.min_size = rc_.max_size / 2;
@@ -492,7 +496,7 @@ class stress_run {
         EXPECT_LE(t_.dial_errors.load(), factory_.failures() + s.fast_failures);
       }
     }
-    if (rc_.kind == variant::plain) {
+    if (rc_.kind == variant::plain || rc_.kind == variant::unfair) {
       EXPECT_EQ(s.fast_failures, 0u);
     }
     EXPECT_EQ(s.closed_error, t_.discards.load());
@@ -609,6 +613,18 @@ TEST(PoolStressMaintenance, ReapingMinSizeAndHealthChecksMax4) {
 }
 TEST(PoolStressMaintenance, ReapingMinSizeAndHealthChecksMax64) {
   stress_run<netpool::pool<tracked_conn>>({64, 8, variant::maintenance}).run();
+}
+
+// fair_waiters off: a returned connection goes idle and one waiter is woken to compete for it.
+// Every waiter must still be served or fail cleanly, and nothing may drift.
+TEST(PoolStressUnfair, BargingMax1) {
+  stress_run<netpool::pool<tracked_conn>>({1, 8, variant::unfair}).run();
+}
+TEST(PoolStressUnfair, BargingMax4) {
+  stress_run<netpool::pool<tracked_conn>>({4, 16, variant::unfair}).run();
+}
+TEST(LeanPoolStressUnfair, BargingMax4) {
+  stress_run<netpool::lean_pool<tracked_conn>>({4, 8, variant::unfair}).run();
 }
 
 // The pool handle is destroyed while other threads return (or discard) the leases it lent, all at

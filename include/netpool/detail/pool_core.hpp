@@ -210,7 +210,9 @@ class pool_core {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     // A stop already requested wins over an idle connection: acquire_slow() reports it.
-    if (waiters_.load(std::memory_order_relaxed) == 0 && (stop == nullptr || !stop->stop_requested())) {
+    // fair_waiters = false masks the waiter count out: arrivals may barge past the line.
+    if ((waiters_.load(std::memory_order_relaxed) & waiter_gate_) == 0 &&
+        (stop == nullptr || !stop->stop_requested())) {
       const thread_hint& hint = thread_hints[id_ % hint_ways];
       if (hint.pool_id == id_) {
         slot_type& s = *static_cast<slot_type*>(hint.slot);
@@ -497,6 +499,8 @@ class pool_core {
                           config.leak_threshold > std::chrono::nanoseconds::zero()),
         checks_on_get_(track_idle_ || probes_ || checks_every_get_),
         stamps_idle_(track_idle_ || probes_),
+        fair_(config.fair_waiters),
+        waiter_gate_(fair_ ? ~std::uint32_t{0} : 0),
         put_work_(config.on_return || config.leak_threshold > std::chrono::nanoseconds::zero()
                       ? put_work::hooks
                   : stamps_idle_ ? put_work::stamp
@@ -975,7 +979,8 @@ class pool_core {
     slot_type& s = slots_[i];
     // Someone waits: give it this connection directly (FIFO, and nobody can barge in).
     // relaxed: a shortcut only; INV6 is kept by the seq_cst pair below.
-    if (waiters_.load(std::memory_order_relaxed) != 0 && grant(i, owned, waiter::granted_connection)) {
+    if (fair_ && waiters_.load(std::memory_order_relaxed) != 0 &&
+        grant(i, owned, waiter::granted_connection)) {
       return put_status::ok;
     }
 
@@ -1214,6 +1219,7 @@ class pool_core {
   // slot to the oldest one, or clear transit. True when a waiter got it.
   bool regrant_from_transit(std::uint32_t i, std::uint64_t transit_word, std::uint32_t kind) noexcept {
     slot_type& s = slots_[i];
+    if (!fair_ && kind == waiter::granted_connection) return regrant_unfair(i, transit_word);
     waiter* w = nullptr;
     {
       std::lock_guard lock(wait_mutex_);
@@ -1334,7 +1340,7 @@ class pool_core {
       // the line behind them (FIFO). With a dial to post, go straight to the line.
       if (to_post) {
         // (a slot granted to us that we will have dialed by a dialer thread)
-      } else if (waiters_.load(std::memory_order_seq_cst) == 0) {
+      } else if (!fair_ || waiters_.load(std::memory_order_seq_cst) == 0) {
         // try_get() has no deadline to keep (it never waits): it checks every idle connection.
         if (lease_type taken =
                 scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(), where)) {
@@ -1363,7 +1369,7 @@ class pool_core {
         wait_start = clock::now();
       }
 
-      const wait_outcome got = wait_in_line(deadline, stop, to_post);
+      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start);
       to_post.reset();
       switch (got.kind) {
         case waiter::granted_connection: {
@@ -1420,9 +1426,11 @@ class pool_core {
   // cancelled or the deadline. With `to_post`, hands that dial to a dialer thread once queued, and
   // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
   // waiter, and reserving another here would dial twice for one get.
+  // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
-                            const std::optional<dial_job>& to_post) noexcept {
+                            const std::optional<dial_job>& to_post, clock::time_point since) noexcept {
     waiter node;
+    node.waiting_since = since;
     bool first_in_line = false;
     bool closed = false;  // (not node.queued: a granter may take the node off the line at once)
     {
@@ -1840,6 +1848,40 @@ class pool_core {
     }
   }
 
+  // fair_waiters = false, Go's sync.Mutex policy: a connection returned while someone waits goes
+  // back to the idle set, where threads arriving meanwhile may take it (barging keeps the
+  // connection busy while the woken waiter is still being scheduled), and the oldest waiter leaves
+  // the line to compete for it. But a waiter that has waited longer than starvation_limit gets it
+  // directly, as in FIFO mode, so no waiter starves. We hold slot i in transit (word
+  // `transit_word`, idle). True when the waiter was handed the connection.
+  static constexpr std::chrono::milliseconds starvation_limit{1};
+  bool regrant_unfair(std::uint32_t i, std::uint64_t transit_word) noexcept {
+    slot_type& s = slots_[i];
+    waiter* w = nullptr;
+    bool starving = false;
+    {
+      std::lock_guard lock(wait_mutex_);
+      w = queue_.pop_front();
+      if (w != nullptr) {
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+        starving = clock::now() - w->waiting_since >= starvation_limit;
+        if (starving) {
+          const std::uint64_t theirs = word::next_owner(transit_word & ~word::transit, word::leased);
+          // release: INV5 lets us store; the waiter acquires through the node's publication.
+          s.state.store(theirs, std::memory_order_release);
+          w->slot = i;
+          w->generation = word::generation(theirs);
+        }
+      }
+    }
+    if (!starving) {
+      // release: clears transit (INV5) and publishes the connection to whoever takes it.
+      s.state.store(transit_word & ~word::transit, std::memory_order_release);
+    }
+    if (w != nullptr) publish(*w, starving ? waiter::granted_connection : waiter::retry);
+    return starving;
+  }
+
   void fail_oldest_waiter(const std::error_code& error) noexcept {
     waiter* w = nullptr;
     {
@@ -1871,10 +1913,12 @@ class pool_core {
   const bool lean_;
   const bool track_idle_;
   const bool has_health_check_;
-  const bool probes_;            // the built-in liveness probe runs on borrow (Conn has probe())
-  const bool checks_every_get_;  // health check, on_borrow or leak tracking: every get goes to hand_out()
-  const bool checks_on_get_;     // hand_out() may have to look at the connection
-  const bool stamps_idle_;       // a put records idle_since (idle tracking or the probe reads it)
+  const bool probes_;                // the built-in liveness probe runs on borrow (Conn has probe())
+  const bool checks_every_get_;      // health check, on_borrow or leak tracking: every get goes to hand_out()
+  const bool checks_on_get_;         // hand_out() may have to look at the connection
+  const bool stamps_idle_;           // a put records idle_since (idle tracking or the probe reads it)
+  const bool fair_;                  // fair_waiters: returned connections go to the oldest waiter
+  const std::uint32_t waiter_gate_;  // ~0 when fair (waiters block the fast path), 0 when not
   enum class put_work : std::uint8_t { none, stamp, hooks };
   const put_work put_work_;  // what a put does besides the CAS: one test on the fast path
   const std::uint64_t max_idle_ticks_;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <system_error>
 
@@ -25,13 +26,15 @@ struct waiter {
     cancelled = 5,               // its stop_token asked to stop
     dial_failed = 6,             // a dialer thread's dial failed: `error` says why
     granted_new_connection = 7,  // as granted_connection, but just dialed: no checks needed
+    retry = 8,                   // fair_waiters off: a connection went idle; compete for it
   };
 
   std::atomic<std::uint32_t> state{waiting};
   std::uint32_t slot = 0;        // written by the granter before it publishes the grant (release)
   std::uint64_t generation = 0;  // likewise
   std::error_code error;         // dial_failed: written by the failer before it publishes
-  waiter* prev = nullptr;        // queue links, guarded by the pool's wait mutex
+  std::chrono::steady_clock::time_point waiting_since{};  // when the get began to wait (its owner's)
+  waiter* prev = nullptr;                                 // queue links, guarded by the pool's wait mutex
   waiter* next = nullptr;
   bool queued = false;  // guarded by the pool's wait mutex
 
