@@ -14,12 +14,16 @@
 //   socket.hpp  socket (the default connection)     dialer.hpp  tcp_dialer, unix_dialer
 //   config.hpp  pool_config, validate()             stats.hpp   pool_stats
 //   lease.hpp   lease<Conn> (RAII borrow)            pool.hpp    pool, lean_pool
+//   hooks.hpp   close_reason, leak_report (what hooks get)
+//   keyed_pool.hpp  keyed_pool (one pool per endpoint, a global limit)
 //   prometheus.hpp  write_prometheus (stats as Prometheus text)
 #pragma once
 
 #include "netpool/config.hpp"
 #include "netpool/dialer.hpp"
 #include "netpool/error.hpp"
+#include "netpool/hooks.hpp"
+#include "netpool/keyed_pool.hpp"
 #include "netpool/lease.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/prometheus.hpp"

@@ -4,6 +4,7 @@
 // loop thread only. Other threads never touch them: they post a command to the loop and wait for
 // it to run. This keeps the loop free of locks around descriptors and rules out the classic poll()
 // bug of closing a descriptor that another thread is polling (whose number may then be reused).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -19,6 +20,8 @@
 #include <functional>
 #include <future>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "support_detail.hpp"
 #include "test_support.hpp"
@@ -241,8 +244,8 @@ echo_server::echo_server() : echo_server(echo_server_options{}) {}
 
 echo_server::echo_server(server_mode mode) : echo_server(echo_server_options{.mode = mode}) {}
 
-echo_server::echo_server(echo_server_options options) : options_(options) {
-  state_.mode.store(options.mode);
+echo_server::echo_server(echo_server_options options) : options_(std::move(options)) {
+  state_.mode.store(options_.mode);
   std::lock_guard lock(control_);
   start();
 }
@@ -281,7 +284,11 @@ void echo_server::start() {
   } else {
     auto* a4 = reinterpret_cast<sockaddr_in*>(&address);
     a4->sin_family = AF_INET;
-    a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    // Checked here, not only at construction: restart() binds again. Loopback only (127.0.0.0/8).
+    if (::inet_pton(AF_INET, options_.ipv4_address.c_str(), &a4->sin_addr) != 1 ||
+        (ntohl(a4->sin_addr.s_addr) >> 24) != 127) {
+      throw std::invalid_argument("echo_server: not a 127.0.0.0/8 address: " + options_.ipv4_address);
+    }
     a4->sin_port = htons(port_);
     length = sizeof(sockaddr_in);
   }

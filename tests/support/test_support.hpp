@@ -11,7 +11,8 @@
 //   const std::size_t fds = netpool::test::open_fd_count();   // for leak checks
 //
 // The servers are independent of the library under test (plain POSIX sockets), bind only to
-// loopback (127.0.0.1 or ::1) and run a bounded number of threads: one event loop per echo server.
+// loopback (127.0.0.1 by default, another 127.0.0.0/8 address on request, or ::1) and run a
+// bounded number of threads: one event loop per echo server.
 // Setup failures throw std::system_error / std::runtime_error (GoogleTest reports them).
 // Thread safety: every public member function of the servers may be called from any thread.
 #pragma once
@@ -48,6 +49,10 @@ struct echo_server_options {
   server_mode mode = server_mode::echo;
   bool ipv6 = false;  // listen on ::1 instead of 127.0.0.1
   int backlog = 128;
+  // The IPv4 address to listen on (ignored when ipv6). Must be in 127.0.0.0/8 (the constructor
+  // throws std::invalid_argument otherwise): 127.0.0.2, 127.0.0.3 ... give tests several distinct
+  // loopback hosts, e.g. one per shard of a keyed pool.
+  std::string ipv4_address = "127.0.0.1";
 };
 
 namespace detail {
@@ -71,8 +76,10 @@ class echo_server {
   echo_server& operator=(const echo_server&) = delete;
 
   [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
-  // "127.0.0.1" or "::1".
-  [[nodiscard]] const char* host() const noexcept { return options_.ipv6 ? "::1" : "127.0.0.1"; }
+  // options.ipv4_address ("127.0.0.1" by default) or "::1".
+  [[nodiscard]] const char* host() const noexcept {
+    return options_.ipv6 ? "::1" : options_.ipv4_address.c_str();
+  }
 
   // Server-side connections currently open (decreases when the server notices a client's close).
   [[nodiscard]] std::size_t connection_count() const noexcept;

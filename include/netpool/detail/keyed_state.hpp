@@ -1,0 +1,567 @@
+// netpool/detail/keyed_state.hpp — the shared state behind keyed_pool: the key -> sub-pool map,
+// sub-pool creation and eviction, the global budget's wiring, and the sweeper thread.
+//
+// Lookup: a std::shared_mutex guards an unordered_map of std::shared_ptr<keyed_entry>. A get takes
+// the lock shared (one atomic RMW on the lock word, shared by every thread of this keyed pool:
+// unlike the lock-free core beneath, the keyed layer's lookup is a reader lock), copies the entry's
+// shared_ptr (so that the sub-pool outlives the lookup while the get blocks outside the lock), and
+// lets go. Creation and eviction take it exclusively, briefly; building a sub-pool (make_config,
+// pool::create) happens outside it, under create_mutex_, so that lookups of other keys never wait
+// for a creation.
+//
+// Invariants (cited as KSn):
+//   KS1  An entry is in map_ iff its `retired` flag is false; both change together under the
+//        exclusive lock (with `evicted` too when the sweeper retires it). A retired entry's
+//        sub-pool is closed (after the lock is released), never reopened. A get that reached an
+//        evicted one through an older lookup sees pool_closed and looks again: eviction is the
+//        keyed pool's own decision and never fails a get. remove() and close() are the caller's:
+//        gets in flight on what they retire fail with pool_closed.
+//   KS2  A get refreshes its entry's last_get while it holds the shared lock (touch()), so an
+//        eviction, which re-checks last_get under the exclusive lock, does not remove an entry that
+//        a get found just before; only a get stalled for evict_after between its lookup and its
+//        sub-pool's get can meet an evicted sub-pool (KS1 then looks again).
+//   KS3  last_get lags the last get by at most touch_resolution_ (it is stored only when older than
+//        that, to keep the shared line read-mostly); eviction therefore waits for
+//        evict_after_ + touch_resolution_ of silence, so a sub-pool is never evicted less than
+//        evict_after_ after its last get.
+//   KS4  Every sub-pool's factory and on_close are wrapped (wrap_config): a dial takes a budget
+//        token first and gives it back if it fails or throws; on_close gives it back (KB1).
+//   KS5  The wrapped factories hold raw pointers to this state (to reclaim idle connections of
+//        other keys) and to their own entry. Factories run inside a get on a sub-pool, or on its
+//        maintainer or dialer threads, which the sub-pool's handle joins when it is destroyed;
+//        the entry owns that handle, and the state's destructor (after close()) destroys every
+//        entry it still holds. Gets must not race the destructor (documented on keyed_pool), so no
+//        factory runs once the state is gone. Only on_close outlives the state (a lease returned
+//        later), and it holds the budget by shared_ptr, not these pointers.
+//   KS6  A retired entry is destroyed only by the graveyard (collect()), once nobody else holds it:
+//        on the sweeper, or in remove(), close(), maintain() or the destructor — never on a
+//        sub-pool's own dialer thread, which may hold other entries while it reclaims. (Destroying
+//        a sub-pool joins its threads: two dialers each destroying the other's sub-pool would
+//        deadlock, and one destroying another's would wait for that one's dial.) Nobody can take a
+//        new reference to a retired entry (it is out of the map), so use_count() == 1 is final.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <shared_mutex>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "netpool/config.hpp"
+#include "netpool/detail/keyed_budget.hpp"
+#include "netpool/detail/keyed_stats_sum.hpp"
+#include "netpool/error.hpp"
+#include "netpool/hooks.hpp"
+#include "netpool/lease.hpp"
+#include "netpool/pool.hpp"
+#include "netpool/result.hpp"
+#include "netpool/stats.hpp"
+
+namespace netpool::detail {
+
+// True on a thread while it reclaims an idle connection of another sub-pool: that try_get is not a
+// hand-out, so the wrapped on_borrow and health_check let it through without running user code on
+// a connection about to be closed.
+inline thread_local bool keyed_reclaiming = false;
+
+template <class Key, class Conn>
+struct keyed_entry {
+  explicit keyed_entry(const Key& k) : key(k) {}
+
+  const Key key;
+  // Engaged before the entry is published in the map; never disengaged while the entry lives.
+  std::optional<pool<Conn>> sub;
+  // Nanoseconds since the state's epoch of the last get (coarse, KS3); relaxed: a heuristic read
+  // by the sweeper and by reclaim's LRU order, ordered by the map lock where it matters (KS2).
+  std::atomic<std::int64_t> last_get{0};
+  std::atomic<bool> retired{false};  // KS1: out of the map, sub-pool closed (or closing)
+  std::atomic<bool> evicted{false};  // KS1: retired by the sweeper (set before `retired`)
+  bool self_maintained = false;      // created with background_maintenance = false: the sweeper maintains it
+  std::int64_t maintain_due = 0;     // guarded by maintain_mutex_: when its next maintain() is due
+};
+
+template <class Key, class Conn, class Hash, class KeyEq>
+class keyed_state {
+ public:
+  using clock = std::chrono::steady_clock;
+  using entry = keyed_entry<Key, Conn>;
+  using entry_ptr = std::shared_ptr<entry>;
+  using make_config_function = std::function<pool_config<Conn>(const Key&)>;
+
+  // Why a key's sub-pool config is rejected: one of the keyed rules, or the core's own check.
+  enum class sub_problem { none, make_config_threw, min_size_with_global_limit, pool_config_rejected };
+
+  keyed_state(make_config_function make_config, std::size_t per_key_max, std::size_t global_max,
+              std::chrono::nanoseconds evict_after, bool background)
+      : make_config_(std::move(make_config)),
+        per_key_max_(per_key_max),
+        evict_after_(evict_after),
+        touch_resolution_(evict_after > std::chrono::nanoseconds::zero()
+                              ? std::max<std::int64_t>(evict_after.count() / 8, 1)
+                              : std::chrono::nanoseconds(std::chrono::milliseconds(1)).count()),
+        background_(background),
+        budget_(std::make_shared<keyed_budget>(global_max)) {}
+
+  keyed_state(const keyed_state&) = delete;
+  keyed_state& operator=(const keyed_state&) = delete;
+  ~keyed_state() {
+    close();
+    // KS6: the sub-pools' own threads may still hold a few retired entries for the length of a
+    // reclaim (a try_get and a discard): wait for them to let go. No get runs any more (the
+    // destructor must not race other calls), so every other reference is already gone.
+    for (;;) {
+      collect();
+      {
+        std::lock_guard lock(graveyard_mutex_);
+        if (graveyard_.empty()) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  // Starts the sweeper (eviction, and maintenance of self-maintained sub-pools).
+  void start() {
+    if (background_) sweeper_ = std::thread([this] { sweeper_loop(); });
+  }
+
+  // ---- lookup ---------------------------------------------------------------------------------
+
+  // The entry for `key`, created on first use. Errors: pool_closed, invalid_config (make_config
+  // threw, or its config was rejected), not_enough_memory, or pool::create's error.
+  result<entry_ptr> find_or_create(const Key& key) noexcept {
+    try {
+      {
+        std::shared_lock lock(map_mutex_);
+        if (closed_.load(std::memory_order_relaxed)) return errc::pool_closed;  // under the lock: KS1
+        if (auto it = map_.find(key); it != map_.end()) {
+          touch(*it->second);  // KS2: under the shared lock
+          return entry_ptr(it->second);
+        }
+      }
+      return create(key);
+    } catch (const std::bad_alloc&) {
+      return std::make_error_code(std::errc::not_enough_memory);
+    } catch (...) {  // a throwing Hash or KeyEq
+      return errc::invalid_config;
+    }
+  }
+
+  // The entry for `key` if it exists; never creates one.
+  entry_ptr find(const Key& key) const {
+    std::shared_lock lock(map_mutex_);
+    auto it = map_.find(key);
+    return it != map_.end() ? it->second : entry_ptr();
+  }
+
+  [[nodiscard]] std::size_t size() const {
+    std::shared_lock lock(map_mutex_);
+    return map_.size();
+  }
+
+  [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+  // ---- removal --------------------------------------------------------------------------------
+
+  // Removes and closes `key`'s sub-pool now, whatever it is doing (leases stay valid).
+  bool remove(const Key& key) {
+    entry_ptr gone;
+    {
+      std::unique_lock lock(map_mutex_);
+      auto it = map_.find(key);
+      if (it == map_.end()) return false;
+      gone = std::move(it->second);
+      gone->retired.store(true, std::memory_order_relaxed);  // KS1
+      map_.erase(it);
+      removed_.fetch_add(1, std::memory_order_relaxed);  // counted as it leaves the map
+    }
+    retire(*gone);
+    bury(std::move(gone));
+    collect();  // KS6: destroyed here (its threads joined) unless a get still holds it
+    return true;
+  }
+
+  // Idempotent. Fails dials waiting for a global token, stops the sweeper, closes and drops every
+  // sub-pool. Blocks while the sweeper finishes its round and while sub-pools' maintainers stop.
+  void close() noexcept {
+    closed_.store(true, std::memory_order_seq_cst);
+    budget_->close();
+    stop_sweeper();
+    std::unordered_map<Key, entry_ptr, Hash, KeyEq> all;
+    {
+      std::unique_lock lock(map_mutex_);
+      all.swap(map_);
+      for (auto& kv : all) kv.second->retired.store(true, std::memory_order_relaxed);  // KS1
+    }
+    for (auto& kv : all) {
+      retire(*kv.second);
+      bury(std::move(kv.second));
+    }
+    collect();  // KS6: the sub-pools nobody else holds are destroyed now (their threads joined)
+  }
+
+  // ---- maintenance ------------------------------------------------------------------------------
+
+  // One round: evict sub-pools idle long enough, maintain self-maintained sub-pools. Returns how
+  // long until the next round is due (nanoseconds::max() when nothing is).
+  std::chrono::nanoseconds maintain_once() {
+    using std::chrono::nanoseconds;
+    // One round at a time: keyed_pool::maintain() may run beside the sweeper; maintain_due is ours.
+    std::lock_guard round(maintain_mutex_);
+    std::vector<entry_ptr> all = snapshot();
+    const std::int64_t now = now_ns();
+    std::int64_t next = std::numeric_limits<std::int64_t>::max();
+    std::vector<entry_ptr> idle;
+    for (const entry_ptr& e : all) {
+      if (e->self_maintained) {
+        if (e->maintain_due <= now) {
+          // At least every self_maintain_period: a sub-pool that had nothing due ("max") when it
+          // was empty does not tell us when a connection appears (its own maintainer is woken).
+          const std::int64_t due =
+              std::min<std::int64_t>(e->sub->maintain().count(), self_maintain_period_ns);
+          e->maintain_due = now + std::max<std::int64_t>(due, 0);
+        }
+        next = std::min(next, e->maintain_due - now);
+      }
+      if (evict_after_ <= nanoseconds::zero()) continue;
+      const std::int64_t quiet_needed = evict_after_.count() + touch_resolution_;  // KS3
+      const std::int64_t quiet = now - e->last_get.load(std::memory_order_relaxed);
+      if (quiet < quiet_needed) {
+        next = std::min(next, quiet_needed - quiet);
+        continue;
+      }
+      const pool_stats s = e->sub->stats();
+      if (s.in_use == 0 && s.waiters == 0 && s.dialing == 0) {
+        idle.push_back(e);
+      } else {
+        next = std::min(next, std::max<std::int64_t>(touch_resolution_, min_period_ns));  // look again
+      }
+    }
+    if (!idle.empty()) evict(idle);
+    all.clear();
+    idle.clear();
+    collect();
+    {
+      std::lock_guard lock(graveyard_mutex_);
+      if (!graveyard_.empty()) next = std::min(next, graveyard_poll_ns);  // someone still holds one
+    }
+    if (next == std::numeric_limits<std::int64_t>::max()) return nanoseconds::max();
+    return nanoseconds(std::max<std::int64_t>(next, min_period_ns));
+  }
+
+  // ---- reclaiming ----------------------------------------------------------------------------
+
+  // Closes one idle connection of a sub-pool other than `requester`, least recently used key first,
+  // so that its budget token comes back. Returns whether it closed one. The victim counts it as a
+  // get and a discard (closed_error; on_close sees close_reason::error).
+  bool reclaim_idle(const entry* requester) noexcept {
+    try {
+      std::vector<std::pair<std::int64_t, entry_ptr>> candidates;
+      {
+        std::shared_lock lock(map_mutex_);
+        candidates.reserve(map_.size());
+        for (const auto& kv : map_) {
+          if (kv.second.get() != requester) {
+            candidates.emplace_back(kv.second->last_get.load(std::memory_order_relaxed), kv.second);
+          }
+        }
+      }
+      std::sort(candidates.begin(), candidates.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      keyed_reclaiming = true;
+      const scope_guard reset([] { keyed_reclaiming = false; });
+      for (auto& c : candidates) {
+        if (auto taken = c.second->sub->try_get()) {
+          (void)taken->discard();
+          reclaimed_.fetch_add(1, std::memory_order_relaxed);
+          return true;
+        }
+      }
+    } catch (...) {  // bad_alloc building the candidate list: nothing reclaimed this time
+    }
+    return false;
+  }
+
+  // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).
+  sub_problem check(const Key& key, config_problem& pool_problem) const {
+    std::lock_guard creating(create_mutex_);  // make_config never runs concurrently with itself
+    pool_config<Conn> config;
+    return prepare(key, config, pool_problem);
+  }
+
+  // ---- observation ------------------------------------------------------------------------------
+
+  // Sums every sub-pool's stats, and the counters of sub-pools already gone.
+  pool_stats total() const {
+    pool_stats sum;
+    {
+      std::lock_guard lock(retired_mutex_);
+      add_counters(sum, retired_counters_);
+    }
+    for (const entry_ptr& e : snapshot()) {
+      const pool_stats s = e->sub->stats();
+      add_counters(sum, s);
+      add_gauges(sum, s);
+    }
+    return sum;
+  }
+
+  [[nodiscard]] const keyed_budget& budget() const noexcept { return *budget_; }
+  [[nodiscard]] std::uint64_t created() const noexcept { return created_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t evicted() const noexcept { return evicted_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t removed() const noexcept { return removed_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t reclaimed() const noexcept {
+    return reclaimed_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr std::int64_t min_period_ns = 1'000'000;  // the sweeper never spins faster than 1 ms
+  static constexpr std::int64_t self_maintain_period_ns = 100'000'000;  // 100 ms
+  static constexpr std::int64_t graveyard_poll_ns = 10'000'000;         // 10 ms
+
+  std::int64_t now_ns() const noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - epoch_).count();
+  }
+
+  // KS2/KS3: a relaxed load, and a store only when last_get is older than the resolution, so that
+  // threads getting the same key mostly share its cache line instead of bouncing it.
+  void touch(entry& e) const noexcept {
+    const std::int64_t now = now_ns();
+    if (now - e.last_get.load(std::memory_order_relaxed) > touch_resolution_) {
+      e.last_get.store(now, std::memory_order_relaxed);
+    }
+  }
+
+  std::vector<entry_ptr> snapshot() const {
+    std::vector<entry_ptr> all;
+    std::shared_lock lock(map_mutex_);
+    all.reserve(map_.size());
+    for (const auto& kv : map_) all.push_back(kv.second);
+    return all;
+  }
+
+  result<entry_ptr> create(const Key& key) {
+    // One creation at a time: a burst of first gets on a key builds one sub-pool, not one each.
+    std::lock_guard creating(create_mutex_);
+    {
+      std::shared_lock lock(map_mutex_);
+      if (closed_.load(std::memory_order_relaxed)) return errc::pool_closed;
+      if (auto it = map_.find(key); it != map_.end()) {
+        touch(*it->second);
+        return entry_ptr(it->second);
+      }
+    }
+    pool_config<Conn> config;
+    config_problem ignored = config_problem::none;
+    if (prepare(key, config, ignored) != sub_problem::none) return errc::invalid_config;
+    auto e = std::make_shared<entry>(key);
+    e->self_maintained = !config.background_maintenance;
+    wrap_config(config, e.get());
+    auto made = pool<Conn>::create(std::move(config));
+    if (!made) return made.error();
+    e->sub.emplace(std::move(*made));
+    e->last_get.store(now_ns(), std::memory_order_relaxed);
+    {
+      std::unique_lock lock(map_mutex_);
+      if (closed_.load(std::memory_order_relaxed)) {
+        lock.unlock();
+        e->sub->close();
+        return errc::pool_closed;
+      }
+      map_.emplace(key, e);
+    }
+    created_.fetch_add(1, std::memory_order_relaxed);
+    kick_sweeper();  // it may now have a sub-pool to evict or maintain
+    return e;
+  }
+
+  // make_config(key), with the keyed rules applied (max_size and max_size_limit capped at
+  // per_key_max) and checked; create_mutex_ held. `pool_problem` says which field when the core's
+  // check rejects it. bad_alloc propagates.
+  sub_problem prepare(const Key& key, pool_config<Conn>& config, config_problem& pool_problem) const {
+    try {
+      config = make_config_(key);
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (...) {
+      return sub_problem::make_config_threw;
+    }
+    config.max_size = std::min(config.max_size, per_key_max_);
+    // Nobody can grow a sub-pool (set_max_size is not exposed): preallocate no more than it may use.
+    config.max_size_limit = std::min(config.max_size_limit, per_key_max_);
+    // Background refills competing for global tokens would take them from keys whose callers
+    // wait, and a refill that cannot get one counts as a failed dial (backoff) for this key.
+    if (budget_->max() > 0 && config.min_size > 0) return sub_problem::min_size_with_global_limit;
+    pool_problem = validate_for_pool(config);
+    return pool_problem == config_problem::none ? sub_problem::none : sub_problem::pool_config_rejected;
+  }
+
+  // KS4: the budget's hooks around the user's factory, on_close, and (for reclaiming, which must
+  // not run user checks on a connection it is about to close) on_borrow and health_check.
+  void wrap_config(pool_config<Conn>& config, const entry* self) {
+    config.factory = [user = std::move(config.factory), budget = budget_, state = this,
+                      self](clock::time_point deadline) -> result<Conn> {
+      // KS5: `state` outlives every call of this factory.
+      // A sub-pool removed while its dial waits (a dialer thread's, or a caller's) stops waiting:
+      // its handle's destruction joins that thread.
+      const auto reclaim = [state, self] { return state->reclaim_idle(self); };
+      const auto abandoned = [self] { return self->retired.load(std::memory_order_relaxed); };
+      if (std::error_code ec = budget->take(deadline, reclaim, abandoned)) return ec;
+      scope_guard token([&budget] { budget->give_back(); });  // the dial failed or threw: KB1
+      result<Conn> made = user(deadline);
+      if (made) token.dismiss();  // from now on the connection holds the token (on_close gives it back)
+      return made;
+    };
+    config.on_close = [user = std::move(config.on_close), budget = budget_](Conn& c, close_reason why) {
+      if (user) {
+        try {
+          user(c, why);  // first, so that the user's own count never runs ahead of the budget
+        } catch (...) {  // the core would swallow it too; the token must come back regardless
+        }
+      }
+      budget->give_back();  // KB1
+    };
+    if (config.on_borrow) {
+      config.on_borrow = [user = std::move(config.on_borrow)](Conn& c) {
+        return keyed_reclaiming || user(c);
+      };
+    }
+    if (config.health_check) {
+      config.health_check = [user = std::move(config.health_check)](Conn& c) {
+        return keyed_reclaiming || user(c);
+      };
+    }
+  }
+
+  void evict(const std::vector<entry_ptr>& idle) {
+    std::vector<entry_ptr> gone;
+    {
+      std::unique_lock lock(map_mutex_);
+      const std::int64_t now = now_ns();
+      for (const entry_ptr& e : idle) {
+        // KS2: a get that found it since our check refreshed last_get before we took the lock.
+        if (now - e->last_get.load(std::memory_order_relaxed) < evict_after_.count() + touch_resolution_)
+          continue;
+        auto it = map_.find(e->key);
+        if (it == map_.end() || it->second != e) continue;  // removed or replaced meanwhile
+        e->evicted.store(true, std::memory_order_relaxed);  // KS1
+        e->retired.store(true, std::memory_order_relaxed);
+        map_.erase(it);
+        evicted_.fetch_add(1, std::memory_order_relaxed);  // counted as it leaves the map
+        gone.push_back(e);
+      }
+    }
+    for (entry_ptr& e : gone) {
+      retire(*e);
+      bury(std::move(e));
+    }
+  }
+
+  // KS6: keeps a retired entry until collect() finds nobody else holding it.
+  void bury(entry_ptr e) {
+    std::lock_guard lock(graveyard_mutex_);
+    graveyard_.push_back(std::move(e));
+  }
+
+  // KS6: destroys the retired entries only the graveyard still holds (joining their sub-pools'
+  // threads). Under graveyard_mutex_, which no sub-pool thread ever takes, so joining them here
+  // cannot deadlock; and nothing is allocated.
+  void collect() noexcept {
+    std::lock_guard lock(graveyard_mutex_);
+    for (entry_ptr& e : graveyard_) {
+      if (e.use_count() == 1) e.reset();
+    }
+    std::erase(graveyard_, nullptr);
+  }
+
+  // Closes a retired entry's sub-pool and keeps its counters for total(). Its leases stay valid.
+  void retire(entry& e) noexcept {
+    e.sub->close();
+    const pool_stats final_stats = e.sub->stats();
+    std::lock_guard lock(retired_mutex_);
+    add_counters(retired_counters_, final_stats);
+  }
+
+  // ---- the sweeper thread ---------------------------------------------------------------------
+
+  void sweeper_loop() {
+    std::unique_lock lock(sweep_mutex_);
+    while (!stop_) {
+      kicked_ = false;
+      lock.unlock();
+      std::chrono::nanoseconds next = std::chrono::nanoseconds::max();
+      try {
+        next = maintain_once();
+      } catch (...) {  // bad_alloc in a snapshot: try again soon
+        next = std::chrono::milliseconds(100);
+      }
+      lock.lock();
+      const auto woken = [this] { return stop_ || kicked_; };
+      if (next >= std::chrono::hours(1)) {
+        sweep_cv_.wait(lock, woken);  // nothing to do until a sub-pool is created (or close)
+      } else {
+        sweep_cv_.wait_for(lock, next, woken);
+      }
+    }
+  }
+
+  void kick_sweeper() {
+    if (!background_) return;
+    {
+      std::lock_guard lock(sweep_mutex_);
+      kicked_ = true;
+    }
+    sweep_cv_.notify_one();
+  }
+
+  void stop_sweeper() noexcept {
+    if (!sweeper_.joinable()) return;
+    {
+      std::lock_guard lock(sweep_mutex_);
+      stop_ = true;
+    }
+    sweep_cv_.notify_one();
+    if (sweeper_.get_id() != std::this_thread::get_id()) sweeper_.join();
+  }
+
+  const make_config_function make_config_;
+  const std::size_t per_key_max_;
+  const std::chrono::nanoseconds evict_after_;
+  const std::int64_t touch_resolution_;  // KS3
+  const bool background_;
+  const clock::time_point epoch_ = clock::now();
+  const std::shared_ptr<keyed_budget> budget_;  // shared with every sub-pool's on_close
+
+  mutable std::shared_mutex map_mutex_;
+  std::unordered_map<Key, entry_ptr, Hash, KeyEq> map_;  // guarded by map_mutex_ (KS1)
+  mutable std::mutex create_mutex_;                      // serialises create()
+  std::mutex maintain_mutex_;                            // serialises maintain_once()
+  std::atomic<bool> closed_{false};
+
+  std::atomic<std::uint64_t> created_{0}, evicted_{0}, removed_{0}, reclaimed_{0};
+  std::mutex graveyard_mutex_;
+  std::vector<entry_ptr> graveyard_;  // guarded by graveyard_mutex_: retired entries (KS6)
+  mutable std::mutex retired_mutex_;
+  pool_stats retired_counters_;  // guarded by retired_mutex_: counters of sub-pools gone
+
+  std::mutex sweep_mutex_;
+  std::condition_variable sweep_cv_;
+  bool stop_ = false;    // guarded by sweep_mutex_
+  bool kicked_ = false;  // guarded by sweep_mutex_
+  std::thread sweeper_;
+};
+
+}  // namespace netpool::detail

@@ -1,0 +1,749 @@
+// keyed_pool: one sub-pool per endpoint, a per-key and a global limit, idle sub-pools evicted.
+// Every test runs against real echo servers, one per loopback address (127.0.0.1 ... 127.0.0.4),
+// and checks through the servers and through the peer address of each connection that a key's
+// connections really go to that key's endpoint. Nothing asserts timing: conditions are waited for
+// with generous deadlines.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "netpool/dialer.hpp"
+#include "netpool/error.hpp"
+#include "netpool/keyed_pool.hpp"
+#include "netpool/socket.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::errc;
+using netpool::keyed_config_problem;
+using netpool::test::echo_server;
+using netpool::test::wait_for;
+
+// A key that is not hashable by std::hash: exercises the Hash parameter.
+struct endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+  bool operator==(const endpoint&) const = default;
+};
+struct endpoint_hash {
+  std::size_t operator()(const endpoint& e) const noexcept {
+    return std::hash<std::string>{}(e.host) * 31 + e.port;
+  }
+};
+
+using keyed = netpool::keyed_pool<endpoint, netpool::socket, endpoint_hash>;
+using keyed_config = netpool::keyed_pool_config<endpoint>;
+using socket_lease = netpool::lease<netpool::socket>;
+
+// The address the socket is connected to ("127.0.0.2"), or "" on error.
+std::string peer_host(const netpool::socket& s) {
+  sockaddr_in a{};
+  socklen_t length = sizeof a;
+  if (::getpeername(s.native_handle(), reinterpret_cast<sockaddr*>(&a), &length) != 0) return "";
+  char text[INET_ADDRSTRLEN] = {};
+  return ::inet_ntop(AF_INET, &a.sin_addr, text, sizeof text) != nullptr ? std::string(text) : "";
+}
+
+// One round trip through the echo server (bounded by a receive timeout, never hangs).
+bool echoes(netpool::socket& s) {
+  const timeval limit{10, 0};
+  if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0) return false;
+  if (s.send_all("ping\n")) return false;
+  char buffer[5];
+  std::size_t got = 0;
+  while (got < sizeof buffer) {
+    auto n = s.recv(buffer + got, sizeof buffer - got);
+    if (!n || *n == 0) return false;
+    got += *n;
+  }
+  return std::string(buffer, sizeof buffer) == "ping\n";
+}
+
+// Counts what the user's own hooks see (the keyed pool chains them behind its own).
+struct hook_counts {
+  std::atomic<int> dials{0};        // connections the user's factory made
+  std::atomic<int> closes{0};       // on_close calls
+  std::atomic<int> borrows{0};      // on_borrow calls
+  std::atomic<int> hook_closes{0};  // on_close with close_reason::hook
+};
+
+class KeyedPoolTest : public ::testing::Test {
+ protected:
+  static constexpr std::size_t server_count = 4;
+
+  KeyedPoolTest() {
+    for (std::size_t i = 0; i < server_count; ++i) {
+      netpool::test::echo_server_options options;
+      options.ipv4_address = "127.0.0." + std::to_string(i + 1);
+      servers_.push_back(std::make_unique<echo_server>(std::move(options)));
+    }
+  }
+
+  endpoint key(std::size_t i) const { return {servers_[i]->host(), servers_[i]->port()}; }
+  echo_server& server(std::size_t i) { return *servers_[i]; }
+
+  // make_config dials the key's endpoint; counts go to `counts`.
+  keyed_config config(std::size_t per_key_max, std::size_t global_max) {
+    keyed_config cfg;
+    cfg.per_key_max = per_key_max;
+    cfg.global_max = global_max;
+    cfg.make_config = [counts = counts_](const endpoint& e) {
+      netpool::pool_config<netpool::socket> c;
+      netpool::tcp_dialer dial(e.host, e.port);
+      c.factory = [dial, counts](std::chrono::steady_clock::time_point deadline) {
+        auto s = dial(deadline);
+        if (s) counts->dials.fetch_add(1);
+        return s;
+      };
+      c.on_close = [counts](netpool::socket&, netpool::close_reason why) {
+        counts->closes.fetch_add(1);
+        if (why == netpool::close_reason::hook) counts->hook_closes.fetch_add(1);
+      };
+      c.on_borrow = [counts](netpool::socket&) {
+        counts->borrows.fetch_add(1);
+        return true;
+      };
+      c.dial_timeout = 10s;
+      return c;
+    };
+    return cfg;
+  }
+
+  keyed make(keyed_config cfg) {
+    auto made = keyed::create(std::move(cfg));
+    if (!made) throw std::system_error(made.error(), "keyed_pool::create");
+    return std::move(*made);
+  }
+
+  // Every connection the user's factory made has been closed (on_close), none twice.
+  bool all_closed() const { return counts_->dials.load() == counts_->closes.load(); }
+
+  std::vector<std::unique_ptr<echo_server>> servers_;
+  std::shared_ptr<hook_counts> counts_ = std::make_shared<hook_counts>();
+};
+
+TEST_F(KeyedPoolTest, EchoServerListensOnTheLoopbackAddressAskedFor) {
+  EXPECT_STREQ(server(2).host(), "127.0.0.3");
+  netpool::tcp_dialer dial(server(2).host(), server(2).port());
+  auto s = dial(std::chrono::steady_clock::now() + 10s);
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(peer_host(*s), "127.0.0.3");
+  EXPECT_TRUE(echoes(*s));
+  netpool::test::echo_server_options outside;
+  outside.ipv4_address = "10.0.0.1";  // never bound: not loopback
+  EXPECT_THROW(echo_server{std::move(outside)}, std::invalid_argument);
+}
+
+TEST_F(KeyedPoolTest, SubPoolIsCreatedOnFirstUseAndDialsItsOwnEndpoint) {
+  keyed pools = make(config(2, 0));
+  EXPECT_EQ(pools.size(), 0u);
+  EXPECT_FALSE(pools.stats(key(0)).has_value());
+
+  auto a = pools.get(key(0));
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_EQ(pools.size(), 1u);
+  EXPECT_EQ(peer_host(a->get()), "127.0.0.1");
+  EXPECT_TRUE(echoes(a->get()));
+
+  auto b = pools.get_for(key(1), 10s);
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(pools.size(), 2u);
+  EXPECT_EQ(peer_host(b->get()), "127.0.0.2");
+  EXPECT_TRUE(echoes(b->get()));
+  EXPECT_TRUE(wait_for([&] { return server(0).accepted_total() == 1 && server(1).accepted_total() == 1; }));
+  EXPECT_EQ(server(2).accepted_total(), 0u);
+
+  // try_get never creates a sub-pool.
+  auto none = pools.try_get(key(2));
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error(), errc::exhausted);
+  EXPECT_EQ(pools.size(), 2u);
+
+  // A returned connection is reused by the next get of its key: no new dial.
+  ASSERT_FALSE(a->release());
+  auto again = pools.get(key(0));
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(echoes(again->get()));
+  EXPECT_EQ(pools.stats(key(0))->dials, 1u);
+
+  const auto per_key = pools.stats(key(0));
+  ASSERT_TRUE(per_key.has_value());
+  EXPECT_EQ(per_key->gets, 2u);
+  EXPECT_EQ(per_key->in_use, 1u);
+  EXPECT_EQ(per_key->max, 2u);
+  const netpool::keyed_pool_stats all = pools.stats();
+  EXPECT_EQ(all.pools, 2u);
+  EXPECT_EQ(all.pools_created, 2u);
+  EXPECT_EQ(all.total.gets, 3u);
+  EXPECT_EQ(all.total.in_use, 2u);
+  EXPECT_EQ(all.total.max, 4u);
+  EXPECT_EQ(all.open, 2u);
+}
+
+TEST_F(KeyedPoolTest, ConcurrentFirstGetsOfOneKeyBuildOneSubPool) {
+  keyed pools = make(config(8, 0));
+  std::vector<std::thread> threads;
+  threads.reserve(8);
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      auto l = pools.get_for(key(0), 10s);
+      if (l && echoes(l->get())) ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(pools.stats().pools_created, 1u);
+  EXPECT_EQ(pools.size(), 1u);
+}
+
+TEST_F(KeyedPoolTest, FullKeyTimesOutWhileAnotherKeyWorks) {
+  keyed pools = make(config(2, 0));
+  auto a = pools.get(key(0));
+  auto b = pools.get(key(0));
+  ASSERT_TRUE(a && b);
+
+  auto third = pools.get_for(key(0), 50ms);
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error(), errc::timeout);
+  EXPECT_EQ(pools.stats(key(0))->dials, 2u);  // the per-key limit held: no third connection
+
+  auto other = pools.get_for(key(1), 10s);
+  ASSERT_TRUE(other) << other.error().message();
+  EXPECT_TRUE(echoes(other->get()));
+
+  ASSERT_FALSE(a->release());  // room again on key 0
+  auto again = pools.get_for(key(0), 10s);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(pools.stats(key(0))->in_use, 2u);
+}
+
+TEST_F(KeyedPoolTest, MakeConfigMayGiveAKeyASmallerPoolNeverALargerOne) {
+  keyed_config cfg = config(3, 0);
+  cfg.make_config = [inner = cfg.make_config, small = key(2)](const endpoint& e) {
+    auto c = inner(e);
+    c.max_size = e == small ? 1 : 100;  // 100: capped at per_key_max
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto a = pools.get(key(2));
+  auto b = pools.get(key(0));
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(pools.stats(key(2))->max, 1u);
+  EXPECT_EQ(pools.stats(key(0))->max, 3u);
+  auto blocked = pools.get_for(key(2), 20ms);
+  ASSERT_FALSE(blocked);
+  EXPECT_EQ(blocked.error(), errc::timeout);
+}
+
+TEST_F(KeyedPoolTest, GlobalLimitBlocksANewKeyUntilAConnectionIsReturnedThenReclaimsIt) {
+  keyed pools = make(config(3, 3));
+  auto l0 = pools.get(key(0));
+  auto l1 = pools.get(key(1));
+  auto l2 = pools.get(key(2));
+  ASSERT_TRUE(l0 && l1 && l2);
+  EXPECT_EQ(pools.stats().open, 3u);
+
+  std::atomic<bool> done{false};
+  std::optional<socket_lease> fourth;
+  std::error_code fourth_error;
+  std::thread getter([&] {
+    auto l = pools.get_for(key(3), 30s);
+    if (l) {
+      fourth.emplace(std::move(*l));
+    } else {
+      fourth_error = l.error();
+    }
+    done.store(true);
+  });
+  // It waits for a global token: the limit holds while all three connections are lent.
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+  EXPECT_FALSE(done.load());
+  EXPECT_EQ(pools.stats().open, 3u);
+  EXPECT_EQ(server(3).accepted_total(), 0u);
+
+  // Key 1's connection comes back idle: the waiting dial closes it and takes its token.
+  ASSERT_FALSE(l1->release());
+  ASSERT_TRUE(wait_for([&] { return done.load(); }));
+  getter.join();
+  ASSERT_TRUE(fourth.has_value()) << fourth_error.message();
+  EXPECT_EQ(peer_host(fourth->get()), "127.0.0.4");
+  EXPECT_TRUE(echoes(fourth->get()));
+
+  const netpool::keyed_pool_stats s = pools.stats();
+  EXPECT_EQ(s.open, 3u);
+  EXPECT_EQ(s.reclaimed, 1u);
+  EXPECT_GE(s.global_waits, 1u);
+  EXPECT_EQ(pools.stats(key(1))->active, 0u);
+  EXPECT_TRUE(wait_for([&] { return server(1).connection_count() == 0; }));
+  // The reclaim did not run the user's on_borrow on the connection it closed.
+  EXPECT_EQ(counts_->borrows.load(), 4);
+}
+
+TEST_F(KeyedPoolTest, IdleConnectionOfAnotherKeyIsReclaimedAtOnceLeastRecentlyUsedFirst) {
+  keyed pools = make(config(2, 2));
+  {
+    auto a = pools.get(key(0));
+    ASSERT_TRUE(a);
+  }
+  // Key 0 last used strictly before key 1: a sleep only ever makes the gap longer, never shorter.
+  std::this_thread::sleep_for(5ms);
+  {
+    auto b = pools.get(key(1));
+    ASSERT_TRUE(b);
+  }
+  EXPECT_EQ(pools.stats().open, 2u);
+  auto c = pools.get_for(key(2), 10s);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(pools.stats().reclaimed, 1u);
+  EXPECT_EQ(pools.stats().open, 2u);
+  EXPECT_EQ(pools.stats(key(0))->active, 0u);  // the least recently used key gave its connection up
+  EXPECT_EQ(pools.stats(key(1))->idle, 1u);
+}
+
+// The dial's own deadline ends its wait for a global token: here dial_timeout (50 ms) is sooner
+// than the get's (30 s), so the get dials on its own thread and fails with exhausted.
+TEST_F(KeyedPoolTest, DialGivesUpWithExhaustedAtItsDeadlineAndLosesNoToken) {
+  keyed_config cfg = config(3, 3);
+  cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
+    auto c = inner(e);
+    c.dial_timeout = 50ms;
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto l0 = pools.get(key(0));
+  auto l1 = pools.get(key(1));
+  auto l2 = pools.get(key(2));
+  ASSERT_TRUE(l0 && l1 && l2);
+
+  auto fourth = pools.get_for(key(3), 30s);
+  ASSERT_FALSE(fourth);
+  EXPECT_EQ(fourth.error(), errc::exhausted);
+  const netpool::keyed_pool_stats s = pools.stats();
+  EXPECT_EQ(s.global_exhausted, 1u);
+  EXPECT_EQ(s.global_waiters, 0u);
+  EXPECT_EQ(s.open, 3u);
+  EXPECT_EQ(s.total.active, 3u);
+
+  // Once a connection comes back the key works. (Its sub-pool may still be backing off after the
+  // failed dial for a few ms, failing fast with the same error: retry until it does not.)
+  ASSERT_FALSE(l0->release());
+  std::optional<socket_lease> got;
+  EXPECT_TRUE(wait_for([&] {
+    auto l = pools.get_for(key(3), 1s);
+    if (l) got.emplace(std::move(*l));
+    return got.has_value();
+  }));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(peer_host(got->get()), "127.0.0.4");
+  EXPECT_EQ(pools.stats().open, 3u);
+}
+
+// A get whose deadline comes before the dial's gives up on its own deadline. Whether its dial
+// went on without it (on a dialer thread of the sub-pool, waiting for a token on the dial's own
+// deadline) or ended with the get, no token is lost, and the key works once room comes back.
+TEST_F(KeyedPoolTest, ImpatientGetAtTheGlobalLimitLosesNoToken) {
+  keyed pools = make(config(3, 3));
+  auto l0 = pools.get(key(0));
+  auto l1 = pools.get(key(1));
+  auto l2 = pools.get(key(2));
+  ASSERT_TRUE(l0 && l1 && l2);
+
+  auto fourth = pools.get_for(key(3), 50ms);
+  ASSERT_FALSE(fourth);
+  EXPECT_TRUE(fourth.error() == errc::timeout || fourth.error() == errc::exhausted)
+      << fourth.error().message();
+  EXPECT_EQ(pools.stats().open, 3u);
+
+  ASSERT_FALSE(l0->release());
+  std::optional<socket_lease> got;
+  EXPECT_TRUE(wait_for([&] {
+    auto l = pools.get_for(key(3), 1s);
+    if (l) got.emplace(std::move(*l));
+    return got.has_value();
+  }));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(peer_host(got->get()), "127.0.0.4");
+  // A dial started for the retries may still wait for a token on its own deadline: tokens, not
+  // slots, are what the global limit counts.
+  EXPECT_EQ(pools.stats().open, 3u);
+}
+
+TEST_F(KeyedPoolTest, FailedDialsGiveTheirTokenBack) {
+  netpool::test::refused_port refused;
+  keyed pools = make(config(2, 1));
+  const endpoint dead{"127.0.0.1", refused.port()};
+  auto failed = pools.get_for(dead, 10s);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error(), std::errc::connection_refused);
+  EXPECT_EQ(pools.stats().open, 0u);
+
+  auto ok = pools.get_for(key(1), 10s);  // the only token is free again
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(pools.stats().open, 1u);
+}
+
+TEST_F(KeyedPoolTest, OnConnectRefusalClosesTheConnectionAndGivesItsTokenBack) {
+  keyed_config cfg = config(2, 1);
+  cfg.make_config = [inner = cfg.make_config, refused_key = key(1)](const endpoint& e) {
+    auto c = inner(e);
+    if (e == refused_key) {
+      c.on_connect = [](netpool::socket&) { return std::make_error_code(std::errc::permission_denied); };
+    }
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto refused = pools.get_for(key(1), 10s);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), std::errc::permission_denied);
+  EXPECT_EQ(counts_->hook_closes.load(), 1);  // the user's on_close still ran (chained)
+  EXPECT_EQ(pools.stats().open, 0u);
+  auto ok = pools.get_for(key(0), 10s);
+  ASSERT_TRUE(ok) << ok.error().message();
+}
+
+TEST_F(KeyedPoolTest, IdleSubPoolsAreEvictedBusyOnesAreNot) {
+  keyed_config cfg = config(2, 0);
+  cfg.evict_idle_after = 30ms;
+  keyed pools = make(std::move(cfg));
+  {
+    auto a = pools.get(key(0));
+    ASSERT_TRUE(a);
+  }
+  auto held = pools.get(key(1));
+  ASSERT_TRUE(held);
+
+  ASSERT_TRUE(wait_for([&] { return !pools.stats(key(0)).has_value(); }));
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 0; }));  // its idle connection closed
+  // Key 1 has a lent connection: whatever the time, it stays.
+  EXPECT_TRUE(pools.stats(key(1)).has_value());
+  EXPECT_EQ(pools.size(), 1u);
+  EXPECT_EQ(pools.stats().pools_evicted, 1u);
+  EXPECT_TRUE(echoes(held->get()));
+
+  ASSERT_FALSE(held->release());
+  ASSERT_TRUE(wait_for([&] { return pools.size() == 0; }));
+  EXPECT_EQ(pools.stats().pools_evicted, 2u);
+  // An evicted sub-pool leaves the map a moment before the sweeper closes it and keeps its counters.
+  EXPECT_TRUE(wait_for([&] { return pools.stats().open == 0 && pools.stats().total.closed_pool == 2; }));
+  EXPECT_EQ(pools.stats().total.gets, 2u);  // counters outlive their sub-pools
+
+  // A key used again gets a new sub-pool.
+  auto again = pools.get_for(key(0), 10s);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_TRUE(echoes(again->get()));
+  EXPECT_EQ(pools.stats().pools_created, 3u);
+}
+
+TEST_F(KeyedPoolTest, ManualMaintenanceEvictsWithoutAThread) {
+  keyed_config cfg = config(2, 0);
+  cfg.evict_idle_after = 1ms;
+  cfg.background_maintenance = false;
+  keyed pools = make(std::move(cfg));
+  {
+    auto a = pools.get(key(0));
+    ASSERT_TRUE(a);
+  }
+  EXPECT_EQ(pools.size(), 1u);
+  EXPECT_TRUE(wait_for([&] {
+    (void)pools.maintain();
+    return pools.size() == 0;
+  }));
+  EXPECT_EQ(pools.stats().pools_evicted, 1u);
+}
+
+TEST_F(KeyedPoolTest, SubPoolsWithoutTheirOwnMaintainerAreMaintainedByTheKeyedPool) {
+  keyed_config cfg = config(2, 0);
+  cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
+    auto c = inner(e);
+    c.background_maintenance = false;  // no thread per key ...
+    c.max_idle_time = 20ms;            // ... yet idle connections are still reaped
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  {
+    auto a = pools.get(key(0));
+    ASSERT_TRUE(a);
+    EXPECT_TRUE(echoes(a->get()));
+  }
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 0; }));
+  ASSERT_TRUE(pools.stats(key(0)).has_value());  // no eviction configured: the sub-pool stays
+  EXPECT_EQ(pools.stats(key(0))->closed_idle, 1u);
+  EXPECT_TRUE(wait_for([&] { return pools.stats().open == 0; }));
+}
+
+TEST_F(KeyedPoolTest, RemoveClosesTheSubPoolButNotItsLeases) {
+  keyed pools = make(config(2, 2));
+  auto held = pools.get(key(0));
+  ASSERT_TRUE(held);
+  EXPECT_TRUE(pools.remove(key(0)));
+  EXPECT_FALSE(pools.remove(key(0)));
+  EXPECT_EQ(pools.size(), 0u);
+  EXPECT_EQ(pools.stats().pools_removed, 1u);
+  EXPECT_TRUE(echoes(held->get()));   // still valid
+  EXPECT_EQ(pools.stats().open, 1u);  // and still counted
+
+  EXPECT_EQ(held->release(), errc::pool_closed);  // returning it closes it
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 0; }));
+  EXPECT_EQ(pools.stats().open, 0u);
+  auto fresh = pools.get(key(0));
+  ASSERT_TRUE(fresh);
+  EXPECT_TRUE(echoes(fresh->get()));
+}
+
+TEST_F(KeyedPoolTest, RemovingAKeyStopsItsDialWaitingForTheGlobalLimit) {
+  keyed_config cfg = config(3, 3);
+  cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
+    auto c = inner(e);
+    c.dial_timeout = 60s;  // far beyond the wait below: only the removal can end the dial's wait
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto l0 = pools.get(key(0));
+  auto l1 = pools.get(key(1));
+  auto l2 = pools.get(key(2));
+  ASSERT_TRUE(l0 && l1 && l2);
+  std::atomic<bool> done{false};
+  std::error_code getter_error;
+  std::thread getter([&] {
+    auto l = pools.get_for(key(3), 60s);
+    getter_error = l ? std::error_code() : l.error();
+    done.store(true);
+  });
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+
+  EXPECT_TRUE(pools.remove(key(3)));
+  EXPECT_TRUE(wait_for([&] { return done.load() && pools.stats().global_waiters == 0; }));
+  getter.join();
+  EXPECT_EQ(getter_error, errc::pool_closed);
+  EXPECT_EQ(pools.stats().open, 3u);
+  EXPECT_EQ(server(3).accepted_total(), 0u);
+}
+
+TEST_F(KeyedPoolTest, LeasesOutliveTheKeyedPool) {
+  std::optional<socket_lease> kept;
+  {
+    keyed pools = make(config(2, 2));
+    auto a = pools.get(key(0));
+    auto b = pools.get(key(1));
+    ASSERT_TRUE(a && b);
+    kept.emplace(std::move(*a));
+  }  // b returns to a closed pool; the keyed pool and both sub-pools are gone
+  EXPECT_TRUE(echoes(kept->get()));
+  EXPECT_TRUE(wait_for([&] { return server(1).connection_count() == 0; }));
+  EXPECT_EQ(server(0).connection_count(), 1u);
+  EXPECT_EQ(counts_->closes.load(), 1);
+
+  EXPECT_EQ(kept->release(), errc::pool_closed);
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 0; }));
+  EXPECT_TRUE(all_closed());
+}
+
+TEST_F(KeyedPoolTest, CloseFailsWaitersClosesIdleConnectionsAndLeavesLeasesValid) {
+  keyed pools = make(config(1, 0));
+  auto held = pools.get(key(0));
+  ASSERT_TRUE(held);
+  {
+    auto idle = pools.get(key(1));
+    ASSERT_TRUE(idle);
+  }
+  std::atomic<bool> done{false};
+  std::error_code waiter_error;
+  std::thread waiter([&] {
+    auto l = pools.get_for(key(0), 30s);  // key 0 is full: waits in its sub-pool
+    waiter_error = l ? std::error_code() : l.error();
+    done.store(true);
+  });
+  ASSERT_TRUE(wait_for([&] {
+    auto s = pools.stats(key(0));
+    return s && s->waiters == 1;
+  }));
+
+  pools.close();
+  ASSERT_TRUE(wait_for([&] { return done.load(); }));
+  waiter.join();
+  EXPECT_EQ(waiter_error, errc::pool_closed);
+  EXPECT_TRUE(pools.closed());
+  EXPECT_EQ(pools.size(), 0u);
+  auto after = pools.get(key(0));
+  ASSERT_FALSE(after);
+  EXPECT_EQ(after.error(), errc::pool_closed);
+  EXPECT_EQ(pools.try_get(key(0)).error(), errc::pool_closed);
+  pools.close();  // idempotent
+
+  EXPECT_TRUE(wait_for([&] { return server(1).connection_count() == 0; }));  // idle: closed at once
+  EXPECT_TRUE(echoes(held->get()));                                          // lent: still valid
+  EXPECT_EQ(pools.stats().open, 1u);
+  EXPECT_EQ(held->release(), errc::pool_closed);
+  EXPECT_EQ(pools.stats().open, 0u);
+  EXPECT_TRUE(all_closed());
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 0; }));
+}
+
+TEST_F(KeyedPoolTest, CloseWakesDialsWaitingForTheGlobalLimit) {
+  keyed pools = make(config(3, 3));
+  auto l0 = pools.get(key(0));
+  auto l1 = pools.get(key(1));
+  auto l2 = pools.get(key(2));
+  ASSERT_TRUE(l0 && l1 && l2);
+  std::atomic<bool> done{false};
+  std::error_code waiter_error;
+  std::thread waiter([&] {
+    auto l = pools.get_for(key(3), 30s);
+    waiter_error = l ? std::error_code() : l.error();
+    done.store(true);
+  });
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+
+  pools.close();
+  ASSERT_TRUE(wait_for([&] { return done.load(); }));
+  waiter.join();
+  EXPECT_EQ(waiter_error, errc::pool_closed);
+
+  // Every token comes back as the leases do.
+  EXPECT_EQ(pools.stats().open, 3u);
+  (void)l0->release();
+  (void)l1->release();
+  (void)l2->release();
+  EXPECT_EQ(pools.stats().open, 0u);
+  EXPECT_TRUE(all_closed());
+  EXPECT_EQ(server(3).accepted_total(), 0u);
+}
+
+TEST_F(KeyedPoolTest, InvalidKeyedConfigIsRejected) {
+  keyed_config missing;
+  EXPECT_EQ(netpool::validate(missing), keyed_config_problem::missing_make_config);
+  auto r = keyed::create(missing);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::invalid_config);
+
+  keyed_config zero = config(0, 0);
+  EXPECT_EQ(netpool::validate(zero), keyed_config_problem::per_key_max_zero);
+  EXPECT_EQ(keyed::create(zero).error(), errc::invalid_config);
+
+  keyed_config huge = config(netpool::pool_config<netpool::socket>::max_supported + 1, 0);
+  EXPECT_EQ(netpool::validate(huge), keyed_config_problem::per_key_max_too_large);
+  EXPECT_EQ(keyed::create(huge).error(), errc::invalid_config);
+
+  keyed_config negative = config(2, 0);
+  negative.evict_idle_after = -1ms;
+  EXPECT_EQ(netpool::validate(negative), keyed_config_problem::evict_idle_after_negative);
+  EXPECT_EQ(keyed::create(negative).error(), errc::invalid_config);
+
+  for (auto p :
+       {keyed_config_problem::none, keyed_config_problem::missing_make_config,
+        keyed_config_problem::per_key_max_zero, keyed_config_problem::per_key_max_too_large,
+        keyed_config_problem::evict_idle_after_negative, keyed_config_problem::make_config_threw,
+        keyed_config_problem::min_size_with_global_limit, keyed_config_problem::pool_config_rejected}) {
+    EXPECT_STRNE(netpool::describe(p), "");
+    EXPECT_STRNE(netpool::describe(p), "unknown keyed_config_problem");
+  }
+}
+
+TEST_F(KeyedPoolTest, InvalidKeyConfigFailsThatKeyOnly) {
+  keyed_config cfg = config(2, 2);
+  const endpoint no_factory{"127.0.0.1", 1};
+  const endpoint throws{"127.0.0.1", 2};
+  const endpoint warm{"127.0.0.1", 3};
+  cfg.make_config = [inner = cfg.make_config, no_factory, throws, warm](const endpoint& e) {
+    auto c = inner(e);
+    if (e == no_factory) c.factory = nullptr;
+    if (e == throws) throw std::runtime_error("no such shard");
+    if (e == warm) c.min_size = 1;  // not with a global limit
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+
+  for (const endpoint& bad : {no_factory, throws, warm}) {
+    auto r = pools.get_for(bad, 1s);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), errc::invalid_config);
+  }
+  EXPECT_EQ(pools.size(), 0u);
+  const netpool::key_config_check missing = pools.check_key(no_factory);
+  EXPECT_EQ(missing.problem, keyed_config_problem::pool_config_rejected);
+  EXPECT_EQ(missing.pool_problem, netpool::config_problem::missing_factory);
+  EXPECT_EQ(pools.check_key(throws).problem, keyed_config_problem::make_config_threw);
+  EXPECT_EQ(pools.check_key(warm).problem, keyed_config_problem::min_size_with_global_limit);
+  EXPECT_EQ(pools.check_key(key(0)).problem, keyed_config_problem::none);
+
+  auto good = pools.get_for(key(0), 10s);  // other keys are unaffected
+  ASSERT_TRUE(good) << good.error().message();
+}
+
+TEST_F(KeyedPoolTest, MinSizeWorksWithoutAGlobalLimit) {
+  keyed_config cfg = config(2, 0);
+  cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
+    auto c = inner(e);
+    c.min_size = 2;
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto l = pools.get(key(0));
+  ASSERT_TRUE(l);
+  // The sub-pool's maintainer opens a second one beside the lent one.
+  EXPECT_TRUE(wait_for([&] { return pools.stats(key(0))->idle == 1; }));
+  EXPECT_EQ(pools.stats().open, 2u);
+}
+
+TEST_F(KeyedPoolTest, MovedKeyedPoolKeepsWorking) {
+  keyed first = make(config(2, 2));
+  auto a = first.get(key(0));
+  ASSERT_TRUE(a);
+  keyed second = std::move(first);
+  EXPECT_EQ(second.size(), 1u);
+  auto b = second.get(key(1));
+  ASSERT_TRUE(b);
+  EXPECT_TRUE(echoes(b->get()));
+  // The global limit is reached: key 2's dial reclaims (nothing is idle) and waits, through the
+  // factory's pointer to the state, which survived the move.
+  auto c = second.get_for(key(2), 50ms);
+  ASSERT_FALSE(c);
+  EXPECT_TRUE(c.error() == errc::timeout || c.error() == errc::exhausted) << c.error().message();
+  EXPECT_EQ(second.stats().open, 2u);
+}
+
+TEST_F(KeyedPoolTest, NoDescriptorLeaks) {
+  const std::size_t before = netpool::test::open_fd_count();
+  {
+    keyed_config cfg = config(2, 3);
+    cfg.evict_idle_after = 10ms;
+    keyed pools = make(std::move(cfg));
+    for (int round = 0; round < 3; ++round) {
+      for (std::size_t i = 0; i < server_count; ++i) {
+        auto l = pools.get_for(key(i), 10s);
+        ASSERT_TRUE(l) << l.error().message();
+        EXPECT_TRUE(echoes(l->get()));
+        if (i == 2) (void)l->discard();
+      }
+    }
+    auto held = pools.get(key(0));
+    ASSERT_TRUE(held);
+    EXPECT_TRUE(wait_for([&] { return pools.size() == 1; }));  // the others were evicted
+  }
+  EXPECT_TRUE(all_closed());
+  // Server-side descriptors close once each server notices its client left.
+  EXPECT_TRUE(wait_for([&] { return netpool::test::open_fd_count() == before; }))
+      << "open descriptors: " << netpool::test::open_fd_count() << ", before: " << before;
+}
+
+}  // namespace
