@@ -64,7 +64,7 @@ netpool::pool_config<redis_connection> make_config(std::string host, std::uint16
 std::string describe(const redis_connection& c, const redis_reply& reply) {
   if (!reply) return c.error().message();
   if (reply->type == REDIS_REPLY_ERROR) return std::string(reply->str, reply->len);
-  return "unexpected reply type " + std::to_string(reply->type);
+  return std::string("unexpected reply type ").append(std::to_string(reply->type));
 }
 
 void worker(netpool::pool<redis_connection>& pool, unsigned id, std::atomic<unsigned>& matched) {
@@ -74,8 +74,9 @@ void worker(netpool::pool<redis_connection>& pool, unsigned id, std::atomic<unsi
       std::fprintf(stderr, "thread %u: get: %s\n", id, conn.error().message().c_str());
       return;
     }
-    const std::string key = "netpool:example:" + std::to_string(id) + ':' + std::to_string(n);
-    const std::string value = "value " + std::to_string(n);
+    const std::string key =
+        std::string("netpool:example:").append(std::to_string(id)).append(":").append(std::to_string(n));
+    const std::string value = std::string("value ").append(std::to_string(n));
     // A failed command leaves the context broken (ctx->err); the lease still goes back as usual,
     // and on_return refuses it.
     const redis_reply set = (*conn)->command("SET", key, value, "EX", "60");

@@ -168,7 +168,7 @@ class pool_handle {
 
  private:
   [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, const std::stop_token* stop,
-                                                    const source_location& where) noexcept {
+                                                    source_location where) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
     return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop, where);
   }

@@ -29,6 +29,18 @@
 
 namespace {
 
+// Built by appending: g++ 12 -O3 warns (-Wrestrict, a known false positive) on "literal" + string.
+std::string key_of(unsigned thread, unsigned n) {
+  std::string key = "k:";
+  key.append(std::to_string(thread)).append(":").append(std::to_string(n));
+  return key;
+}
+std::string value_of(unsigned thread, unsigned n) {
+  std::string value = "v";
+  value.append(std::to_string(thread * 1000 + n));
+  return value;
+}
+
 using namespace std::chrono_literals;
 using netpool::close_reason;
 using netpool::examples::redis_connection;
@@ -135,8 +147,8 @@ TEST_F(HiredisPoolTest, SetGetAcrossThreadsLandInTheDatabaseOnConnectSelected) {
             failures.fetch_add(1);
             return;
           }
-          const std::string key = "k:" + std::to_string(t) + ":" + std::to_string(n);
-          const std::string value = "v" + std::to_string(t * 1000 + n);
+          const std::string key = key_of(t, n);
+          const std::string value = value_of(t, n);
           const redis_reply set = (*conn)->command("SET", key, value);
           const redis_reply got = (*conn)->command("GET", key);
           if (text(set) == "OK" && text(got) == value) {
@@ -165,8 +177,7 @@ TEST_F(HiredisPoolTest, SetGetAcrossThreadsLandInTheDatabaseOnConnectSelected) {
   EXPECT_EQ(integer(db3.command("DBSIZE")), static_cast<long long>(threads * pairs));
   for (unsigned t = 0; t < threads; ++t) {
     for (unsigned n = 0; n < pairs; n += 37) {
-      EXPECT_EQ(text(db3.command("GET", "k:" + std::to_string(t) + ":" + std::to_string(n))),
-                "v" + std::to_string(t * 1000 + n));
+      EXPECT_EQ(text(db3.command("GET", key_of(t, n))), value_of(t, n));
     }
   }
   redis_connection db0 = observer(0);

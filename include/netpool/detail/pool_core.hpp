@@ -206,7 +206,7 @@ class pool_core {
   // `where` is recorded only with leak detection on (it is unused, and optimised away, otherwise).
   [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, acquire_mode mode,
                                                     const std::stop_token* stop,
-                                                    const source_location& where) noexcept {
+                                                    source_location where) noexcept {
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     // A stop already requested wins over an idle connection: acquire_slow() reports it.
@@ -529,8 +529,13 @@ class pool_core {
   void release_ref() noexcept {
     // acq_rel: release our last writes to the core; the thread that drops it to zero acquires
     // everyone's before destroying it (INV9).
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
   }
+
+  // Out of line: the cold path, and g++ 12's -Wuse-after-free would otherwise flag uses of `this`
+  // after an inlined delete on paths that never drop the last reference (e.g. dialer threads,
+  // which the handle joins before the orphan sweep gives slots a reference to drop).
+  [[gnu::noinline]] void destroy() noexcept { delete this; }
 
   // Adds `flags` to slot i's word once no transit is in progress (INV5). Returns the word before.
   std::uint64_t add_flags(std::uint32_t i, std::uint64_t flags) noexcept {
@@ -611,7 +616,7 @@ class pool_core {
   // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it; or
   // close it, free the slot, and return an empty lease.
   [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned,
-                                        const source_location& where) noexcept {
+                                        source_location where) noexcept {
     if (passes_checks(i)) return lend_tracked(i, owned, where);
     release_slot(i);
     return {};
@@ -659,7 +664,7 @@ class pool_core {
   }
 
   // lend() off the fast path: also records where and when, for leak detection.
-  lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, const source_location& where) noexcept {
+  lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, source_location where) noexcept {
     if (lent_) record_lent(i, owned, where);
     return lend(i, owned);
   }
@@ -711,7 +716,7 @@ class pool_core {
   // A connection that fails its checks is closed and the scan goes on, but no new health check
   // starts once `deadline` has passed: a slow check must not stretch a get_for() by one check per
   // idle connection.
-  lease_type scan_idle(clock::time_point deadline, const source_location& where) noexcept {
+  lease_type scan_idle(clock::time_point deadline, source_location where) noexcept {
     for (auto [i, mine] = take_next_idle(0); i < capacity_; std::tie(i, mine) = take_next_idle(i + 1)) {
       if (lease_type taken = hand_out(i, mine, where)) return taken;
       // It failed a check. Checks that may block (the user's) are bounded by the deadline.
@@ -890,7 +895,7 @@ class pool_core {
   // Dials into slot i, which we own (busy or leased, no connection), for a caller. The caller
   // holds a dial token; this gives it back.
   result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline,
-                                     const source_location& where) noexcept {
+                                     source_location where) noexcept {
     const clock::time_point now = clock::now();
     // The backend is known to be down: say so, rather than a bare timeout.
     if (std::error_code down = backoff_error()) {
@@ -931,7 +936,7 @@ class pool_core {
   // Lends a connection dialed for this get (slot i is ours, leased): no health check or probe,
   // it has just been made. on_borrow still runs; a fresh connection it refuses fails the get,
   // since dialing again could loop forever.
-  result<lease_type> lend_new(std::uint32_t i, std::uint64_t leased, const source_location& where) noexcept {
+  result<lease_type> lend_new(std::uint32_t i, std::uint64_t leased, source_location where) noexcept {
     slot_type& s = slots_[i];
     if (config_.on_borrow && !hook_accepts(config_.on_borrow, *s.conn)) {
       close_conn(s, close_reason::hook);
@@ -1131,7 +1136,7 @@ class pool_core {
     std::atomic<std::uint64_t> reported{0};  // generation of the lease reported as leaked (once)
   };
 
-  void record_lent(std::uint32_t i, std::uint64_t owned, const source_location& where) noexcept {
+  void record_lent(std::uint32_t i, std::uint64_t owned, source_location where) noexcept {
     lent_info& info = lent_[i];
     // relaxed + release fence: the seqlock's "writing" mark is ordered before the fields.
     info.generation.store(0, std::memory_order_relaxed);
@@ -1284,7 +1289,7 @@ class pool_core {
 
   [[gnu::noinline]] result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode,
                                                     const std::stop_token* stop,
-                                                    const source_location& where) noexcept {
+                                                    source_location where) noexcept {
     bool waited = false;
     result<lease_type> got = acquire_or_wait(deadline, mode, stop, where, waited);
     // relaxed: a counter (gets served at once = gets - these).
@@ -1311,7 +1316,7 @@ class pool_core {
   }
 
   result<lease_type> acquire_or_wait(clock::time_point deadline, acquire_mode mode,
-                                     const std::stop_token* stop, const source_location& where,
+                                     const std::stop_token* stop, source_location where,
                                      bool& waited) noexcept {
     clock::time_point wait_start{};
     auto finish_wait = [&] {
