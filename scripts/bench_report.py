@@ -449,7 +449,7 @@ def targets(results, idx):
                 check(f"`{c}` at 10 000 connections within 1.2× of 100, {plural(t)}",
                       z.ns_per_op <= 1.2 * a.ns_per_op, f"{z.ns_per_op / a.ns_per_op:.2f}×")
     maxes = sorted({r.args.get("max") for r in results if r.section == "handoff"})
-    for c in ("netpool_standard", "netpool_basic"):
+    for c in ("netpool_standard", "netpool_basic", "netpool_basic_unfair"):
         for m in maxes:
             args = frozenset({"max": m}.items())
             for t in threads_of(results, "handoff", args):

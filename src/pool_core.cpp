@@ -61,6 +61,8 @@ const char* describe(config_problem problem) noexcept {
       return "max_size_limit must be 0 (= max_size) or in [max_size, pool_config::max_supported]";
     case config_problem::leak_detection_on_lean_pool:
       return "lean_pool cannot watch leases (no maintainer): leave leak_threshold at 0 or use pool";
+    case config_problem::starvation_threshold_negative:
+      return "starvation_threshold must be >= 0";
   }
   return "unknown configuration problem";
 }

@@ -223,6 +223,16 @@ TEST_F(ConfigTest, NegativeKeepaliveInterval) {
   expect_description_mentions(config_problem::keepalive_negative, "keepalive_interval");
 }
 
+TEST_F(ConfigTest, StarvationThresholdMustNotBeNegative) {
+  config_type c = valid();
+  c.starvation_threshold = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::starvation_threshold_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::starvation_threshold_negative, "starvation_threshold");
+  c.starvation_threshold = 0ms;  // allowed: every waiter is served in order
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+}
+
 TEST_F(ConfigTest, DialBackoffBounds) {
   config_type c = valid();
   c.dial_backoff_floor = -1ms;
@@ -293,6 +303,13 @@ TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
       config_problem::backoff_cap_below_floor,
       config_problem::idle_tracking_on_lean_pool,
       config_problem::health_check_on_lean_pool,
+      config_problem::lifetime_on_lean_pool,
+      config_problem::keepalive_on_lean_pool,
+      config_problem::leak_threshold_negative,
+      config_problem::leak_callback_missing,
+      config_problem::max_size_limit_out_of_range,
+      config_problem::leak_detection_on_lean_pool,
+      config_problem::starvation_threshold_negative,
   };
   for (const auto a : all) {
     for (const auto b : all) {

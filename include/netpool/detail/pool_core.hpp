@@ -1325,6 +1325,7 @@ class pool_core {
     // A dial to hand to a dialer thread once we are in line (wait_in_line posts it): queued first,
     // we are there to receive its connection or its error.
     std::optional<dial_job> to_post;
+    bool rejoin_front = false;  // see the retry case below
     // A slot reserved for a dial this get no longer waits for: free it for the next caller.
     auto drop_post = [&] {
       if (to_post) abandon_dial(std::exchange(to_post, std::nullopt)->slot);
@@ -1374,8 +1375,9 @@ class pool_core {
         wait_start = clock::now();
       }
 
-      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start);
+      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start, rejoin_front);
       to_post.reset();
+      rejoin_front = false;
       switch (got.kind) {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
@@ -1421,7 +1423,10 @@ class pool_core {
           counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
           finish_wait();
           return errc::timeout;
-        default:  // retry: the line changed under us (e.g. a slot freed as we queued)
+        default:  // retry: woken to compete (fair_waiters = false), or the line changed under us
+          // As in Go's sync.Mutex: a woken waiter that loses the race goes back to the front of
+          // the line, not the back, so barging arrivals cannot push it back again and again.
+          rejoin_front = !fair_ && got.kind == waiter::retry;
           continue;
       }
     }
@@ -1432,8 +1437,10 @@ class pool_core {
   // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
   // waiter, and reserving another here would dial twice for one get.
   // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
+  // `front`: rejoin at the head of the line (a woken waiter that lost the race for its connection).
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
-                            const std::optional<dial_job>& to_post, clock::time_point since) noexcept {
+                            const std::optional<dial_job>& to_post, clock::time_point since,
+                            bool front) noexcept {
     waiter node;
     node.waiting_since = since;
     bool first_in_line = false;
@@ -1442,9 +1449,13 @@ class pool_core {
       std::lock_guard lock(wait_mutex_);
       closed = is_closed();
       if (!closed) {
-        queue_.push_back(node);
+        if (front) {
+          queue_.push_front(node);
+        } else {
+          queue_.push_back(node);
+        }
         // INV6, INV7, INV8
-        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0;
+        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0 || front;
       }
     }
     if (closed) {
@@ -1856,10 +1867,9 @@ class pool_core {
   // fair_waiters = false, Go's sync.Mutex policy: a connection returned while someone waits goes
   // back to the idle set, where threads arriving meanwhile may take it (barging keeps the
   // connection busy while the woken waiter is still being scheduled), and the oldest waiter leaves
-  // the line to compete for it. But a waiter that has waited longer than starvation_limit gets it
+  // the line to compete for it. But a waiter that has waited longer than starvation_threshold gets it
   // directly, as in FIFO mode, so no waiter starves. We hold slot i in transit (word
   // `transit_word`, idle). True when the waiter was handed the connection.
-  static constexpr std::chrono::milliseconds starvation_limit{1};
   bool regrant_unfair(std::uint32_t i, std::uint64_t transit_word) noexcept {
     slot_type& s = slots_[i];
     waiter* w = nullptr;
@@ -1869,7 +1879,7 @@ class pool_core {
       w = queue_.pop_front();
       if (w != nullptr) {
         waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
-        starving = clock::now() - w->waiting_since >= starvation_limit;
+        starving = clock::now() - w->waiting_since >= config_.starvation_threshold;
         if (starving) {
           const std::uint64_t theirs = word::next_owner(transit_word & ~word::transit, word::leased);
           // release: INV5 lets us store; the waiter acquires through the node's publication.
