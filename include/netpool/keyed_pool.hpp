@@ -41,6 +41,7 @@
 #include <utility>
 
 #include "netpool/config.hpp"
+#include "netpool/detail/deadline.hpp"
 #include "netpool/detail/keyed_state.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
@@ -204,7 +205,7 @@ class keyed_pool {
   template <class Rep, class Period>
   [[nodiscard]] result<lease_type> get_for(const Key& key, std::chrono::duration<Rep, Period> timeout,
                                            source_location where = source_location::current()) noexcept {
-    return get_until(key, deadline_after(timeout), where);
+    return get_until(key, detail::deadline_after(timeout), where);
   }
   // As get(), but gives up at `deadline`.
   [[nodiscard]] result<lease_type> get_until(const Key& key, clock::time_point deadline,
@@ -308,18 +309,6 @@ class keyed_pool {
 
  private:
   explicit keyed_pool(std::unique_ptr<state_type> state) noexcept : state_(std::move(state)) {}
-
-  template <class Rep, class Period>
-  static clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    const clock::time_point now = clock::now();
-    if (timeout <= timeout.zero()) return now;
-    // Compared as double: converting e.g. hours::max() to nanoseconds would overflow.
-    if (std::chrono::duration<double>(timeout) >=
-        std::chrono::duration<double>(clock::time_point::max() - now)) {
-      return clock::time_point::max();
-    }
-    return now + std::chrono::duration_cast<clock::duration>(timeout);
-  }
 
   // unique_ptr: the state's address is stable across moves of the handle (the sub-pools'
   // factories point at it, KS5).

@@ -36,6 +36,7 @@
 #include <utility>
 
 #include "netpool/config.hpp"
+#include "netpool/detail/deadline.hpp"
 #include "netpool/detail/pool_core.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
@@ -88,12 +89,12 @@ class pool_handle {
   template <class Rep, class Period>
   [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout,
                                            source_location where = source_location::current()) noexcept {
-    return acquire(deadline_after(timeout), nullptr, where);
+    return acquire(detail::deadline_after(timeout), nullptr, where);
   }
   template <class Rep, class Period>
   [[nodiscard]] result<lease_type> get_for(std::chrono::duration<Rep, Period> timeout, std::stop_token stop,
                                            source_location where = source_location::current()) noexcept {
-    return acquire(deadline_after(timeout), &stop, where);
+    return acquire(detail::deadline_after(timeout), &stop, where);
   }
   // As get(), but gives up with errc::timeout at `deadline`.
   [[nodiscard]] result<lease_type> get_until(clock::time_point deadline,
@@ -171,18 +172,6 @@ class pool_handle {
                                                     source_location where) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
     return core_->acquire(deadline, pool_core<Conn>::acquire_mode::wait, stop, where);
-  }
-
-  template <class Rep, class Period>
-  static clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-    const clock::time_point now = clock::now();
-    if (timeout <= timeout.zero()) return now;
-    // Compared as double: converting e.g. hours::max() to nanoseconds would overflow.
-    if (std::chrono::duration<double>(timeout) >=
-        std::chrono::duration<double>(clock::time_point::max() - now)) {
-      return clock::time_point::max();
-    }
-    return now + std::chrono::duration_cast<clock::duration>(timeout);
   }
 
   std::error_code check_ownership(const lease_type& l) const noexcept {

@@ -1280,9 +1280,9 @@ class pool_core {
   };
 
   struct wait_outcome {
-    std::uint32_t kind;  // a waiter::state_value past the pending ones, or `timed_out`
-    std::uint32_t slot;
-    std::uint64_t generation;
+    std::uint32_t kind = 0;  // a waiter::state_value past the pending ones, or `timed_out`
+    std::uint32_t slot = 0;
+    std::uint64_t generation = 0;
     std::error_code error;  // waiter::dial_failed
   };
   static constexpr std::uint32_t timed_out = 100;
