@@ -119,13 +119,13 @@ constexpr std::uint64_t make(std::uint64_t generation, std::uint64_t p) noexcept
 }  // namespace word
 
 // The slot a thread returned last, per pool. A few ways so that a thread using several pools keeps
-// its hint in each; a stale hint is harmless because the CAS on the slot word decides.
-struct thread_hint {
-  std::uint64_t pool_id = 0;
-  void* slot = nullptr;  // a slot of that pool
-};
+// its hint in each; a stale hint is harmless because the CAS on the slot word decides. Way w holds
+// (thread_hint_pool[w], thread_hint_slot[w]); a pool uses way id % hint_ways, computed once. Two
+// arrays of 8-byte entries rather than one of pairs: an entry is then one scaled-index operand,
+// with no multiply on the hot path (2 instructions fewer per get and per put).
 inline constexpr std::size_t hint_ways = 8;
-inline thread_local thread_hint thread_hints[hint_ways]{};
+inline thread_local std::uint64_t thread_hint_pool[hint_ways]{};
+inline thread_local void* thread_hint_slot[hint_ways]{};  // a slot of that pool
 
 // Unique for the life of the process (never reused, unlike an address), starting at 1.
 std::uint64_t next_pool_id() noexcept;
@@ -213,9 +213,8 @@ class pool_core {
     // fair_waiters = false masks the waiter count out: arrivals may barge past the line.
     if ((waiters_.load(std::memory_order_relaxed) & waiter_gate_) == 0 &&
         (stop == nullptr || !stop->stop_requested())) {
-      const thread_hint& hint = thread_hints[id_ % hint_ways];
-      if (hint.pool_id == id_) {
-        slot_type& s = *static_cast<slot_type*>(hint.slot);
+      if (thread_hint_pool[hint_way_] == id_) {
+        slot_type& s = *static_cast<slot_type*>(thread_hint_slot[hint_way_]);
         std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
         const std::uint64_t owned = w + word::idle_to_leased;
         // acquire on success: pairs with the release CAS in make_idle() that published the
@@ -241,9 +240,8 @@ class pool_core {
   // `owned` is the slot's word as lent (leased, no flags).
   [[gnu::always_inline]] put_status put_back(void* slot, std::uint64_t owned) noexcept {
     slot_type& s = *static_cast<slot_type*>(slot);
-    thread_hint& hint = thread_hints[id_ % hint_ways];
-    hint.pool_id = id_;
-    hint.slot = slot;
+    thread_hint_pool[hint_way_] = id_;
+    thread_hint_slot[hint_way_] = slot;
     if (put_work_ != put_work::none) {
       if (put_work_ == put_work::hooks) [[unlikely]]
         return put_back_hooked(s, owned);
@@ -488,6 +486,7 @@ class pool_core {
 
   pool_core(pool_config<Conn> config, pool_kind kind)
       : id_(next_pool_id()),
+        hint_way_(static_cast<std::uint32_t>(id_ % hint_ways)),
         capacity_(
             static_cast<std::uint32_t>(config.max_size_limit != 0 ? config.max_size_limit : config.max_size)),
         lean_(kind == pool_kind::lean),
@@ -1924,6 +1923,7 @@ class pool_core {
   // ---- data ---------------------------------------------------------------------------------
   // Read on every get/put, written never or rarely: one line, shared read-only by all cores.
   alignas(cache_line) const std::uint64_t id_;
+  const std::uint32_t hint_way_;  // id_ % hint_ways: this pool's entry in the thread hints
   const std::uint32_t capacity_;  // slots allocated: max_size_limit (the most set_max_size allows)
   const bool lean_;
   const bool track_idle_;
