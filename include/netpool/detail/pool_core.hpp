@@ -250,17 +250,19 @@ class pool_core {
     }
     std::uint64_t w = owned;
     const std::uint64_t idle = owned - (word::leased - word::idle);  // same generation, no flags
+    // idle has no flags, so + is | here; as an add the compiler folds it into one lea from owned.
+    const std::uint64_t idle_in_transit = idle + word::transit;
     // Nobody waits (relaxed: a shortcut; INV6 rests on the seq_cst pair): publish the slot as idle
     // in transit. seq_cst: INV6; its release part publishes the connection and idle_since.
     if (waiters_.load(std::memory_order_relaxed) == 0 &&
-        s.state.compare_exchange_strong(w, idle | word::transit, std::memory_order_seq_cst,
+        s.state.compare_exchange_strong(w, idle_in_transit, std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) [[likely]] {
       if (waiters_.load(std::memory_order_seq_cst) == 0) [[likely]] {  // seq_cst: INV6
         // release: clears transit; our last access to the core (INV5).
         s.state.store(idle, std::memory_order_release);
         return put_status::ok;
       }
-      regrant_from_transit(index_of(s), idle | word::transit, waiter::granted_connection);
+      regrant_from_transit(index_of(s), idle_in_transit, waiter::granted_connection);
       return put_status::ok;
     }
     return make_idle_slow(index_of(s), owned);
