@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <stop_token>
 #include <thread>
 
 #include "netpool/error.hpp"
@@ -132,11 +133,54 @@ TYPED_TEST(FairnessTest, WithoutFairnessAZeroStarvationThresholdServesWaitersInO
   auto held = pool.get();
   ASSERT_TRUE(held);
   auto waiter = run_async([&] { return pool.get_for(patience); });
-  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+  // Polled without sleeping, so that the waiter has usually waited well under the default 1 ms
+  // when the connection comes back: then only the threshold of 0 makes it count as starving.
+  const auto give_up = std::chrono::steady_clock::now() + patience;
+  while (pool.stats().waiters != 1 && std::chrono::steady_clock::now() < give_up) {
+  }
+  ASSERT_EQ(pool.stats().waiters, 1u);
   held->release();
   EXPECT_EQ(pool.try_get().error(), errc::exhausted);  // handed over inside release()
   ASSERT_TRUE(ready_within(waiter));
   EXPECT_TRUE(waiter.get());
+}
+
+// A waiter woken to compete (fair_waiters = false) whose stop_token fires before it competes must
+// pass the wake-up on: otherwise the next waiter sleeps on while the connection sits idle.
+TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextOne) {
+  enum class outcome { checked, not_cancelled };
+  auto scenario = [this]() -> outcome {
+    auto cfg = this->config(1);
+    cfg.fair_waiters = false;
+    cfg.starvation_threshold = std::chrono::hours(1);  // nobody starves: a return wakes the front
+    auto pool = this->make(std::move(cfg));
+    netpool::test::close_on_exit guard(pool);
+    auto held = pool.get();
+    EXPECT_TRUE(held);
+    if (!held) return outcome::checked;
+    std::stop_source stop;
+    auto first = run_async([&] { return pool.get(stop.get_token()); });
+    EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+    auto second = run_async([&] { return pool.get_for(std::chrono::hours(1)); });  // no timeout to save it
+    EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 2; }));
+    held->release();      // `first` is woken to compete...
+    stop.request_stop();  // ...and cancelled before it runs (almost always; else try again)
+    EXPECT_TRUE(ready_within(first));
+    auto got_first = first.get();
+    if (got_first) return outcome::not_cancelled;  // it took the connection first: no check here
+    EXPECT_EQ(got_first.error(), errc::cancelled);
+    if (!ready_within(second)) {
+      ADD_FAILURE() << "the wake-up was lost: the connection sat idle";
+      pool.close();  // fails `second`, so that its future can be destroyed
+    }
+    auto got_second = second.get();
+    EXPECT_TRUE(got_second);
+    return outcome::checked;
+  };
+  int rounds = 0;
+  while (scenario() == outcome::not_cancelled && !this->HasFailure()) {
+    ASSERT_LT(++rounds, 20) << "the woken waiter always won the race against its cancellation";
+  }
 }
 
 TYPED_TEST(FairnessTest, WithoutFairnessManyWaitersAreAllServedEventually) {

@@ -1334,6 +1334,9 @@ class pool_core {
     for (;;) {
       if (stop != nullptr && stop->stop_requested()) {
         drop_post();
+        // Woken to compete for a returned connection (fair_waiters = false), we leave without
+        // trying: pass the wake-up on, or the next waiter sleeps on while it sits idle (INV6).
+        if (rejoin_front) wake_next_to_compete();
         counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
         finish_wait();
         return errc::cancelled;
@@ -1426,7 +1429,8 @@ class pool_core {
           return errc::timeout;
         default:  // retry: woken to compete (fair_waiters = false), or the line changed under us
           // As in Go's sync.Mutex: a woken waiter that loses the race goes back to the front of
-          // the line, not the back, so barging arrivals cannot push it back again and again.
+          // the line (ahead of younger waiters), not the back, so barging arrivals cannot push it
+          // back again and again.
           rejoin_front = !fair_ && got.kind == waiter::retry;
           continue;
       }
@@ -1438,7 +1442,8 @@ class pool_core {
   // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
   // waiter, and reserving another here would dial twice for one get.
   // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
-  // `front`: rejoin at the head of the line (a woken waiter that lost the race for its connection).
+  // `front`: rejoin ahead of every younger waiter (a woken waiter that lost the race for its
+  // connection; waiter_queue::insert_by_age).
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
                             const std::optional<dial_job>& to_post, clock::time_point since,
                             bool front) noexcept {
@@ -1451,12 +1456,12 @@ class pool_core {
       closed = is_closed();
       if (!closed) {
         if (front) {
-          queue_.push_front(node);
+          queue_.insert_by_age(node);
         } else {
           queue_.push_back(node);
         }
         // INV6, INV7, INV8
-        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0 || front;
+        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0 || queue_.front() == &node;
       }
     }
     if (closed) {
@@ -1896,6 +1901,19 @@ class pool_core {
     }
     if (w != nullptr) publish(*w, starving ? waiter::granted_connection : waiter::retry);
     return starving;
+  }
+
+  // fair_waiters = false: the oldest waiter is woken to compete for a connection that went idle.
+  // A spurious wake-up (someone took it meanwhile) costs that waiter a turn round its loop.
+  void wake_next_to_compete() noexcept {
+    waiter* w = nullptr;
+    {
+      std::lock_guard lock(wait_mutex_);
+      w = queue_.pop_front();
+      if (w == nullptr) return;
+      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+    }
+    publish(*w, waiter::retry);  // INV8: after the unlock, only the node is touched
   }
 
   void fail_oldest_waiter(const std::error_code& error) noexcept {

@@ -45,6 +45,7 @@ struct waiter {
 class waiter_queue {
  public:
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] const waiter* front() const noexcept { return head_; }
 
   void push_back(waiter& w) noexcept {
     w.prev = tail_;
@@ -68,6 +69,28 @@ class waiter_queue {
       tail_ = &w;
     }
     head_ = &w;
+    w.queued = true;
+  }
+
+  // Puts a node back in line before every node that began waiting later than it (fair_waiters off:
+  // a woken waiter that lost the race for its connection). Not simply at the front: two waiters
+  // woken by two returns and both beaten would otherwise rejoin newest-first, and the older one,
+  // perhaps starving, would wait behind the younger. Rejoiners are near the front: a short walk.
+  void insert_by_age(waiter& w) noexcept {
+    waiter* before = head_;
+    while (before != nullptr && before->waiting_since <= w.waiting_since) before = before->next;
+    if (before == nullptr) {
+      push_back(w);
+      return;
+    }
+    w.next = before;
+    w.prev = before->prev;
+    if (before->prev != nullptr) {
+      before->prev->next = &w;
+    } else {
+      head_ = &w;
+    }
+    before->prev = &w;
     w.queued = true;
   }
 
