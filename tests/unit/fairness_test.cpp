@@ -24,7 +24,17 @@ using netpool::test::run_async;
 using netpool::test::wait_for;
 
 template <class P>
-class FairnessTest : public netpool::test::pool_fixture<P> {};
+class FairnessTest : public netpool::test::pool_fixture<P> {
+ protected:
+  // fair_waiters off; the default threshold is the pool's own (1 ms).
+  netpool::pool_config<netpool::test::tracked_conn> unfair_config(
+      std::size_t max_size, std::chrono::nanoseconds starvation_threshold = std::chrono::milliseconds(1)) {
+    auto cfg = this->config(max_size);
+    cfg.fair_waiters = false;
+    cfg.starvation_threshold = starvation_threshold;
+    return cfg;
+  }
+};
 TYPED_TEST_SUITE(FairnessTest, netpool::test::both_pools, netpool::test::pool_names);
 
 TYPED_TEST(FairnessTest, AReturnedConnectionGoesToTheWaiterNotBackToTheReturner) {
@@ -42,8 +52,7 @@ TYPED_TEST(FairnessTest, AReturnedConnectionGoesToTheWaiterNotBackToTheReturner)
 }
 
 TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterIsStillServed) {
-  auto cfg = this->config(1);
-  cfg.fair_waiters = false;
+  auto cfg = this->unfair_config(1);
   auto pool = this->make(std::move(cfg));
   netpool::test::close_on_exit guard(pool);
   auto held = pool.get();
@@ -58,8 +67,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterIsStillServed) {
 }
 
 TYPED_TEST(FairnessTest, WithoutFairnessAWaiterPastTheStarvationLimitIsHandedTheConnection) {
-  auto cfg = this->config(1);
-  cfg.fair_waiters = false;
+  auto cfg = this->unfair_config(1);
   auto pool = this->make(std::move(cfg));
   netpool::test::close_on_exit guard(pool);
   auto held = pool.get();
@@ -79,9 +87,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWaiterPastTheStarvationLimitIsHandedThe
 TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) {
   enum class outcome { checked, not_barged };
   auto scenario = [this]() -> outcome {
-    auto cfg = this->config(1);
-    cfg.fair_waiters = false;
-    cfg.starvation_threshold = std::chrono::hours(1);  // nobody starves: every hand-off is a race
+    auto cfg = this->unfair_config(1, std::chrono::hours(1));  // nobody starves: every hand-off is a race
     auto pool = this->make(std::move(cfg));
     netpool::test::close_on_exit guard(pool);
     auto held = pool.get();
@@ -125,9 +131,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlac
 // starvation_threshold = 0: every waiter counts as starving, so a returned connection goes straight
 // to the oldest waiter, as with fair_waiters (barging happens only while nobody waits).
 TYPED_TEST(FairnessTest, WithoutFairnessAZeroStarvationThresholdServesWaitersInOrder) {
-  auto cfg = this->config(1);
-  cfg.fair_waiters = false;
-  cfg.starvation_threshold = std::chrono::nanoseconds(0);
+  auto cfg = this->unfair_config(1, std::chrono::nanoseconds(0));
   auto pool = this->make(std::move(cfg));
   netpool::test::close_on_exit guard(pool);
   auto held = pool.get();
@@ -150,9 +154,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAZeroStarvationThresholdServesWaitersInO
 TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextOne) {
   enum class outcome { checked, not_cancelled };
   auto scenario = [this]() -> outcome {
-    auto cfg = this->config(1);
-    cfg.fair_waiters = false;
-    cfg.starvation_threshold = std::chrono::hours(1);  // nobody starves: a return wakes the front
+    auto cfg = this->unfair_config(1, std::chrono::hours(1));  // nobody starves: a return wakes the front
     auto pool = this->make(std::move(cfg));
     netpool::test::close_on_exit guard(pool);
     auto held = pool.get();
@@ -184,8 +186,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextO
 }
 
 TYPED_TEST(FairnessTest, WithoutFairnessManyWaitersAreAllServedEventually) {
-  auto cfg = this->config(2);
-  cfg.fair_waiters = false;
+  auto cfg = this->unfair_config(2);
   auto pool = this->make(std::move(cfg));
   netpool::test::close_on_exit guard(pool);
   netpool::test::thread_group threads;

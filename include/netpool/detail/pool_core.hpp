@@ -1326,7 +1326,7 @@ class pool_core {
     // A dial to hand to a dialer thread once we are in line (wait_in_line posts it): queued first,
     // we are there to receive its connection or its error.
     std::optional<dial_job> to_post;
-    bool rejoin_front = false;  // see the retry case below
+    bool woken_to_compete = false;  // fair_waiters = false: our last wait ended in `retry`
     // A slot reserved for a dial this get no longer waits for: free it for the next caller.
     auto drop_post = [&] {
       if (to_post) abandon_dial(std::exchange(to_post, std::nullopt)->slot);
@@ -1336,7 +1336,7 @@ class pool_core {
         drop_post();
         // Woken to compete for a returned connection (fair_waiters = false), we leave without
         // trying: pass the wake-up on, or the next waiter sleeps on while it sits idle (INV6).
-        if (rejoin_front) wake_next_to_compete();
+        if (woken_to_compete) wake_next_to_compete();
         counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
         finish_wait();
         return errc::cancelled;
@@ -1379,9 +1379,9 @@ class pool_core {
         wait_start = clock::now();
       }
 
-      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start, rejoin_front);
+      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start, woken_to_compete);
       to_post.reset();
-      rejoin_front = false;
+      woken_to_compete = false;
       switch (got.kind) {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
@@ -1431,7 +1431,7 @@ class pool_core {
           // As in Go's sync.Mutex: a woken waiter that loses the race goes back to the front of
           // the line (ahead of younger waiters), not the back, so barging arrivals cannot push it
           // back again and again.
-          rejoin_front = !fair_ && got.kind == waiter::retry;
+          woken_to_compete = !fair_ && got.kind == waiter::retry;
           continue;
       }
     }
@@ -1442,11 +1442,11 @@ class pool_core {
   // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
   // waiter, and reserving another here would dial twice for one get.
   // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
-  // `front`: rejoin ahead of every younger waiter (a woken waiter that lost the race for its
-  // connection; waiter_queue::insert_by_age).
+  // `rejoining`: a woken waiter that lost the race for its connection goes back ahead of every
+  // younger waiter (waiter_queue::insert_by_age).
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
                             const std::optional<dial_job>& to_post, clock::time_point since,
-                            bool front) noexcept {
+                            bool rejoining) noexcept {
     waiter node;
     node.waiting_since = since;
     bool first_in_line = false;
@@ -1455,13 +1455,14 @@ class pool_core {
       std::lock_guard lock(wait_mutex_);
       closed = is_closed();
       if (!closed) {
-        if (front) {
+        if (rejoining) {
           queue_.insert_by_age(node);
         } else {
           queue_.push_back(node);
         }
         // INV6, INV7, INV8
-        first_in_line = waiters_.fetch_add(1, std::memory_order_seq_cst) == 0 || queue_.front() == &node;
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        first_in_line = queue_.front() == &node;
       }
     }
     if (closed) {
@@ -1903,29 +1904,26 @@ class pool_core {
     return starving;
   }
 
+  // Takes the oldest waiter off the line (nullptr if none). Its node is then ours alone until we
+  // publish to it: we may fill it in after the unlock (INV8).
+  waiter* take_oldest_waiter() noexcept {
+    std::lock_guard lock(wait_mutex_);
+    waiter* w = queue_.pop_front();
+    if (w != nullptr) waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
+    return w;
+  }
+
   // fair_waiters = false: the oldest waiter is woken to compete for a connection that went idle.
   // A spurious wake-up (someone took it meanwhile) costs that waiter a turn round its loop.
   void wake_next_to_compete() noexcept {
-    waiter* w = nullptr;
-    {
-      std::lock_guard lock(wait_mutex_);
-      w = queue_.pop_front();
-      if (w == nullptr) return;
-      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
-    }
-    publish(*w, waiter::retry);  // INV8: after the unlock, only the node is touched
+    if (waiter* w = take_oldest_waiter()) publish(*w, waiter::retry);
   }
 
   void fail_oldest_waiter(const std::error_code& error) noexcept {
-    waiter* w = nullptr;
-    {
-      std::lock_guard lock(wait_mutex_);
-      w = queue_.pop_front();
-      if (w == nullptr) return;
-      waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
-      w->error = error;
-    }
-    publish(*w, waiter::dial_failed);  // INV8: after the unlock, only the node is touched
+    waiter* w = take_oldest_waiter();
+    if (w == nullptr) return;
+    w->error = error;  // published by the release in publish()
+    publish(*w, waiter::dial_failed);
   }
 
   // Waits for the dials in flight (each bounded by dial_timeout); jobs not started are retired.
