@@ -23,6 +23,7 @@
 
 #include "netpool/detail/put_status.hpp"
 #include "netpool/error.hpp"
+#include "netpool/result.hpp"
 
 namespace netpool {
 
@@ -84,6 +85,7 @@ class lease {
 
  private:
   friend class detail::pool_core<Conn>;
+  friend class result<lease>;  // the pool's fast path builds its lease in place in the result
   lease(detail::pool_core<Conn>* core, Conn* conn, void* slot, std::uint64_t word) noexcept
       : core_(core), conn_(conn), slot_(slot), word_(word) {}
 

@@ -28,6 +28,12 @@ class [[nodiscard]] result {
   result(T value) noexcept(std::is_nothrow_move_constructible_v<T>) : has_value_(true) {
     new (&value_) T(std::move(value));
   }
+  // Success, the value built in place from `args` (no temporary to move from and destroy).
+  template <class... Args>
+  explicit result(std::in_place_t, Args&&... args) noexcept(std::is_nothrow_constructible_v<T, Args...>)
+      : has_value_(true) {
+    new (&value_) T(std::forward<Args>(args)...);
+  }
   // Failure; `error` must not be a success code.
   result(std::error_code error) noexcept : error_(error), has_value_(false) { assert(error); }
   template <class E, std::enable_if_t<std::is_error_code_enum_v<E>, int> = 0>

@@ -115,4 +115,22 @@ TEST(ErrorTest, ResultValueThrowsSystemErrorWithTheCode) {
   EXPECT_FALSE(ok.error());
 }
 
+// Counts how it was built, for ResultBuildsItsValueInPlace.
+struct counted_construction {
+  counted_construction(int a, int b) : sum(a + b) { ++constructions; }
+  counted_construction(counted_construction&& other) noexcept : sum(other.sum) { ++moves; }
+  int sum;
+  static inline int constructions = 0;
+  static inline int moves = 0;
+};
+
+TEST(ErrorTest, ResultBuildsItsValueInPlace) {
+  netpool::result<counted_construction> r(std::in_place, 40, 2);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sum, 42);
+  EXPECT_EQ(counted_construction::constructions, 1);
+  EXPECT_EQ(counted_construction::moves, 0);  // no temporary moved from
+  EXPECT_EQ(r.error(), std::error_code{});
+}
+
 }  // namespace

@@ -68,6 +68,20 @@ TYPED_TEST(LeaseOnPoolTest, DereferencingAMovedFromOrReturnedLeaseAsserts) {
 }
 #endif
 
+// A successful put returns exactly std::error_code{} (value 0, system category), not merely a
+// falsy code: users compare it with ==, and the put path builds it without calling
+// std::system_category() (detail::success()).
+TYPED_TEST(LeaseOnPoolTest, ASuccessfulPutIsTheDefaultErrorCode) {
+  auto pool = this->make(2);
+  auto a = pool.get();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->release(), std::error_code{});
+  auto b = pool.get();  // the fast path: the slot this thread just returned
+  ASSERT_TRUE(b);
+  EXPECT_EQ(pool.put(std::move(*b)), std::error_code{});
+  EXPECT_EQ(pool.stats().idle, 1u);
+}
+
 TYPED_TEST(LeaseOnPoolTest, PutOfAnEmptyLeaseIsRefused) {
   auto pool = this->make(2);
   EXPECT_EQ(pool.put(tracked_lease{}), errc::empty_lease);

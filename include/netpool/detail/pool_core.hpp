@@ -222,8 +222,12 @@ class pool_core {
         if ((w & ~word::generation_mask) == word::idle &&
             s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed))
             [[likely]] {
-          if (!checks_on_get_ || (!checks_every_get_ && fresh(s))) [[likely]]
-            return lend(s, owned);
+          if (!checks_on_get_ || (!checks_every_get_ && fresh(s))) [[likely]] {
+            count_borrow(s);
+            // Built in place: a lease_type temporary would be moved from and then destroyed, and
+            // its destructor, too large to inline, would be a call on every get.
+            return result<lease_type>(std::in_place, this, &*s.conn, &s, owned);
+          }
           if (lease_type taken = hand_out(index_of(s), owned, where)) return taken;
         }
       }
@@ -610,7 +614,8 @@ class pool_core {
   // without looking. idle_since was published to us by the acquire that made us the owner; the
   // tick is a coarse timestamp (relaxed).
   [[gnu::always_inline]] bool fresh(const slot_type& s) const noexcept { return idle_ticks(s) < fast_ticks_; }
-  std::uint64_t idle_ticks(const slot_type& s) const noexcept {
+  // always_inline: on the Standard pool's get path (via fresh()); g++ kept it out of line.
+  [[gnu::always_inline]] std::uint64_t idle_ticks(const slot_type& s) const noexcept {
     return ticks_since(tick_.load(std::memory_order_relaxed), s.idle_since.load(std::memory_order_relaxed));
   }
 
@@ -658,10 +663,13 @@ class pool_core {
     return lend(slots_[i], owned);
   }
   [[gnu::always_inline]] lease_type lend(slot_type& s, std::uint64_t owned) noexcept {
-    // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
-    s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    count_borrow(s);
     // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
     return lease_type(this, &*s.conn, &s, owned);
+  }
+  [[gnu::always_inline]] static void count_borrow(slot_type& s) noexcept {
+    // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
+    s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
   // lend() off the fast path: also records where and when, for leak detection.
@@ -1612,7 +1620,7 @@ class pool_core {
   }
 
   // Ticks between a stamp and now, zero if the stamp is newer (it was read from the same tick).
-  static std::uint64_t ticks_since(std::uint64_t now, std::uint64_t stamp) noexcept {
+  [[gnu::always_inline]] static std::uint64_t ticks_since(std::uint64_t now, std::uint64_t stamp) noexcept {
     return now > stamp ? now - stamp : 0;
   }
 
