@@ -119,6 +119,10 @@ TEST(ErrorTest, ResultValueThrowsSystemErrorWithTheCode) {
 struct counted_construction {
   counted_construction(int a, int b) : sum(a + b) { ++constructions; }
   counted_construction(counted_construction&& other) noexcept : sum(other.sum) { ++moves; }
+  counted_construction(const counted_construction&) = delete;
+  counted_construction& operator=(const counted_construction&) = delete;
+  counted_construction& operator=(counted_construction&&) = delete;
+  ~counted_construction() = default;
   int sum;
   static inline int constructions = 0;
   static inline int moves = 0;
