@@ -233,6 +233,18 @@ TEST_F(ConfigTest, StarvationThresholdMustNotBeNegative) {
   EXPECT_EQ(netpool::validate(c), config_problem::none);
 }
 
+TEST_F(ConfigTest, WaitSpinMustNotBeNegative) {
+  config_type c = valid();
+  c.wait_spin = -1ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::wait_spin_negative);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::wait_spin_negative, "wait_spin");
+  c.wait_spin = 0ns;  // allowed: waiters sleep at once
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+  c.wait_spin = std::chrono::nanoseconds::max();  // allowed: bounded by each get's deadline
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+}
+
 TEST_F(ConfigTest, DialBackoffBounds) {
   config_type c = valid();
   c.dial_backoff_floor = -1ms;
@@ -310,6 +322,7 @@ TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
       config_problem::max_size_limit_out_of_range,
       config_problem::leak_detection_on_lean_pool,
       config_problem::starvation_threshold_negative,
+      config_problem::wait_spin_negative,
   };
   for (const auto a : all) {
     for (const auto b : all) {
