@@ -51,6 +51,12 @@ double calibrate_busy_work() noexcept {
 
 }  // namespace
 
+// Aligned to a cache line so that the loop's place in the instruction stream is the same in every
+// build of this file (see the header); noinline so that this is the only copy.
+[[gnu::noinline, gnu::aligned(64)]] void busy_work(std::uint64_t iterations) noexcept {
+  for (std::uint64_t i = 0; i < iterations; ++i) benchmark::DoNotOptimize(i);
+}
+
 environment::environment() {
   raise_descriptor_limit();
   g_ns_per_iteration = calibrate_busy_work();

@@ -41,9 +41,13 @@ class environment {
 [[nodiscard]] std::unique_ptr<netpool::socket> dial_or_throw();
 
 // A dependent busy loop the optimiser cannot remove: `iterations` steps of roughly one cycle each.
-inline void busy_work(std::uint64_t iterations) noexcept {
-  for (std::uint64_t i = 0; i < iterations; ++i) benchmark::DoNotOptimize(i);
-}
+// One out-of-line copy (environment.cpp) for every caller and for the calibration: inlined, each
+// benchmark got its own copy of the loop at its own address, and a copy whose 9 bytes crossed a
+// 32-byte boundary ran at half speed on our EPYC VMs, so one contender's "1 µs" of work took 2 µs
+// (it made the Standard pool look 1.5-1.9x slower at hand-off than the Basic pool, with the same
+// pool code on both). The call costs a few ns, the same for every contender, and the calibration
+// includes it.
+void busy_work(std::uint64_t iterations) noexcept;
 
 // Iterations of busy_work() that take about `duration` on this machine (calibrated once at start-up,
 // best of several runs, before any benchmark thread exists).
