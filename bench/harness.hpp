@@ -26,9 +26,11 @@ namespace bench {
 
 // The contender the running benchmark uses. prepare() runs in a benchmark's Setup callback: on the
 // main thread, before the benchmark's threads start, outside every timed region. The contender is
-// kept across Google Benchmark's runs of the same benchmark (its iteration-count trials, the
-// repetitions, the thread counts) so that its connections are dialed once; a different contender
-// or size replaces it.
+// kept across Google Benchmark's runs of the same benchmark (its iteration-count trials, and the
+// repetitions and thread counts when they run back to back) so that its connections are dialed
+// once; a different contender or size replaces it. scripts/bench.sh interleaves repetitions at
+// random, so there most repetitions start from a pool made (and pre-filled) just before them, for
+// every contender alike; dialing stays outside the timed region.
 class pool_cache {
  public:
   template <class C>

@@ -63,8 +63,8 @@ const char* describe(config_problem problem) noexcept {
       return "lean_pool cannot watch leases (no maintainer): leave leak_threshold at 0 or use pool";
     case config_problem::starvation_threshold_negative:
       return "starvation_threshold must be >= 0";
-    case config_problem::wait_spin_negative:
-      return "wait_spin must be >= 0 (0 sleeps at once)";
+    case config_problem::wait_spin_out_of_range:
+      return "wait_spin must be in [0, 1 ms] (0 sleeps at once)";
   }
   return "unknown configuration problem";
 }

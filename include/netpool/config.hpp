@@ -104,7 +104,9 @@ struct pool_config {
   // costs a wake-up, and until that waiter runs the connection is idle (a thread woken on an
   // idle core takes 30-60 µs on our VMs). Spinning a little longer than one hold keeps a chain of
   // hand-offs from turning into a chain of wake-ups. Only the oldest waiter spins; 0 sleeps at
-  // once (no CPU spent waiting). Must be >= 0.
+  // once (no CPU spent waiting). Must be in [0, max_wait_spin]: a get() without a deadline would
+  // otherwise spin, taking a CPU from the thread that is to return the connection, for as long as
+  // it waits, and no wake-up costs anywhere near a millisecond.
   std::chrono::nanoseconds wait_spin = std::chrono::microseconds(10);
 
   // pool only: false starts no maintainer thread; the owner calls pool::maintain() (e.g. from an
@@ -153,6 +155,9 @@ struct pool_config {
   // every waiter in order (barging only while nobody waits). Must be >= 0.
   std::chrono::nanoseconds starvation_threshold = std::chrono::milliseconds(1);
 
+  // The longest wait_spin accepted.
+  static constexpr std::chrono::nanoseconds max_wait_spin = std::chrono::milliseconds(1);
+
   // The largest max_size accepted: slots are preallocated, one cache line each.
   static constexpr std::size_t max_supported = std::size_t{1} << 20;
 };
@@ -182,7 +187,7 @@ enum class config_problem {
   max_size_limit_out_of_range,  // must be 0 or in [max_size, max_supported]
   leak_detection_on_lean_pool,  // lean_pool has no maintainer to watch leases: use pool
   starvation_threshold_negative,
-  wait_spin_negative,
+  wait_spin_out_of_range,  // must be in [0, pool_config::max_wait_spin]
 };
 
 // A short sentence naming the field and its constraint, for logs.
@@ -215,7 +220,10 @@ template <class Conn>
       (config.max_size_limit < config.max_size || config.max_size_limit > pool_config<Conn>::max_supported)) {
     return config_problem::max_size_limit_out_of_range;
   }
-  if (config.wait_spin < std::chrono::nanoseconds::zero()) return config_problem::wait_spin_negative;
+  if (config.wait_spin < std::chrono::nanoseconds::zero() ||
+      config.wait_spin > pool_config<Conn>::max_wait_spin) {
+    return config_problem::wait_spin_out_of_range;
+  }
   if (config.starvation_threshold < std::chrono::nanoseconds::zero()) {
     return config_problem::starvation_threshold_negative;
   }

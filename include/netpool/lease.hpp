@@ -30,6 +30,15 @@ namespace netpool {
 namespace detail {
 template <class Conn>
 class pool_core;
+
+// Permission to build a non-empty lease: only the pool can make one (its constructor is private),
+// so the lease constructor that takes it can be public — which lets result<lease> build a lease in
+// place on the get fast path — without letting anyone else forge a lease.
+template <class Conn>
+class lease_key {
+  friend class pool_core<Conn>;
+  lease_key() = default;
+};
 }  // namespace detail
 
 template <class Conn>
@@ -83,11 +92,13 @@ class lease {
   // True when this lease came from the pool whose core is `core` (used to reject wrong-pool puts).
   [[nodiscard]] bool belongs_to(const detail::pool_core<Conn>* core) const noexcept { return core_ == core; }
 
+  // For the pool only (the key says so): the connection in `slot` of `core`, lent as `word`.
+  lease(detail::lease_key<Conn> /*only the pool has one*/, detail::pool_core<Conn>* core, Conn* conn,
+        void* slot, std::uint64_t word) noexcept
+      : core_(core), conn_(conn), slot_(slot), word_(word) {}
+
  private:
   friend class detail::pool_core<Conn>;
-  friend class result<lease>;  // the pool's fast path builds its lease in place in the result
-  lease(detail::pool_core<Conn>* core, Conn* conn, void* slot, std::uint64_t word) noexcept
-      : core_(core), conn_(conn), slot_(slot), word_(word) {}
 
   detail::pool_core<Conn>* core_ = nullptr;
   Conn* conn_ = nullptr;

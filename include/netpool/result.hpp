@@ -30,6 +30,7 @@ class [[nodiscard]] result {
   }
   // Success, the value built in place from `args` (no temporary to move from and destroy).
   template <class... Args>
+  requires std::is_constructible_v<T, Args...>
   explicit result(std::in_place_t, Args&&... args) noexcept(std::is_nothrow_constructible_v<T, Args...>)
       : has_value_(true) {
     new (&value_) T(std::forward<Args>(args)...);

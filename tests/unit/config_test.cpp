@@ -233,15 +233,22 @@ TEST_F(ConfigTest, StarvationThresholdMustNotBeNegative) {
   EXPECT_EQ(netpool::validate(c), config_problem::none);
 }
 
-TEST_F(ConfigTest, WaitSpinMustNotBeNegative) {
+TEST_F(ConfigTest, WaitSpinIsBetweenZeroAndOneMillisecond) {
+  EXPECT_EQ(config_type{}.wait_spin, 10us);
+  EXPECT_EQ(config_type::max_wait_spin, 1ms);
   config_type c = valid();
   c.wait_spin = -1ns;
-  EXPECT_EQ(netpool::validate(c), config_problem::wait_spin_negative);
+  EXPECT_EQ(netpool::validate(c), config_problem::wait_spin_out_of_range);
   expect_rejected_by_both(c);
-  expect_description_mentions(config_problem::wait_spin_negative, "wait_spin");
+  expect_description_mentions(config_problem::wait_spin_out_of_range, "wait_spin");
+  // Too long: a get() without a deadline would spin for as long as it waits.
+  c.wait_spin = 1ms + 1ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::wait_spin_out_of_range);
+  c.wait_spin = std::chrono::nanoseconds::max();
+  EXPECT_EQ(netpool::validate(c), config_problem::wait_spin_out_of_range);
   c.wait_spin = 0ns;  // allowed: waiters sleep at once
   EXPECT_EQ(netpool::validate(c), config_problem::none);
-  c.wait_spin = std::chrono::nanoseconds::max();  // allowed: bounded by each get's deadline
+  c.wait_spin = 1ms;
   EXPECT_EQ(netpool::validate(c), config_problem::none);
 }
 
@@ -322,7 +329,7 @@ TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
       config_problem::max_size_limit_out_of_range,
       config_problem::leak_detection_on_lean_pool,
       config_problem::starvation_threshold_negative,
-      config_problem::wait_spin_negative,
+      config_problem::wait_spin_out_of_range,
   };
   for (const auto a : all) {
     for (const auto b : all) {

@@ -129,6 +129,8 @@ struct counted_construction {
 };
 
 TEST(ErrorTest, ResultBuildsItsValueInPlace) {
+  counted_construction::constructions = 0;  // (--gtest_repeat runs this more than once)
+  counted_construction::moves = 0;
   netpool::result<counted_construction> r(std::in_place, 40, 2);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->sum, 42);

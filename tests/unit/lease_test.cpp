@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -28,6 +29,14 @@ static_assert(!std::is_copy_assignable_v<tracked_lease>);
 static_assert(std::is_nothrow_move_constructible_v<tracked_lease>);
 static_assert(std::is_nothrow_move_assignable_v<tracked_lease>);
 static_assert(!std::is_convertible_v<tracked_lease, bool>, "operator bool is explicit");
+// Only the pool can make a non-empty lease: the constructor it uses needs a key nobody else can
+// make, and result<lease>'s in-place constructor (the get fast path) goes through the same key.
+static_assert(!std::is_default_constructible_v<netpool::detail::lease_key<tracked_conn>>);
+static_assert(!std::is_constructible_v<tracked_lease, netpool::detail::pool_core<tracked_conn>*,
+                                       tracked_conn*, void*, std::uint64_t>);
+static_assert(
+    !std::is_constructible_v<netpool::result<tracked_lease>, std::in_place_t,
+                             netpool::detail::pool_core<tracked_conn>*, tracked_conn*, void*, std::uint64_t>);
 
 TEST(LeaseTest, DefaultConstructedIsEmpty) {
   tracked_lease l;

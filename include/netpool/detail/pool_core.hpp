@@ -227,7 +227,7 @@ class pool_core {
             count_borrow(s);
             // Built in place: a lease_type temporary would be moved from and then destroyed, and
             // its destructor, too large to inline, would be a call on every get.
-            return result<lease_type>(std::in_place, this, &*s.conn, &s, owned);
+            return result<lease_type>(std::in_place, lease_key<Conn>{}, this, &*s.conn, &s, owned);
           }
           if (lease_type taken = hand_out(index_of(s), owned, where)) return taken;
         }
@@ -666,7 +666,7 @@ class pool_core {
   [[gnu::always_inline]] lease_type lend(slot_type& s, std::uint64_t owned) noexcept {
     count_borrow(s);
     // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
-    return lease_type(this, &*s.conn, &s, owned);
+    return lease_type(lease_key<Conn>{}, this, &*s.conn, &s, owned);
   }
   [[gnu::always_inline]] static void count_borrow(slot_type& s) noexcept {
     // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
@@ -1446,9 +1446,9 @@ class pool_core {
     }
   }
 
-  // Queues, re-checks (INV6, INV7), then spins briefly and sleeps until granted, closed,
-  // cancelled or the deadline. With `to_post`, hands that dial to a dialer thread once queued, and
-  // skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
+  // Queues, re-checks (INV6, INV7), then (if first in line) spins for up to wait_spin and sleeps until
+  // granted, closed, cancelled or the deadline. With `to_post`, hands that dial to a dialer thread once
+  // queued, and skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
   // waiter, and reserving another here would dial twice for one get.
   // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
   // `rejoining`: a woken waiter that lost the race for its connection goes back ahead of every
@@ -1507,8 +1507,9 @@ class pool_core {
     // others' spinning would only take the CPU from the thread that is about to release. Bounded
     // by time, not by a count of pauses (a `pause` takes ~25 ns here and ~3-40 ns elsewhere): a
     // budget shorter than a hold lets one sleeping waiter start a convoy, each hand-off going to a
-    // thread that must first be woken (docs/design.md, "Waiting"). The clock is read every
-    // `spins_per_clock_read` pauses; a cancellation or close() ends the spin through the node.
+    // thread that must first be woken (docs/design.md, "Why the spin is bounded by time"). The
+    // clock is read every `spins_per_clock_read` pauses, so the spin may overrun its end by that
+    // many; a cancellation or close() ends it through the node.
     if (first_in_line && config_.wait_spin > std::chrono::nanoseconds::zero()) {
       const clock::time_point spin_end = std::min(deadline, deadline_after(config_.wait_spin));
       for (std::uint32_t spin = 1;; ++spin) {
@@ -1533,7 +1534,9 @@ class pool_core {
     return await_publication(node);
   }
 
-  static constexpr std::uint32_t spins_per_clock_read = 16;  // a clock read costs about one pause
+  // On x86 a vDSO clock read costs about one `pause` (~25 ns here); elsewhere cpu_relax() is
+  // cheaper, and the spin reads the clock relatively more often.
+  static constexpr std::uint32_t spins_per_clock_read = 16;
 
   struct canceller {
     pool_core* core;

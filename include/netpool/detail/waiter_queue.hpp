@@ -18,7 +18,7 @@ namespace netpool::detail {
 struct waiter {
   // The node's state word is also the futex the waiter sleeps on.
   enum state_value : std::uint32_t {
-    waiting = 0,                 // queued, spinning
+    waiting = 0,                 // queued, awake (the oldest one spins up to wait_spin)
     sleeping = 1,                // queued, asleep in futex_wait: a granter must wake it
     granted_connection = 2,      // `slot` is leased to this waiter (generation `generation`)
     granted_dial = 3,            // `slot` is reserved (busy) for this waiter to dial into
