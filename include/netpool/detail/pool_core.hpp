@@ -1899,24 +1899,17 @@ class pool_core {
   // `transit_word`, idle). True when the waiter was handed the connection.
   bool regrant_unfair(std::uint32_t i, std::uint64_t transit_word) noexcept {
     slot_type& s = slots_[i];
-    waiter* w = nullptr;
-    bool starving = false;
-    {
-      std::lock_guard lock(wait_mutex_);
-      w = queue_.pop_front();
-      if (w != nullptr) {
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
-        starving = clock::now() - w->waiting_since >= config_.starvation_threshold;
-        if (starving) {
-          const std::uint64_t theirs = word::next_owner(transit_word & ~word::transit, word::leased);
-          // release: INV5 lets us store; the waiter acquires through the node's publication.
-          s.state.store(theirs, std::memory_order_release);
-          w->slot = i;
-          w->generation = word::generation(theirs);
-        }
-      }
-    }
-    if (!starving) {
+    // After the unlock the node is ours until we publish to it (INV8), and the slot stays ours
+    // while its transit bit is set (INV5).
+    waiter* w = take_oldest_waiter();
+    const bool starving = w != nullptr && clock::now() - w->waiting_since >= config_.starvation_threshold;
+    if (starving) {
+      const std::uint64_t theirs = word::next_owner(transit_word & ~word::transit, word::leased);
+      // release: INV5 lets us store; the waiter acquires through the node's publication.
+      s.state.store(theirs, std::memory_order_release);
+      w->slot = i;
+      w->generation = word::generation(theirs);
+    } else {
       // release: clears transit (INV5) and publishes the connection to whoever takes it.
       s.state.store(transit_word & ~word::transit, std::memory_order_release);
     }
