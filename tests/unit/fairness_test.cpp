@@ -34,6 +34,17 @@ class FairnessTest : public netpool::test::pool_fixture<P> {
     cfg.starvation_threshold = starvation_threshold;
     return cfg;
   }
+
+  // Runs a racy scenario until one round could be checked: `scenario` returns false when the race
+  // went the other way and there was nothing to check. At most 20 rounds; `never` says what kept
+  // going the other way if all of them did.
+  template <class Scenario>
+  void repeat_until_checked(Scenario scenario, const char* never) {
+    int rounds = 0;
+    while (!scenario() && !this->HasFailure()) {
+      ASSERT_LT(++rounds, 20) << never;
+    }
+  }
 };
 TYPED_TEST_SUITE(FairnessTest, netpool::test::both_pools, netpool::test::pool_names);
 
@@ -85,14 +96,14 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWaiterPastTheStarvationLimitIsHandedThe
 // Go's sync.Mutex rule: a woken waiter that loses the race for its connection to a barging thread
 // goes back to the front of the line, not behind the waiters that came after it.
 TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) {
-  enum class outcome { checked, not_barged };
-  auto scenario = [this]() -> outcome {
+  // false: `first` won the race after all, nothing to check in this round.
+  auto scenario = [this]() -> bool {
     auto cfg = this->unfair_config(1, std::chrono::hours(1));  // nobody starves: every hand-off is a race
     auto pool = this->make(std::move(cfg));
     netpool::test::close_on_exit guard(pool);
     auto held = pool.get();
     EXPECT_TRUE(held);
-    if (!held) return outcome::checked;
+    if (!held) return true;
     auto first = run_async([&] { return pool.get_for(patience); });
     EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
     auto second = run_async([&] { return pool.get_for(patience); });
@@ -105,7 +116,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlac
       EXPECT_TRUE(ready_within(first));
       EXPECT_TRUE(first.get());
       EXPECT_TRUE(ready_within(second));
-      return outcome::not_barged;
+      return false;
     }
     EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 2; }));  // `first` is back in line
     barged->release();  // the head of the line is woken; nobody barges this time
@@ -120,12 +131,10 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlac
     if (got) got->release();
     EXPECT_TRUE(ready_within(second));
     EXPECT_TRUE(second.get());
-    return outcome::checked;
+    return true;
   };
-  int rounds = 0;
-  while (scenario() == outcome::not_barged && !this->HasFailure()) {
-    ASSERT_LT(++rounds, 20) << "the returning thread never took its connection back before the woken waiter";
-  }
+  this->repeat_until_checked(scenario,
+                             "the returning thread never took its connection back before the woken waiter");
 }
 
 // starvation_threshold = 0: every waiter counts as starving, so a returned connection goes straight
@@ -152,14 +161,14 @@ TYPED_TEST(FairnessTest, WithoutFairnessAZeroStarvationThresholdServesWaitersInO
 // A waiter woken to compete (fair_waiters = false) whose stop_token fires before it competes must
 // pass the wake-up on: otherwise the next waiter sleeps on while the connection sits idle.
 TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextOne) {
-  enum class outcome { checked, not_cancelled };
-  auto scenario = [this]() -> outcome {
+  // false: `first` took the connection before its cancellation, nothing to check in this round.
+  auto scenario = [this]() -> bool {
     auto cfg = this->unfair_config(1, std::chrono::hours(1));  // nobody starves: a return wakes the front
     auto pool = this->make(std::move(cfg));
     netpool::test::close_on_exit guard(pool);
     auto held = pool.get();
     EXPECT_TRUE(held);
-    if (!held) return outcome::checked;
+    if (!held) return true;
     std::stop_source stop;
     auto first = run_async([&] { return pool.get(stop.get_token()); });
     EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
@@ -169,7 +178,7 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextO
     stop.request_stop();  // ...and cancelled before it runs (almost always; else try again)
     EXPECT_TRUE(ready_within(first));
     auto got_first = first.get();
-    if (got_first) return outcome::not_cancelled;  // it took the connection first: no check here
+    if (got_first) return false;
     EXPECT_EQ(got_first.error(), errc::cancelled);
     if (!ready_within(second)) {
       ADD_FAILURE() << "the wake-up was lost: the connection sat idle";
@@ -177,12 +186,9 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatIsCancelledWakesTheNextO
     }
     auto got_second = second.get();
     EXPECT_TRUE(got_second);
-    return outcome::checked;
+    return true;
   };
-  int rounds = 0;
-  while (scenario() == outcome::not_cancelled && !this->HasFailure()) {
-    ASSERT_LT(++rounds, 20) << "the woken waiter always won the race against its cancellation";
-  }
+  this->repeat_until_checked(scenario, "the woken waiter always won the race against its cancellation");
 }
 
 TYPED_TEST(FairnessTest, WithoutFairnessManyWaitersAreAllServedEventually) {
