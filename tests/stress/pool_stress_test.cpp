@@ -475,6 +475,10 @@ class stress_run {
         return s.dialing == 0 && s.active == min && s.idle == min;
       })) << "the maintainer did not settle at min_size";
     }
+    // pool hands a caller's dial to a dialer thread when the caller may give up first (a deadline
+    // or a stop token); such a dial runs on after its caller left, up to dial_timeout, and its
+    // connection then goes to the idle set. Quiescence is after it ends.
+    EXPECT_TRUE(wait_for([&] { return pool.stats().dialing == 0; })) << "a dial never ended";
     const auto s = pool.stats();
     EXPECT_EQ(s.in_use, 0u);
     EXPECT_EQ(s.waiters, 0u);
