@@ -127,7 +127,9 @@ struct pool_config {
   // closes the connection (close_reason::hook) and the get goes on with another one.
   std::function<bool(Conn&)> on_borrow;
   // On each put, before the connection is pooled or handed to a waiter (e.g. reset session state).
-  // false (or a throw) closes it instead (close_reason::hook); the put still succeeds.
+  // false (or a throw) closes it instead (close_reason::hook); the put still succeeds. Not called
+  // once the pool is closed: that put closes the connection (close_reason::pool_closed) and returns
+  // errc::pool_closed.
   std::function<bool(Conn&)> on_return;
   // Just before the pool destroys a connection, with the reason. Exceptions are swallowed.
   std::function<void(Conn&, close_reason)> on_close;

@@ -200,6 +200,35 @@ TYPED_TEST(HooksTest, OnReturnThatThrowsClosesTheConnectionAndTheFreedSlotServes
   EXPECT_EQ(pool.stats().closed_hook, 1u);
 }
 
+// A put after close() closes the connection whatever on_return would say: the hook (a session reset,
+// often I/O) is not run on a connection about to be closed, and the caller learns pool_closed, as
+// without hooks. Both the refusing and the accepting hook: a refusal used to report success.
+TYPED_TEST(HooksTest, OnReturnIsNotCalledForAPutAfterClose) {
+  for (const bool accepts : {false, true}) {
+    SCOPED_TRACE(accepts ? "on_return accepts" : "on_return refuses");
+    auto cfg = this->config(2);
+    std::atomic<int> calls{0};
+    cfg.on_return = [&](tracked_conn&) {
+      calls.fetch_add(1);
+      return accepts;
+    };
+    close_log closes;
+    cfg.on_close = closes.hook();
+    auto pool = this->make(std::move(cfg));
+    auto a = pool.get();
+    auto b = pool.get();
+    ASSERT_TRUE(a && b);
+    pool.close();
+    EXPECT_EQ(pool.put(std::move(*a)), errc::pool_closed);
+    EXPECT_EQ(b->release(), errc::pool_closed);
+    EXPECT_EQ(calls.load(), 0);
+    EXPECT_EQ(closes.count(close_reason::pool_closed), 2u);
+    EXPECT_EQ(closes.count(close_reason::hook), 0u);
+    EXPECT_EQ(pool.stats().closed_pool, 2u);
+    EXPECT_EQ(this->registry.live(), 0);
+  }
+}
+
 TYPED_TEST(HooksTest, OnCloseSeesEveryConnectionTheFactoryMadeExactlyOnceWithItsReason) {
   close_log closes;
   {

@@ -170,6 +170,8 @@ class pool_core {
         core->maintainer_ = std::thread([c = core.get()] { c->maintainer_loop(); });
       } catch (const std::system_error& e) {
         return e.code();
+      } catch (const std::bad_alloc&) {  // the thread's state
+        return std::make_error_code(std::errc::not_enough_memory);
       }
     }
     return core.release();
@@ -707,7 +709,15 @@ class pool_core {
 
   static bool alive(Conn& conn) noexcept {
     if constexpr (is_probeable) {
-      return conn.probe() == liveness::alive;
+      if constexpr (noexcept(conn.probe())) {
+        return conn.probe() == liveness::alive;
+      } else {
+        try {
+          return conn.probe() == liveness::alive;
+        } catch (...) {
+          return false;  // a user type's probe that throws condemns the connection, as a health check does
+        }
+      }
     } else {
       return true;
     }
@@ -765,9 +775,14 @@ class pool_core {
   // max_connecting dials are in flight, or the pool is closed. The caller must end_dial() once.
   std::optional<std::pair<std::uint32_t, std::uint64_t>> reserve_slot() noexcept {
     if (!take_dial_token()) return std::nullopt;
-    if (!reserve_count()) {
+    while (!reserve_count()) {
       return_dial_token();
-      return std::nullopt;
+      // While we held the token, a release that freed room may have been refused it (release_slot,
+      // regrant_from_transit, start_dial_for_waiter): each trusts the token's holder to pump the
+      // line when its dial ends, and we dial nothing. Such a release lowered active_ before it
+      // tried the token, so this seq_cst load (after our seq_cst return) sees the room: take it
+      // and serve the line ourselves. Bounded: each retry follows a release we were in the way of.
+      if (active_.load(std::memory_order_seq_cst) >= max_size() || !take_dial_token()) return std::nullopt;
     }
 
     for (;;) {
@@ -933,7 +948,8 @@ class pool_core {
     std::uint64_t w = owned;
     const std::uint64_t leased = word::next_owner(owned, word::leased);
     // release: nothing to publish to others yet, but close()'s flags may have arrived: the CAS
-    // tells. acquire on failure: see the flags' writer's effects before retiring.
+    // tells (only close() flags a busy slot: see leased_to_busy()). acquire on failure: see the
+    // flags' writer's effects before retiring.
     if (!s.state.compare_exchange_strong(w, leased, std::memory_order_acq_rel, std::memory_order_acquire)) {
       close_conn(s, close_reason::pool_closed);
       retire_after_close(i, w);
@@ -941,6 +957,23 @@ class pool_core {
     }
     after_dial();
     return lend_new(i, leased, where);
+  }
+
+  // Slot i is ours, leased (word `owned`), its connection just closed, and we are about to dial
+  // into it. Makes it busy: a leased slot looks lent to expire_lifetimes(), reset() and
+  // shrink_to_max_size(), whose doom landing mid-dial would close the fresh connection (and fail
+  // the get); nothing dooms a busy slot. A doom already there was for the closed connection and is
+  // dropped. Returns the busy word, or nothing if the pool closed (still ours, still leased).
+  std::optional<std::uint64_t> leased_to_busy(std::uint32_t i, std::uint64_t owned) noexcept {
+    std::atomic<std::uint64_t>& state = slots_[i].state;
+    const std::uint64_t busy = word::next_owner(owned, word::busy);
+    std::uint64_t w = owned;
+    // relaxed: the slot stays ours throughout, so there is nothing to publish; the only words
+    // that can race are a doom (dropped) and close()'s flags (release_slot() acquires them).
+    while (!state.compare_exchange_weak(w, busy, std::memory_order_relaxed, std::memory_order_relaxed)) {
+      if ((w & word::closed) != 0) return std::nullopt;
+    }
+    return busy;
   }
 
   // Lends a connection dialed for this get (slot i is ours, leased): no health check or probe,
@@ -969,9 +1002,13 @@ class pool_core {
   [[gnu::noinline]] put_status put_back_hooked(slot_type& s, std::uint64_t owned) noexcept {
     const std::uint32_t i = index_of(s);
     // acquire: pairs with the release that made us the owner (see discard()).
-    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
+    const std::uint64_t current = s.state.load(std::memory_order_acquire);
+    if ((current & ~word::flag_mask) != owned) return put_status::stale;
     if (lent_) report_if_leaked(i, owned);
-    if (config_.on_return && !hook_accepts(config_.on_return, *s.conn)) {
+    // After close() the connection is closed, not pooled (make_idle below says pool_closed): the
+    // hook would reset a session that is about to end, perhaps after the pool object has gone.
+    // (A close() that lands after this load is a put that ran first: the hook runs, as before it.)
+    if (config_.on_return && (current & word::closed) == 0 && !hook_accepts(config_.on_return, *s.conn)) {
       close_conn(s, close_reason::hook);
       release_slot(i);  // frees it (or lets a waiter dial into it); retires it if the pool closed
       return put_status::ok;
@@ -1215,9 +1252,11 @@ class pool_core {
       if (w == nullptr) return false;
       theirs = word::next_owner(owned, kind == waiter::granted_dial ? word::busy : word::leased);
       std::uint64_t expect = owned;
-      // acq_rel: the waiter acquires the slot (and connection) through its node's publication;
-      // this CAS fails only if close() flagged the slot, and then close() will fail the waiter.
-      if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_acq_rel,
+      // acq_rel: the waiter acquires the slot (and connection) through its node's publication.
+      // This CAS fails if close() flagged the slot (close() will fail the waiter) or a doom landed
+      // on a leased one (our caller then closes the connection and releases the slot).
+      // seq_cst rather than acq_rel for keep_alive()'s reset check, whose hold a grant can end.
+      if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_seq_cst,
                                                    std::memory_order_relaxed)) {
         queue_.push_front(*w);
         return false;
@@ -1399,15 +1438,16 @@ class pool_core {
             return lend_tracked(got.slot, owned, where);
           }
           // It failed its check and was closed: the slot is ours; dial into it if we may.
-          if (take_dial_token()) {
+          if (const std::optional<std::uint64_t> busy = leased_to_busy(got.slot, owned);
+              busy && take_dial_token()) {
             if (wants_background_dial(deadline, stop)) {
-              to_post = dial_job{got.slot, owned};
+              to_post = dial_job{got.slot, *busy};
               continue;
             }
             finish_wait();
-            return dial_for_caller(got.slot, owned, deadline, where);
+            return dial_for_caller(got.slot, *busy, deadline, where);
           }
-          release_slot(got.slot);
+          release_slot(got.slot);  // busy or still leased; retired if the pool closed
           continue;
         }
         case waiter::granted_dial: {
@@ -1493,7 +1533,9 @@ class pool_core {
     }
     if (const taken_slot taken = scan_idle_raw(); taken.ok) {
       if (leave_line(node)) return {waiter::granted_connection, taken.slot, taken.generation, {}};
-      (void)make_idle(taken.slot, word::make(taken.generation, word::leased));  // to the next waiter
+      // To the next waiter, idle_since unchanged: it was idle all along, and a fresh stamp would let
+      // a connection idle for minutes skip its probe and max_idle_time check.
+      (void)make_idle_slow(taken.slot, word::make(taken.generation, word::leased));
       return await_publication(node);
     }
 
@@ -1713,11 +1755,22 @@ class pool_core {
       std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
       if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
       const std::uint64_t mine = word::next_owner(w, word::busy);
-      // acquire: pairs with make_idle()'s release; we are about to use the connection.
-      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed))
+      // seq_cst: before the slot is ours; see the reset check below.
+      const std::uint64_t resets_ended = resets_ended_.load(std::memory_order_seq_cst);
+      // seq_cst: acquire pairs with make_idle()'s release (we are about to use the connection);
+      // and in the one order of the reset check below.
+      if (!s.state.compare_exchange_strong(w, mine, std::memory_order_seq_cst, std::memory_order_relaxed))
         continue;
       if (alive(*s.conn) && (!has_health_check_ || healthy(*s.conn))) {
         (void)make_idle_slow(i, mine);  // back as it was (or to a waiter), idle_since unchanged
+        // A reset() that scanned the slot while we held it saw it busy and passed it over (busy is
+        // "a dial is new"). Such a reset began before the slot came back and had not ended when we
+        // took it. seq_cst: these two loads, our CASes and reset()'s counters and scan are in one
+        // order: if its scan saw our busy word, its begin comes before the load below and its end
+        // after the load above. Looking again when it may not be needed is harmless.
+        if (resets_begun_.load(std::memory_order_seq_cst) != resets_ended) {
+          reset_slot(i, reset_cutoff_.load(std::memory_order_relaxed));  // relaxed: stored before `begun`
+        }
       } else {
         close_conn(s, close_reason::health);
         release_slot(i);
@@ -1732,27 +1785,44 @@ class pool_core {
     // Connections numbered up to `cutoff` were dialed before this call; the maintainer may dial
     // replacements while we scan (woken by our own closes), and those must survive.
     const std::uint64_t cutoff = dial_seq_.load(std::memory_order_relaxed);
-    for (std::uint32_t i = 0; i < capacity_; ++i) {
-      std::atomic<std::uint64_t>& state = slots_[i].state;
-      for (std::uint64_t w = state.load(std::memory_order_acquire);;) {
-        if ((w & (word::closed | word::doomed)) != 0) break;
-        // relaxed: a stale number only makes the CAS below fail on the generation (INV3).
-        if (slots_[i].born.load(std::memory_order_relaxed) > cutoff) break;  // dialed after we began
-        if ((w & word::transit) != 0) {
-          std::this_thread::yield();  // INV5: its owner is a few instructions from done
-          w = state.load(std::memory_order_acquire);
-          continue;
-        }
-        const std::uint64_t p = word::phase(w);
-        if (p == word::idle && close_idle(i, w, close_reason::reset)) break;
-        if (p == word::leased && doom_leased(i, w, close_reason::reset)) break;
-        if (p == word::free || p == word::busy) break;  // nothing old to close (a dial is new)
-        w = state.load(std::memory_order_acquire);      // it changed hands: look again
-      }
+    // relaxed: published by the increment below. The largest cutoff: of two concurrent resets, the
+    // later one's.
+    std::uint64_t seen = reset_cutoff_.load(std::memory_order_relaxed);
+    while (seen < cutoff && !reset_cutoff_.compare_exchange_weak(seen, cutoff, std::memory_order_relaxed,
+                                                                 std::memory_order_relaxed)) {
     }
+    // seq_cst: around the scan's seq_cst loads; keep_alive() reads both (see there).
+    resets_begun_.fetch_add(1, std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < capacity_; ++i) reset_slot(i, cutoff);
+    resets_ended_.fetch_add(1, std::memory_order_seq_cst);
     wake_maintainer();
   }
 
+ private:
+  // reset() for slot i: closes its connection if idle, dooms it if lent, when it was dialed
+  // before `cutoff`. A busy slot is left: it is being dialed (new) or checked by keep_alive(),
+  // which looks again when it is done.
+  void reset_slot(std::uint32_t i, std::uint64_t cutoff) noexcept {
+    std::atomic<std::uint64_t>& state = slots_[i].state;
+    // seq_cst: between reset()'s two counters (see keep_alive()).
+    for (std::uint64_t w = state.load(std::memory_order_seq_cst);;) {
+      if ((w & (word::closed | word::doomed)) != 0) return;
+      // relaxed: a stale number only makes the CAS below fail on the generation (INV3).
+      if (slots_[i].born.load(std::memory_order_relaxed) > cutoff) return;  // dialed after we began
+      if ((w & word::transit) != 0) {
+        std::this_thread::yield();  // INV5: its owner is a few instructions from done
+        w = state.load(std::memory_order_seq_cst);
+        continue;
+      }
+      const std::uint64_t p = word::phase(w);
+      if (p == word::idle && close_idle(i, w, close_reason::reset)) return;
+      if (p == word::leased && doom_leased(i, w, close_reason::reset)) return;
+      if (p == word::free || p == word::busy) return;  // nothing old to close (see above)
+      w = state.load(std::memory_order_seq_cst);       // it changed hands: look again
+    }
+  }
+
+ public:
   // Blocks until min_size connections are open (or the deadline passes, or the pool closes);
   // returns how many are open. Polls every millisecond: a start-up call, not a hot path.
   std::size_t wait_for_min_size(clock::time_point deadline) noexcept {
@@ -1855,8 +1925,8 @@ class pool_core {
       if (dialers_stop_ || job_count_ == max_dialers_) return false;
       if (idle_dialers_ <= job_count_ && dialers_.size() < max_dialers_) {
         try {
-          dialers_.emplace_back([this] { dialer_loop(); });
-        } catch (const std::system_error&) {
+          dialers_.emplace_back([this] { dialer_loop(); });  // capacity reserved: only the thread throws
+        } catch (...) {  // std::system_error (no thread), std::bad_alloc (its state): dial ourselves
           if (dialers_.empty()) {
             // relaxed: a hint read by wants_background_dial(); callers dial themselves from now on.
             dialers_unavailable_.store(true, std::memory_order_relaxed);
@@ -1997,10 +2067,13 @@ class pool_core {
   std::atomic<std::size_t> min_;
   std::mutex resize_mutex_;
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint32_t> refs_{1};        // INV9
-  std::atomic<std::size_t> connecting_{0};    // dials in flight (INV10)
-  std::atomic<std::uint64_t> dial_seq_{0};    // connections dialed so far (reset()'s cutoff)
-  std::atomic<std::int64_t> retry_at_ns_{0};  // pool time before which no dial is tried; 0: none
+  std::atomic<std::uint32_t> refs_{1};          // INV9
+  std::atomic<std::size_t> connecting_{0};      // dials in flight (INV10)
+  std::atomic<std::uint64_t> dial_seq_{0};      // connections dialed so far (reset()'s cutoff)
+  std::atomic<std::uint64_t> resets_begun_{0};  // reset() calls begun and ended: keep_alive() looks
+  std::atomic<std::uint64_t> resets_ended_{0};  // again when one may have scanned past its slot
+  std::atomic<std::uint64_t> reset_cutoff_{0};  // the largest cutoff of those calls
+  std::atomic<std::int64_t> retry_at_ns_{0};    // pool time before which no dial is tried; 0: none
 
   std::mutex dial_mutex_;  // guards the three below; taken only when dials fail or recover
   std::error_code last_dial_error_;
