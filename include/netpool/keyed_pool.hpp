@@ -140,8 +140,8 @@ struct key_config_check {
 // A snapshot across every sub-pool. Best effort under concurrency, as pool_stats.
 struct keyed_pool_stats {
   // Every current sub-pool's stats added up (gauges: now; max: the sum of max_size). Counters also
-  // include the sub-pools already evicted or removed, as they stood when they went, so they never
-  // go down.
+  // include the sub-pools already evicted or removed (with what their close counted, and their
+  // leases returned before the sub-pool was destroyed), so they never go down.
   pool_stats total;
   std::size_t pools = 0;           // sub-pools now (== size())
   std::size_t open = 0;            // connections open or being dialed across keys: global tokens taken

@@ -746,4 +746,96 @@ TEST_F(KeyedPoolTest, NoDescriptorLeaks) {
       << "open descriptors: " << netpool::test::open_fd_count() << ", before: " << before;
 }
 
+// ---- counters of sub-pools that go away (no sockets needed) ---------------------------------------
+
+struct plain_conn {
+  int id = 0;
+};
+using plain_keyed = netpool::keyed_pool<std::string, plain_conn>;
+
+// A scrape while a sub-pool is being closed (its on_close can take a while: a QUIT round trip) must
+// not see its counters vanish: Prometheus reads any drop of a counter as a reset. on_close holds the
+// close open until the test has read the stats inside it.
+TEST(KeyedPoolCounters, NeverGoDownWhileASubPoolIsRemovedEvictedOrClosed) {
+  enum class how { remove, evict, close };
+  for (const how way : {how::remove, how::evict, how::close}) {
+    SCOPED_TRACE(way == how::remove ? "remove" : way == how::evict ? "evict" : "close");
+    std::atomic<bool> closing{false};
+    std::atomic<bool> checked{false};
+    netpool::keyed_pool_config<std::string, plain_conn> cfg;
+    cfg.background_maintenance = false;
+    cfg.evict_idle_after = way == how::evict ? 1ms : 0ms;
+    cfg.make_config = [&](const std::string&) {
+      netpool::pool_config<plain_conn> c;
+      c.background_maintenance = false;
+      c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+      c.on_close = [&](plain_conn&, netpool::close_reason) {
+        closing.store(true);
+        (void)wait_for([&] { return checked.load(); });
+      };
+      return c;
+    };
+    auto made = plain_keyed::create(std::move(cfg));
+    ASSERT_TRUE(made);
+    plain_keyed& pools = *made;
+    for (int i = 0; i < 10; ++i) {
+      auto a = pools.get("a");
+      auto b = pools.get("a");
+      ASSERT_TRUE(a && b);
+    }
+    const netpool::pool_stats before = pools.stats().total;
+    ASSERT_EQ(before.gets, 20u);
+    std::thread closer([&] {
+      switch (way) {
+        case how::remove:
+          (void)pools.remove("a");
+          break;
+        case how::evict:
+          (void)wait_for([&] {
+            (void)pools.maintain();
+            return pools.size() == 0;
+          });
+          break;
+        case how::close:
+          pools.close();
+          break;
+      }
+    });
+    const bool in_close = wait_for([&] { return closing.load(); });
+    const netpool::pool_stats during = pools.stats().total;
+    checked.store(true);
+    closer.join();
+    ASSERT_TRUE(in_close);
+    EXPECT_EQ(during.gets, before.gets);
+    EXPECT_EQ(during.dials, before.dials);
+    const netpool::pool_stats after = pools.stats().total;
+    EXPECT_EQ(after.gets, before.gets);
+    EXPECT_EQ(after.dials, 2u);
+    EXPECT_EQ(after.closed_pool, 2u) << "the two idle connections closed as the sub-pool went";
+    EXPECT_EQ(pools.size(), 0u);
+  }
+}
+
+// "Practically never" must mean never: evict_idle_after + its touch resolution used to overflow
+// and wrap negative, and every quiet sub-pool was evicted at the next round.
+TEST(KeyedPoolCounters, EvictIdleAfterMaxNeverEvicts) {
+  netpool::keyed_pool_config<std::string, plain_conn> cfg;
+  cfg.background_maintenance = false;
+  cfg.evict_idle_after = std::chrono::nanoseconds::max();
+  cfg.make_config = [](const std::string&) {
+    netpool::pool_config<plain_conn> c;
+    c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+    return c;
+  };
+  auto made = plain_keyed::create(std::move(cfg));
+  ASSERT_TRUE(made);
+  {
+    auto l = made->get("a");
+    ASSERT_TRUE(l);
+  }
+  (void)made->maintain();
+  EXPECT_EQ(made->size(), 1u);
+  EXPECT_EQ(made->stats().pools_evicted, 0u);
+}
+
 }  // namespace

@@ -39,6 +39,13 @@
 //        a sub-pool joins its threads: two dialers each destroying the other's sub-pool would
 //        deadlock, and one destroying another's would wait for that one's dial.) Nobody can take a
 //        new reference to a retired entry (it is out of the map), so use_count() == 1 is final.
+//   KS7  total() counts every sub-pool's counters exactly once, so that they never go down (a
+//        Prometheus scrape would read a dip as a counter reset): a sub-pool in map_ through its
+//        stats(); one that left it through retired_counters_. The move is atomic for total(): an
+//        entry leaves map_ and is folded (fold(), under retired_mutex_) while the exclusive map
+//        lock is held, and total() holds the map lock shared and retired_mutex_ together. Counts
+//        the sub-pool adds later (its close(), leases returned after it) are folded again as it is
+//        closed and as it is destroyed; the entry's `folded` remembers what was already added.
 #pragma once
 
 #include <algorithm>
@@ -90,8 +97,9 @@ struct keyed_entry {
   std::atomic<std::int64_t> last_get{0};
   std::atomic<bool> retired{false};  // KS1: out of the map, sub-pool closed (or closing)
   std::atomic<bool> evicted{false};  // KS1: retired by the sweeper (set before `retired`)
-  bool self_maintained = false;      // created with background_maintenance = false: the sweeper maintains it
-  std::int64_t maintain_due = 0;     // guarded by maintain_mutex_: when its next maintain() is due
+  pool_stats folded;  // guarded by the state's retired_mutex_: counters already in retired_counters_ (KS7)
+  bool self_maintained = false;   // created with background_maintenance = false: the sweeper maintains it
+  std::int64_t maintain_due = 0;  // guarded by maintain_mutex_: when its next maintain() is due
 };
 
 template <class Key, class Conn, class Hash, class KeyEq>
@@ -113,6 +121,11 @@ class keyed_state {
         touch_resolution_(evict_after > std::chrono::nanoseconds::zero()
                               ? std::max<std::int64_t>(evict_after.count() / 8, 1)
                               : std::chrono::nanoseconds(std::chrono::milliseconds(1)).count()),
+        // Saturating: evict_idle_after = nanoseconds::max() ("practically never") must not wrap to
+        // a negative silence that every sub-pool has already kept.
+        quiet_needed_(evict_after.count() > std::numeric_limits<std::int64_t>::max() - touch_resolution_
+                          ? std::numeric_limits<std::int64_t>::max()
+                          : evict_after.count() + touch_resolution_),
         background_(background),
         budget_(std::make_shared<keyed_budget>(global_max)) {}
 
@@ -186,6 +199,7 @@ class keyed_state {
       gone = std::move(it->second);
       gone->retired.store(true, std::memory_order_relaxed);  // KS1
       map_.erase(it);
+      fold(*gone);                                       // KS7: under the map lock
       removed_.fetch_add(1, std::memory_order_relaxed);  // counted as it leaves the map
     }
     retire(*gone);
@@ -204,7 +218,10 @@ class keyed_state {
     {
       std::unique_lock lock(map_mutex_);
       all.swap(map_);
-      for (auto& kv : all) kv.second->retired.store(true, std::memory_order_relaxed);  // KS1
+      for (auto& kv : all) {
+        kv.second->retired.store(true, std::memory_order_relaxed);  // KS1
+        fold(*kv.second);                                           // KS7: under the map lock
+      }
     }
     for (auto& kv : all) {
       retire(*kv.second);
@@ -237,10 +254,9 @@ class keyed_state {
         next = std::min(next, e->maintain_due - now);
       }
       if (evict_after_ <= nanoseconds::zero()) continue;
-      const std::int64_t quiet_needed = evict_after_.count() + touch_resolution_;  // KS3
       const std::int64_t quiet = now - e->last_get.load(std::memory_order_relaxed);
-      if (quiet < quiet_needed) {
-        next = std::min(next, quiet_needed - quiet);
+      if (quiet < quiet_needed_) {
+        next = std::min(next, quiet_needed_ - quiet);
         continue;
       }
       const pool_stats s = e->sub->stats();
@@ -307,12 +323,12 @@ class keyed_state {
   // Sums every sub-pool's stats, and the counters of sub-pools already gone.
   pool_stats total() const {
     pool_stats sum;
-    {
-      std::lock_guard lock(retired_mutex_);
-      add_counters(sum, retired_counters_);
-    }
-    for (const entry_ptr& e : snapshot()) {
-      const pool_stats s = e->sub->stats();
+    // KS7: both locks at once, so that no entry is between map_ and retired_counters_.
+    std::shared_lock map_lock(map_mutex_);
+    std::lock_guard lock(retired_mutex_);
+    add_counters(sum, retired_counters_);
+    for (const auto& kv : map_) {
+      const pool_stats s = kv.second->sub->stats();
       add_counters(sum, s);
       add_gauges(sum, s);
     }
@@ -453,13 +469,13 @@ class keyed_state {
       const std::int64_t now = now_ns();
       for (const entry_ptr& e : idle) {
         // KS2: a get that found it since our check refreshed last_get before we took the lock.
-        if (now - e->last_get.load(std::memory_order_relaxed) < evict_after_.count() + touch_resolution_)
-          continue;
+        if (now - e->last_get.load(std::memory_order_relaxed) < quiet_needed_) continue;
         auto it = map_.find(e->key);
         if (it == map_.end() || it->second != e) continue;  // removed or replaced meanwhile
         e->evicted.store(true, std::memory_order_relaxed);  // KS1
         e->retired.store(true, std::memory_order_relaxed);
         map_.erase(it);
+        fold(*e);                                          // KS7: under the map lock
         evicted_.fetch_add(1, std::memory_order_relaxed);  // counted as it leaves the map
         gone.push_back(e);
       }
@@ -482,17 +498,28 @@ class keyed_state {
   void collect() noexcept {
     std::lock_guard lock(graveyard_mutex_);
     for (entry_ptr& e : graveyard_) {
-      if (e.use_count() == 1) e.reset();
+      if (e.use_count() == 1) {
+        fold(*e);  // KS7: what it counted since it was closed (leases that came back)
+        e.reset();
+      }
     }
     std::erase(graveyard_, nullptr);
   }
 
-  // Closes a retired entry's sub-pool and keeps its counters for total(). Its leases stay valid.
+  // Closes a retired entry's sub-pool and adds what its close counted to total(). Its leases stay
+  // valid.
   void retire(entry& e) noexcept {
     e.sub->close();
-    const pool_stats final_stats = e.sub->stats();
+    fold(e);
+  }
+
+  // KS7: adds what `e`'s counters grew by since its last fold to retired_counters_. The stats are
+  // read under the lock, so that two folds of one entry cannot apply out of order.
+  void fold(entry& e) noexcept {
     std::lock_guard lock(retired_mutex_);
-    add_counters(retired_counters_, final_stats);
+    const pool_stats now = e.sub->stats();
+    add_counter_growth(retired_counters_, now, e.folded);
+    e.folded = now;
   }
 
   // ---- the sweeper thread ---------------------------------------------------------------------
@@ -541,6 +568,7 @@ class keyed_state {
   const std::size_t per_key_max_;
   const std::chrono::nanoseconds evict_after_;
   const std::int64_t touch_resolution_;  // KS3
+  const std::int64_t quiet_needed_;  // KS3: the silence before an eviction, evict_after_ + touch_resolution_
   const bool background_;
   const clock::time_point epoch_ = clock::now();
   const std::shared_ptr<keyed_budget> budget_;  // shared with every sub-pool's on_close
@@ -554,8 +582,8 @@ class keyed_state {
   std::atomic<std::uint64_t> created_{0}, evicted_{0}, removed_{0}, reclaimed_{0};
   std::mutex graveyard_mutex_;
   std::vector<entry_ptr> graveyard_;  // guarded by graveyard_mutex_: retired entries (KS6)
-  mutable std::mutex retired_mutex_;
-  pool_stats retired_counters_;  // guarded by retired_mutex_: counters of sub-pools gone
+  mutable std::mutex retired_mutex_;  // taken after map_mutex_ or graveyard_mutex_, never before
+  pool_stats retired_counters_;       // guarded by retired_mutex_: counters of sub-pools gone (KS7)
 
   std::mutex sweep_mutex_;
   std::condition_variable sweep_cv_;
