@@ -19,6 +19,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 #include "netpool/error.hpp"
@@ -37,17 +38,18 @@ int lookup(const char* host, const char* service, int flags, std::vector<endpoin
   // AI_NUMERICSERV: the port is always a number, never an /etc/services name.
   // No AI_ADDRCONFIG: it hides ::1 on hosts whose only IPv6 address is the loopback one.
   hints.ai_flags = flags | AI_NUMERICSERV;
-  addrinfo* list = nullptr;
-  const int rc = ::getaddrinfo(host, service, &hints, &list);
+  addrinfo* raw = nullptr;
+  const int rc = ::getaddrinfo(host, service, &hints, &raw);
   if (rc != 0) return rc;
-  for (const addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+  // Owned at once: push_back below may throw bad_alloc, which the pool turns into factory_threw.
+  const std::unique_ptr<addrinfo, void (*)(addrinfo*)> list(raw, ::freeaddrinfo);
+  for (const addrinfo* ai = list.get(); ai != nullptr; ai = ai->ai_next) {
     if (ai->ai_addr == nullptr || ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
     endpoint ep;
     std::memcpy(&ep.address, ai->ai_addr, ai->ai_addrlen);
     ep.length = static_cast<socklen_t>(ai->ai_addrlen);
     out.push_back(ep);
   }
-  ::freeaddrinfo(list);
   return 0;
 }
 
