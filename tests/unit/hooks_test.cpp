@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
@@ -16,6 +17,7 @@
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
 #include "netpool/pool.hpp"
+#include "netpool/socket.hpp"
 #include "pool_test_helpers.hpp"
 #include "test_support.hpp"
 
@@ -281,6 +283,38 @@ TYPED_TEST(HooksTest, AThrowingOnCloseChangesNothing) {
   EXPECT_FALSE(pool.put_with_error(std::move(*got)));
   EXPECT_EQ(this->registry.live(), 0);
   EXPECT_EQ(pool.stats().closed_error, 1u);
+}
+
+// A connection type's own probe() is user code too: one that throws condemns that connection (as a
+// throwing health check does) instead of ending the process from the pool's noexcept get.
+struct throwing_probe_conn {
+  std::shared_ptr<std::atomic<bool>> throws;
+  netpool::liveness probe() const {
+    if (throws->load()) throw std::runtime_error("probe failed oddly");
+    return netpool::liveness::alive;
+  }
+};
+
+TEST(UserProbe, AThrowingProbeClosesThatConnectionAndTheGetDialsAnother) {
+  auto throws = std::make_shared<std::atomic<bool>>(false);
+  netpool::pool_config<throwing_probe_conn> cfg;
+  cfg.factory = [throws](auto) -> netpool::result<throwing_probe_conn> {
+    return throwing_probe_conn{throws};
+  };
+  cfg.probe_after = std::chrono::nanoseconds::zero();  // probe on every borrow of a pooled one
+  cfg.background_maintenance = false;
+  auto pool = netpool::pool<throwing_probe_conn>::create(std::move(cfg)).value();
+  {
+    auto fresh = pool.get();  // dialed now: not probed
+    ASSERT_TRUE(fresh);
+  }
+  throws->store(true);
+  auto again = pool.get();  // the pooled one's probe throws: closed, and a new one dialed
+  ASSERT_TRUE(again) << again.error().message();
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.closed_health, 1u);
+  EXPECT_EQ(s.dials, 2u);
+  EXPECT_EQ(s.active, 1u);
 }
 
 TEST(HookNames, CloseReasonsHaveStableNames) {
