@@ -406,15 +406,21 @@ TEST(SocketAllocTest, PoolOfSocketsGetPutAllocatesNothing) {
     cfg.factory = netpool::tcp_dialer(server.host(), server.port());
     cfg.max_size = 2;
     cfg.probe_after = probe_after;
+    const std::uint64_t accepted_before = server.accepted_total();
     auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
     for (int i = 0; i < 100; ++i) {
       auto l = pool.get();
       ASSERT_TRUE(l) << l.error().message();
     }
-    // The counter is process-wide: let the server's thread for this connection start (it
-    // allocates) before the measured window, which on a loaded machine it may not have yet.
-    ASSERT_TRUE(netpool::test::wait_for([&] { return server.connection_count() >= 1; }));
-    std::this_thread::sleep_for(100ms);
+    // The counter is process-wide, and the server's thread allocates when it takes on a
+    // connection (its connection list, its poll set), on a loaded machine perhaps not yet. Wait
+    // until it has accepted this pool's connection, let go of the previous pool's, and is blocked
+    // in poll() with just this one: it then runs no code during the measured window (the gets
+    // below send nothing; a probe only peeks at the client's socket).
+    ASSERT_TRUE(netpool::test::wait_for([&] {
+      return server.accepted_total() == accepted_before + 1 && server.parked_with(1);
+    })) << "accepted "
+        << server.accepted_total() - accepted_before << ", open " << server.connection_count();
     int failures = 0;
     const auto n = allocations_in([&] {
       for (int i = 0; i < cycles; ++i) {

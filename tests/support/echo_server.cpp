@@ -112,7 +112,12 @@ class server_loop {
         if (!c.out.empty()) events |= POLLOUT;
         fds.push_back({c.fd, events, 0});
       }
-      if (::poll(fds.data(), fds.size(), -1) < 0) {
+      // Everything for the connections so far is done (fds is built: the loop's last allocation
+      // for them); until poll() returns, the loop runs no code.
+      state_.parked.store(connections_.size());
+      const int polled_fds = ::poll(fds.data(), fds.size(), -1);
+      state_.parked.store(server_state::not_parked);
+      if (polled_fds < 0) {
         if (errno == EINTR) continue;
         std::perror("echo server poll");
         std::abort();
@@ -260,6 +265,9 @@ std::size_t echo_server::connection_count() const noexcept {
 std::uint64_t echo_server::accepted_total() const noexcept {
   return state_.accepted.load();
 }
+bool echo_server::parked_with(std::size_t connections) const noexcept {
+  return state_.parked.load() == connections;
+}
 void echo_server::set_mode(server_mode mode) {
   state_.mode.store(mode);
 }
@@ -363,6 +371,9 @@ std::size_t unix_echo_server::connection_count() const noexcept {
 }
 std::uint64_t unix_echo_server::accepted_total() const noexcept {
   return state_.accepted.load();
+}
+bool unix_echo_server::parked_with(std::size_t connections) const noexcept {
+  return state_.parked.load() == connections;
 }
 void unix_echo_server::set_mode(server_mode mode) {
   state_.mode.store(mode);

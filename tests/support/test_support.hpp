@@ -58,9 +58,12 @@ struct echo_server_options {
 namespace detail {
 // Counters and settings shared between a server object and its event loop thread.
 struct server_state {
+  static constexpr std::size_t not_parked = static_cast<std::size_t>(-1);
   std::atomic<std::size_t> open{0};        // connections the loop holds
   std::atomic<std::uint64_t> accepted{0};  // connections ever accepted (across restarts)
   std::atomic<server_mode> mode{server_mode::echo};
+  // While the loop is blocked in poll(): how many connections it watches; not_parked otherwise.
+  std::atomic<std::size_t> parked{not_parked};
 };
 class server_loop;  // one poll() thread serving one listener (echo_server.cpp)
 }  // namespace detail
@@ -85,6 +88,13 @@ class echo_server {
   [[nodiscard]] std::size_t connection_count() const noexcept;
   // Connections accepted since construction (across restarts), including those closed on accept.
   [[nodiscard]] std::uint64_t accepted_total() const noexcept;
+  // True while the event loop is blocked in poll() watching exactly `connections` connections: it
+  // has done its work for them (its allocations included) and runs no code until something
+  // happens on a socket or a command arrives. Once accepted_total() has reached n, it reflects
+  // all n: parked_with(0) then means the server has seen every one of them close (a condition
+  // connection_count() == 0 cannot give: it is briefly 0 while an accepted connection is being
+  // added). The allocation-counting tests, whose counter is process-wide, wait for it too.
+  [[nodiscard]] bool parked_with(std::size_t connections) const noexcept;
 
   // Changes what happens to connections accepted from now on, and whether open ones are echoed
   // (echo <-> silent).
@@ -121,6 +131,7 @@ class unix_echo_server {
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   [[nodiscard]] std::size_t connection_count() const noexcept;
   [[nodiscard]] std::uint64_t accepted_total() const noexcept;
+  [[nodiscard]] bool parked_with(std::size_t connections) const noexcept;
   void set_mode(server_mode mode);
   void stop(close_style style = close_style::fin);
   void restart(close_style style = close_style::fin);

@@ -171,11 +171,12 @@ std::size_t bucket_of(std::chrono::nanoseconds wait) {
 
 TYPED_TEST(WaitMetricsTest, ServedAtOnceAndAfterWaitingAreCountedApart) {
   auto pool = this->make(1);
-  netpool::test::thread_group threads;
-  netpool::test::close_on_exit guard(pool);
   auto held = pool.get();
   ASSERT_TRUE(held);
   auto waiter = netpool::test::run_async([&] { return pool.get(); });
+  // Declared after the future, so destroyed before it: a failed assertion closes the pool, which
+  // ends the get that the future's destructor waits for.
+  netpool::test::close_on_exit guard(pool);
   ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
   held->release();
   ASSERT_TRUE(netpool::test::ready_within(waiter));

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -512,6 +513,10 @@ TYPED_TEST(PoolTest, FactoryErrorPassesThroughAndFreesTheSlot) {
 TYPED_TEST(PoolTest, FactoryThatThrowsBecomesAnErrorAndFreesTheSlot) {
   auto cfg = this->config(1);
   cfg.dial_backoff_floor = 0ns;  // every get dials (backoff is tested below)
+  // Longer than the get_for below, so that pool hands that get's dial to a dialer thread (a new
+  // one, which a loaded machine may be slow to start): the exception must reach the caller from
+  // there too.
+  cfg.dial_timeout = 2 * patience;
   auto pool = this->make(std::move(cfg));
   this->factory.throw_always();
   auto r = pool.get();
@@ -522,7 +527,7 @@ TYPED_TEST(PoolTest, FactoryThatThrowsBecomesAnErrorAndFreesTheSlot) {
   auto s = pool.stats();
   EXPECT_EQ(s.active, 0u);
   EXPECT_EQ(s.dial_failures, 1u);
-  EXPECT_EQ(pool.get_for(1s).error(), errc::factory_threw);
+  EXPECT_EQ(pool.get_for(patience).error(), errc::factory_threw);
 
   this->factory.succeed();
   auto ok = pool.get();
@@ -538,17 +543,24 @@ TYPED_TEST(PoolTest, FailedDialLetsTheNextWaiterDial) {
   auto cfg = this->config(1);
   cfg.background_maintenance = false;
   cfg.dial_backoff_floor = 0ns;  // with backoff, the waiter would fail fast with the first's error
+  // Gated dials end on the test's command, not on this (bounds a failed test's clean-up).
+  cfg.dial_timeout = 2 * patience;
   auto pool = this->make(std::move(cfg));
   this->factory.close_gate();
-  // This caller's dial is bounded by its own deadline: the gated factory returns timeout then.
-  auto first = run_async([&] { return pool.get_for(300ms); });
+  // The first caller's dial fails when the test says so (fail_one_at_gate below), once the second
+  // caller is in line: no deadline of its own decides it.
+  auto first = run_async([&] { return pool.get_for(60s); });
+  std::future<netpool::result<tracked_lease>> second;
+  // Declared after the futures, so destroyed before them: a failed assertion closes the pool and
+  // their destructors do not wait for gets that nobody ends.
   close_on_exit guard(pool);
   ASSERT_TRUE(wait_for([&] { return this->factory.at_gate() == 1; }));
-  auto second = run_async([&] { return pool.get_for(60s); });
+  second = run_async([&] { return pool.get_for(60s); });
   ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
 
+  this->factory.fail_one_at_gate(std::make_error_code(std::errc::connection_refused));
   ASSERT_TRUE(ready_within(first));
-  EXPECT_EQ(first.get().error(), errc::timeout);
+  EXPECT_EQ(first.get().error(), std::errc::connection_refused) << "the first caller's own dial error";
   ASSERT_TRUE(wait_for([&] { return this->factory.calls() == 2 && this->factory.at_gate() == 1; }))
       << "the waiter was not given the freed slot to dial";
   this->factory.open_gate();
@@ -779,7 +791,8 @@ TYPED_TEST(PoolTest, StatsFollowEachOperation) {
   EXPECT_EQ(s.closed_idle, 0u);
   EXPECT_EQ(s.closed_health, 0u);
   EXPECT_EQ(s.closed_pool, 0u);
-  EXPECT_EQ(s.active, s.idle + s.in_use + s.dialing);
+  // stats() derives active from the slots; the registry counts the connections really alive.
+  EXPECT_EQ(this->registry.live(), static_cast<long>(s.active)) << "the pool's count drifted from reality";
 
   auto d = pool.get();
   ASSERT_TRUE(d);
@@ -866,9 +879,11 @@ TYPED_TEST(PoolTest, LeaseReturnedAfterCloseIsClosedWhicheverWay) {
   ASSERT_TRUE(a && b && c);
   pool.close();
   EXPECT_EQ(a->release(), errc::pool_closed);
-  // Discarding closes the connection as asked; the pool being closed is not an error for it.
-  const std::error_code discarded = b->discard();
-  EXPECT_TRUE(!discarded || discarded == errc::pool_closed) << discarded.message();
+  // Discarding closes the connection as asked; the pool being closed is not an error for it:
+  // discard() always succeeds (pool_core::discard() reports ok whatever the pool's state).
+  const int b_id = (*b)->id();
+  EXPECT_FALSE(b->discard());
+  EXPECT_EQ(this->registry.close_count(b_id), 1);
   { tracked_lease dropped = std::move(*c); }  // the destructor
   EXPECT_EQ(this->registry.live(), 0);
   EXPECT_EQ(pool.stats().active, 0u);
@@ -938,8 +953,8 @@ TYPED_TEST(PoolTest, DestroyingThePoolWhileLeasesAreOut) {
   }
   EXPECT_EQ(held[0].release(), errc::pool_closed);
   EXPECT_EQ(this->registry.close_count(ids[0]), 1);
-  const std::error_code discarded = held[1].discard();
-  EXPECT_TRUE(!discarded || discarded == errc::pool_closed) << discarded.message();
+  // Discarding after the pool is gone succeeds too (as LeaseReturnedAfterCloseIsClosedWhicheverWay).
+  EXPECT_FALSE(held[1].discard());
   EXPECT_EQ(this->registry.close_count(ids[1]), 1);
   std::thread other([l = std::move(held[2])]() mutable { EXPECT_EQ(l.release(), errc::pool_closed); });
   other.join();

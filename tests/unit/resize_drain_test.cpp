@@ -57,11 +57,12 @@ TYPED_TEST(ResizeTest, WithoutALimitTheSizeCanShrinkButNotGrowPastTheConfiguredM
 
 TYPED_TEST(ResizeTest, GrowingServesAWaiterAtOnce) {
   auto pool = this->make_resizable(1, 4);
-  netpool::test::thread_group threads;
-  netpool::test::close_on_exit guard(pool);
   auto held = pool.get();
   ASSERT_TRUE(held);
   auto waiter = run_async([&] { return pool.get(); });
+  // Declared after the future, so destroyed before it: a failed assertion closes the pool, which
+  // ends the get that the future's destructor waits for.
+  netpool::test::close_on_exit guard(pool);
   ASSERT_TRUE(still_blocked(waiter));
   ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
 
@@ -164,13 +165,15 @@ TYPED_TEST(DrainTest, WaitsForLentConnectionsToComeBackThenReportsNoneOut) {
   auto idle = pool.get();
   ASSERT_TRUE(lent && idle);
   idle->release();
-  std::atomic<bool> draining{false};
   threads.spawn([&, l = std::move(*lent)]() mutable {
-    while (!draining.load()) std::this_thread::yield();  // returned only once the drain began
-    std::this_thread::sleep_for(20ms);
+    // Returned only once the drain has begun: close(deadline) closes the pool first, then waits.
+    EXPECT_TRUE(wait_for([&] { return pool.closed(); }, patience)) << "the drain never began";
+    // closed() turns true before close() has marked every slot closed, and a lease returned in
+    // between would go back as idle (and be closed by close() a moment later). close() is
+    // idempotent: once our own call returns, every slot is marked and the return is refused.
+    pool.close();
     EXPECT_EQ(l.release(), errc::pool_closed);
   });
-  draining.store(true);
   const std::size_t still_out = pool.close(std::chrono::steady_clock::now() + patience);
   EXPECT_EQ(still_out, 0u);
   EXPECT_TRUE(pool.closed());

@@ -155,6 +155,14 @@ class factory_control {
   // passes: then they return errc::timeout, as a well-behaved dialer does).
   void close_gate() noexcept { gate_open_.store(false, std::memory_order_release); }
   void open_gate() noexcept { gate_open_.store(true, std::memory_order_release); }
+  // One call held at the gate (or, if none is, the next one to arrive there) leaves it at once,
+  // failing with `code`; the others stay. Lets a test end a gated dial with an error exactly when
+  // it wants to, instead of on a deadline that a slow machine may reach too early.
+  void fail_one_at_gate(std::error_code code) noexcept {
+    gate_fail_value_.store(code.value(), std::memory_order_relaxed);
+    gate_fail_category_.store(&code.category(), std::memory_order_relaxed);
+    gate_failures_.fetch_add(1, std::memory_order_release);
+  }
 
   [[nodiscard]] int calls() const noexcept { return calls_.load(std::memory_order_acquire); }
   [[nodiscard]] int failures() const noexcept { return failures_.load(std::memory_order_acquire); }
@@ -175,6 +183,12 @@ class factory_control {
     if (!gate_open_.load(std::memory_order_acquire)) {
       at_gate_.fetch_add(1, std::memory_order_acq_rel);
       while (!gate_open_.load(std::memory_order_acquire)) {
+        if (take_gate_failure()) {
+          at_gate_.fetch_sub(1, std::memory_order_acq_rel);
+          failures_.fetch_add(1, std::memory_order_acq_rel);
+          return std::error_code(gate_fail_value_.load(std::memory_order_relaxed),
+                                 *gate_fail_category_.load(std::memory_order_relaxed));
+        }
         if (std::chrono::steady_clock::now() >= deadline) {
           at_gate_.fetch_sub(1, std::memory_order_acq_rel);
           failures_.fetch_add(1, std::memory_order_acq_rel);
@@ -198,11 +212,25 @@ class factory_control {
     return errc::dial_failed;
   }
 
+  // Consumes one fail_one_at_gate() request, if there is one.
+  bool take_gate_failure() noexcept {
+    int n = gate_failures_.load(std::memory_order_acquire);
+    while (n > 0) {
+      if (gate_failures_.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel,
+                                               std::memory_order_acquire))
+        return true;
+    }
+    return false;
+  }
+
   connection_registry* registry_;
   std::atomic<mode> mode_{mode::ok};
   std::atomic<int> fail_code_value_{ECONNREFUSED};
   std::atomic<const std::error_category*> fail_category_{&std::generic_category()};
   std::atomic<bool> gate_open_{true};
+  std::atomic<int> gate_failures_{0};  // fail_one_at_gate() requests not yet taken
+  std::atomic<int> gate_fail_value_{ECONNREFUSED};
+  std::atomic<const std::error_category*> gate_fail_category_{&std::generic_category()};
   std::atomic<int> calls_{0};
   std::atomic<int> failures_{0};
   std::atomic<int> at_gate_{0};
