@@ -80,9 +80,13 @@ fi
 # ---- run ----------------------------------------------------------------------------------------
 mkdir -p "$results"
 json="$results/results.json"
+# Bounded twice: the binary aborts itself after bench_timeout seconds, timeout(1) backs it up at
+# hard_limit (SIGKILL 30 s later). A quick run takes seconds: its bounds only end a hang sooner.
 if [[ $quick -eq 1 ]]; then
   run_flags=(--benchmark_filter='^get_put/' --benchmark_min_time=0.01 --benchmark_repetitions=1)
   command_line="scripts/bench.sh --quick"
+  bench_timeout=120
+  hard_limit=180
 else
   # Repetitions interleaved at random with every other benchmark's: on a shared VM a slow spell of
   # a few seconds (the CPU at a fraction of its speed) otherwise lands on all the repetitions of
@@ -91,6 +95,8 @@ else
   run_flags=(--benchmark_min_time=0.1 --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
     --benchmark_report_aggregates_only=true)
   command_line="scripts/bench.sh"
+  bench_timeout=1800
+  hard_limit=1900
 fi
 # shellcheck disable=SC2206  # BENCH_EXTRA_ARGS is deliberately split into words
 run_flags+=(${BENCH_EXTRA_ARGS:-})
@@ -99,8 +105,7 @@ run_flags+=(${BENCH_EXTRA_ARGS:-})
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "==> running $bench_bin ${run_flags[*]}"
-# Bounded twice: the binary aborts itself after --bench_timeout seconds, timeout(1) backs it up.
-timeout --kill-after=30 1900 "$bench_bin" "${run_flags[@]}" --bench_timeout=1800 \
+timeout --kill-after=30 "$hard_limit" "$bench_bin" "${run_flags[@]}" --bench_timeout="$bench_timeout" \
   --benchmark_out="$json" --benchmark_out_format=json
 
 # ---- report -------------------------------------------------------------------------------------

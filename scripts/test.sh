@@ -50,15 +50,24 @@ install_missing_packages() {
   log "installing: ${missing[*]}"
   local apt_log
   apt_log=$(mktemp)
+  # redis-server and prometheus would start system services; the tests need only the binaries.
+  # shellcheck source=scripts/no_service_starts.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/no_service_starts.sh"
+  forbid_service_starts
+  trap restore_service_policy EXIT
   # Quiet on success; the whole log on failure.
   if ! { apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${missing[@]}"; } >"$apt_log" 2>&1; then
     cat "$apt_log" >&2
     rm -f "$apt_log"
+    restore_service_policy
+    trap - EXIT
     log "package installation failed" >&2
     return 1
   fi
   rm -f "$apt_log"
+  restore_service_policy
+  trap - EXIT
 }
 
 install_missing_packages
