@@ -68,6 +68,30 @@ TEST_F(ConfigTest, DefaultsMatchTheOriginal) {
   EXPECT_FALSE(c.factory);
 }
 
+// The README's configuration table states every default; this keeps the two in step.
+TEST_F(ConfigTest, DefaultsAreThoseTheReadmeTableStates) {
+  const config_type c;
+  EXPECT_EQ(c.dial_timeout, 5s);
+  EXPECT_EQ(c.max_lifetime, 0ns);
+  EXPECT_EQ(c.lifetime_jitter, 0.05);
+  EXPECT_EQ(c.probe_after, 500ms);
+  EXPECT_EQ(c.keepalive_interval, 0ns);
+  EXPECT_EQ(c.max_connecting, 2u);
+  EXPECT_EQ(c.dial_backoff_floor, 10ms);
+  EXPECT_EQ(c.dial_backoff_cap, 1s);
+  EXPECT_TRUE(c.background_maintenance);
+  EXPECT_TRUE(c.fair_waiters);
+  EXPECT_EQ(c.wait_spin, 10us);
+  EXPECT_EQ(c.starvation_threshold, 1ms);
+  EXPECT_FALSE(c.clock);
+  EXPECT_FALSE(c.on_connect);
+  EXPECT_FALSE(c.on_borrow);
+  EXPECT_FALSE(c.on_return);
+  EXPECT_FALSE(c.on_close);
+  EXPECT_EQ(c.leak_threshold, 0ns);
+  EXPECT_EQ(c.max_size_limit, 0u);
+}
+
 TEST_F(ConfigTest, AValidConfigurationIsAccepted) {
   const config_type c = valid();
   EXPECT_EQ(netpool::validate(c), config_problem::none);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <stop_token>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -116,6 +117,35 @@ TEST_F(LeanPoolTest, HasNoBackgroundThread) {
     EXPECT_EQ(thread_count(), before + 1) << "the comparison: pool has its maintainer";
   }
   EXPECT_TRUE(wait_for([&] { return thread_count() == before; })) << "the maintainer was not joined";
+}
+
+// pool with background_maintenance = false starts no thread at all: not the maintainer, and not the
+// dialer threads that a get with a deadline sooner than dial_timeout (or a stop token) would hand
+// its dial to. The comparison shows those gets do start one when maintenance is on.
+TEST_F(LeanPoolTest, PoolWithoutBackgroundMaintenanceStartsNoThreadNotEvenToDial) {
+#ifdef NETPOOL_TEST_UNDER_TSAN
+  GTEST_SKIP() << "ThreadSanitizer starts threads of its own; the count would not be the pool's";
+#endif
+  const std::size_t before = thread_count();
+  for (const bool background : {false, true}) {
+    SCOPED_TRACE(background ? "background_maintenance = true" : "background_maintenance = false");
+    auto cfg = config(4);
+    cfg.background_maintenance = background;
+    cfg.dial_timeout = 60s;  // longer than the gets' deadlines: with threads, the dials are posted
+    auto pool = std_pool::create(std::move(cfg)).value();
+    auto a = pool.get_for(30s);
+    ASSERT_TRUE(a) << a.error().message();
+    std::stop_source stop;
+    auto b = pool.get(stop.get_token());
+    ASSERT_TRUE(b) << b.error().message();
+    if (background) {
+      EXPECT_GE(thread_count(), before + 2) << "the maintainer and at least one dialer";
+      EXPECT_LE(thread_count(), before + 3) << "at most min(max_connecting, max_size) dialers";
+    } else {
+      EXPECT_EQ(thread_count(), before);
+    }
+  }
+  EXPECT_TRUE(wait_for([&] { return thread_count() == before; })) << "threads were not joined";
 }
 
 }  // namespace

@@ -1311,7 +1311,9 @@ class pool_core {
   bool reserve_count() noexcept {
     std::size_t n = active_.load(std::memory_order_seq_cst);
     do {
-      if (n >= max_size()) return false;
+      // seq_cst (not max_size()'s relaxed): set_max_size()'s argument against a waiter's
+      // waiters_ increment needs this load in the single order too.
+      if (n >= limit_.load(std::memory_order_seq_cst)) return false;
     } while (!active_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst, std::memory_order_seq_cst));
     return true;
   }
