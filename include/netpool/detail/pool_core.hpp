@@ -1252,10 +1252,10 @@ class pool_core {
       if (w == nullptr) return false;
       theirs = word::next_owner(owned, kind == waiter::granted_dial ? word::busy : word::leased);
       std::uint64_t expect = owned;
-      // acq_rel: the waiter acquires the slot (and connection) through its node's publication.
-      // This CAS fails if close() flagged the slot (close() will fail the waiter) or a doom landed
-      // on a leased one (our caller then closes the connection and releases the slot).
-      // seq_cst rather than acq_rel for keep_alive()'s reset check, whose hold a grant can end.
+      // seq_cst: release/acquire, as the waiter acquires the slot (and connection) through its
+      // node's publication; and in the single order of keep_alive()'s reset check, whose hold a
+      // grant can end. This CAS fails if close() flagged the slot (close() will fail the waiter) or
+      // a doom landed on a leased one (our caller then closes the connection and releases it).
       if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_seq_cst,
                                                    std::memory_order_relaxed)) {
         queue_.push_front(*w);
