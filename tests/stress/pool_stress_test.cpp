@@ -18,6 +18,7 @@
 // the time.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -181,6 +183,7 @@ enum class variant {
   close_midway,  // another thread closes the pool while the workers hammer it
   maintenance,   // standard pool: max_idle_time, min_size, health check, broken connections
   unfair,        // as plain, with fair_waiters off: returned connections are competed for
+  resize,        // as plain, while another thread moves max_size between 1 and the limit
 };
 
 struct run_config {
@@ -213,10 +216,13 @@ class stress_run {
     cfg.dial_timeout = 10s;
     // With backoff on (the default), one random factory failure makes every get that needs a dial
     // fail fast for the next 5-10 ms: the contention this test is about would mostly vanish.
-    if (rc_.kind == variant::plain || rc_.kind == variant::close_midway || rc_.kind == variant::unfair) {
+    if (rc_.kind == variant::plain || rc_.kind == variant::close_midway || rc_.kind == variant::unfair ||
+        rc_.kind == variant::resize) {
       cfg.dial_backoff_floor = 0ns;
     }
     cfg.fair_waiters = rc_.kind != variant::unfair;
+    // max_size may grow back to rc_.max_size, the bound every check below holds the pool to.
+    if (rc_.kind == variant::resize) cfg.max_size_limit = rc_.max_size;
     if constexpr (std::is_same_v<P, netpool::pool<tracked_conn>>) {
       if (rc_.kind == variant::maintenance) {
         cfg.min_size = rc_.max_size / 2;
@@ -258,6 +264,25 @@ class stress_run {
       });
     }
 
+    std::thread resizer;
+    if (rc_.kind == variant::resize) {
+      resizer = std::thread([&] {
+        // Shrinks close idle connections at once and doom lent ones (closed when they come back);
+        // growth lets waiters dial. Every ~200 us until the workers finish (bounded by them).
+        const std::size_t sizes[] = {1, rc_.max_size, std::max<std::size_t>(1, rc_.max_size / 2),
+                                     rc_.max_size};
+        std::size_t k = 0;
+        while (!stop_helpers.load()) {
+          const std::error_code ec = pool_->set_max_size(sizes[k++ % std::size(sizes)]);
+          if (ec) t_.note_unexpected("set_max_size: " + ec.message());
+          resizes_.fetch_add(1);
+          std::this_thread::sleep_for(200us);
+        }
+        if (const std::error_code ec = pool_->set_max_size(rc_.max_size))
+          t_.note_unexpected("set_max_size: " + ec.message());
+      });
+    }
+
     // Monitor while they run.
     while (done.load() < rc_.threads) {
       check_bounds();
@@ -270,6 +295,7 @@ class stress_run {
     stop_helpers.store(true);
     canceller.join();
     if (closer.joinable()) closer.join();
+    if (resizer.joinable()) resizer.join();
     check_bounds();
 
     EXPECT_EQ(t_.unexpected.load(), 0u) << "first unexpected result: " << t_.first_unexpected;
@@ -447,11 +473,12 @@ class stress_run {
         "  [%s] ops %llu: gets %llu (waited %llu), timeouts %llu, exhausted %llu, cancelled %llu, dial "
         "errors "
         "%llu (fast %llu), pool_closed %llu; dials %llu, closed: error %llu idle %llu health %llu pool "
-        "%llu\n",
+        "%llu resize %llu\n",
         describe(rc_).c_str(), ull(t_.ops.load()), ull(t_.gets.load()), ull(s.gets_waited),
         ull(t_.timeouts.load()), ull(t_.exhausted.load()), ull(t_.cancelled.load()),
         ull(t_.dial_errors.load()), ull(s.fast_failures), ull(t_.pool_closed.load()), ull(s.dials),
-        ull(s.closed_error), ull(s.closed_idle), ull(s.closed_health), ull(s.closed_pool));
+        ull(s.closed_error), ull(s.closed_idle), ull(s.closed_health), ull(s.closed_pool),
+        ull(s.closed_resize));
   }
   static unsigned long long ull(std::uint64_t v) { return static_cast<unsigned long long>(v); }
 
@@ -512,10 +539,16 @@ class stress_run {
       EXPECT_EQ(s.closed_idle, 0u);
       EXPECT_EQ(s.closed_health, 0u);
     }
+    if (rc_.kind == variant::resize) {
+      EXPECT_GT(resizes_.load(), 10u);
+      EXPECT_GT(s.closed_resize, 0u) << "no shrink ever closed a connection: the run did not test resizing";
+    } else {
+      EXPECT_EQ(s.closed_resize, 0u);
+    }
     // Accounting identity: every connection made is open, or closed for one of the reasons.
-    EXPECT_EQ(static_cast<std::uint64_t>(registry_.made()), s.active + s.closed_error + s.closed_idle +
-                                                                s.closed_health + s.closed_pool +
-                                                                s.closed_lifetime + s.closed_reset);
+    EXPECT_EQ(static_cast<std::uint64_t>(registry_.made()),
+              s.active + s.closed_error + s.closed_idle + s.closed_health + s.closed_pool +
+                  s.closed_lifetime + s.closed_reset + s.closed_resize);
 
     // No slot leaked: max_size connections can still be held at once.
     std::vector<lease_type> all;
@@ -561,6 +594,7 @@ class stress_run {
   tally t_;
   P* pool_ = nullptr;
   std::atomic<bool> closed_{false};
+  std::atomic<std::uint64_t> resizes_{0};
 };
 
 struct matrix_names {
@@ -630,6 +664,16 @@ TEST(PoolStressUnfair, BargingMax4) {
 }
 TEST(LeanPoolStressUnfair, BargingMax4) {
   stress_run<netpool::lean_pool<tracked_conn>>({4, 8, variant::unfair}).run();
+}
+
+// set_max_size() moving between 1 and the limit while the workers hammer the pool: never more
+// held or open than the limit, no lent connection closed under its holder (ownership checks, ASan),
+// exact accounting at the end with the resize closes counted, and the full limit still obtainable.
+TEST(PoolStressResize, ResizeWhileEightThreadsHammerMax8) {
+  stress_run<netpool::pool<tracked_conn>>({8, 8, variant::resize}).run();
+}
+TEST(PoolStressResize, LeanResizeWhileSixteenThreadsHammerMax4) {
+  stress_run<netpool::lean_pool<tracked_conn>>({4, 16, variant::resize}).run();
 }
 
 // The pool handle is destroyed while other threads return (or discard) the leases it lent, all at
