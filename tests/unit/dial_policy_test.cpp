@@ -20,6 +20,7 @@
 #include <future>
 #include <limits>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -378,6 +379,39 @@ TEST_F(DialPolicyTest, ExpiredDeadlineDuringBackoffReportsTheDialError) {
   ASSERT_FALSE(z);
   EXPECT_EQ(z.error(), dial_control::refused()) << z.error().message();
   EXPECT_EQ(dials.calls(), 1);
+}
+
+// The wait after a failure is drawn per pool: pools that failed together (one backend down for
+// many services) must not all retry at the same instant. 16 pools fail at the same manual time;
+// stepping 1 ms at a time through [backoff/2, backoff], their first retries must spread out. A
+// backoff without jitter (always backoff, or always backoff/2) gives one instant for all 16.
+TEST_F(DialPolicyTest, PoolsThatFailTogetherRetryAtDifferentTimes) {
+  constexpr int pool_count = 16;
+  std::vector<conn_pool> pools;
+  for (int i = 0; i < pool_count; ++i) {
+    auto cfg = manual_config(1);
+    cfg.dial_backoff_floor = 100ms;
+    cfg.dial_backoff_cap = 100ms;
+    pools.push_back(make(std::move(cfg)));
+  }
+  dials.fail(true);
+  const auto failed_at = clock.now();
+  for (auto& pool : pools) ASSERT_TRUE(get_dials(pool));
+
+  std::vector<int> retried_at_ms(pool_count, -1);
+  for (int ms = 49; ms <= 100; ++ms) {
+    clock.set(failed_at + std::chrono::milliseconds(ms));
+    for (int i = 0; i < pool_count; ++i) {
+      if (retried_at_ms[static_cast<std::size_t>(i)] < 0 && get_dials(pools[static_cast<std::size_t>(i)]))
+        retried_at_ms[static_cast<std::size_t>(i)] = ms;
+    }
+  }
+  std::set<int> distinct;
+  for (const int ms : retried_at_ms) {
+    EXPECT_GE(ms, 50) << "a pool retried before backoff/2, or never within backoff";
+    distinct.insert(ms);
+  }
+  EXPECT_GE(distinct.size(), 4u) << "16 pools retried at only " << distinct.size() << " distinct times";
 }
 
 // The backoff doubles with each further failure (each wait drawn from [backoff/2, backoff]) up to
