@@ -486,10 +486,15 @@ class keyed_state {
     }
   }
 
-  // KS6: keeps a retired entry until collect() finds nobody else holding it.
-  void bury(entry_ptr e) {
+  // KS6: keeps a retired entry until collect() finds nobody else holding it. Out of memory for the
+  // graveyard (close() is noexcept), the entry is let go here instead: destroyed on this thread,
+  // or by whichever get still holds it, the one case where KS6 is not kept.
+  void bury(entry_ptr e) noexcept {
     std::lock_guard lock(graveyard_mutex_);
-    graveyard_.push_back(std::move(e));
+    try {
+      graveyard_.push_back(std::move(e));  // strong guarantee: on bad_alloc `e` still holds it
+    } catch (const std::bad_alloc&) {
+    }
   }
 
   // KS6: destroys the retired entries only the graveyard still holds (joining their sub-pools'
