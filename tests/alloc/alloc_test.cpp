@@ -4,6 +4,8 @@
 //
 // Only allocations inside a measured window count: the window opens after warm-up (the first get
 // dials, gtest allocates, std::thread allocates its state) and closes before any assertion.
+// The same allocator can make operator new throw std::bad_alloc on the calling thread after a given
+// number of allocations, and counts the heap blocks alive: out_of_memory_test.cpp uses both.
 // Guarantees checked: after warm-up, get+put of an idle connection allocates nothing on pool (with
 // idle tracking and a health check too) and lean_pool, whichever acquire call is used; a blocked
 // get served by a hand-off from another thread allocates nothing; nor does a wait that times out
@@ -33,7 +35,25 @@
 
 namespace {
 std::atomic<std::uint64_t> g_allocations{0};  // every successful allocation, any API
+std::atomic<std::int64_t> g_live_blocks{0};   // allocated and not yet freed, any API
+// out_of_memory_test.cpp: operator new on this thread throws after this many more (0: never).
+thread_local int t_fail_countdown = 0;
 }  // namespace
+
+namespace netpool::test {
+void fail_operator_new_after(int successes) noexcept {
+  t_fail_countdown = successes + 1;
+}
+void stop_failing_operator_new() noexcept {
+  t_fail_countdown = 0;
+}
+bool operator_new_failure_pending() noexcept {
+  return t_fail_countdown > 0;
+}
+std::int64_t live_heap_blocks() noexcept {
+  return g_live_blocks.load();
+}
+}  // namespace netpool::test
 
 extern "C" {
 // glibc's own allocator entry points: the replacements below forward to them.
@@ -47,35 +67,56 @@ void __libc_free(void*);
 
 void* malloc(std::size_t size) {
   void* p = __libc_malloc(size);
-  if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (p != nullptr) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  }
   return p;
 }
 void* calloc(std::size_t n, std::size_t size) {
   void* p = __libc_calloc(n, size);
-  if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (p != nullptr) {
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
+    g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  }
   return p;
 }
 void* realloc(void* old, std::size_t size) {
   void* p = __libc_realloc(old, size);
   if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  // Live blocks: a new one from nothing, one fewer when realloc(p, 0) frees; otherwise one for one.
+  if (old == nullptr && p != nullptr) g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  if (old != nullptr && p == nullptr && size == 0) g_live_blocks.fetch_sub(1, std::memory_order_relaxed);
   return p;
 }
 void free(void* p) {
+  if (p != nullptr) g_live_blocks.fetch_sub(1, std::memory_order_relaxed);
   __libc_free(p);
 }
 }
 
 namespace {
+void counted_delete(void* p) noexcept {
+  if (p != nullptr) g_live_blocks.fetch_sub(1, std::memory_order_relaxed);
+  __libc_free(p);
+}
+void fail_if_asked() {
+  if (t_fail_countdown > 0 && --t_fail_countdown == 0) throw std::bad_alloc();
+}
 void* counted_new(std::size_t size) {
+  fail_if_asked();
   void* p = __libc_malloc(size == 0 ? 1 : size);
   if (p == nullptr) throw std::bad_alloc();
   g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
   return p;
 }
 void* counted_new(std::size_t size, std::align_val_t align) {
+  fail_if_asked();
   void* p = __libc_memalign(static_cast<std::size_t>(align), size == 0 ? 1 : size);
   if (p == nullptr) throw std::bad_alloc();
   g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
   return p;
 }
 }  // namespace
@@ -121,40 +162,40 @@ void* operator new[](std::size_t size, std::align_val_t align, const std::nothro
   }
 }
 void operator delete(void* p) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete(void* p, std::size_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p, std::size_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete(void* p, const std::nothrow_t&) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete(void* p, std::align_val_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p, std::align_val_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  __libc_free(p);
+  counted_delete(p);
 }
 
 namespace {
