@@ -709,14 +709,10 @@ class pool_core {
 
   static bool alive(Conn& conn) noexcept {
     if constexpr (is_probeable) {
-      if constexpr (noexcept(conn.probe())) {
+      try {  // no cost on the path that does not throw (table-based unwinding)
         return conn.probe() == liveness::alive;
-      } else {
-        try {
-          return conn.probe() == liveness::alive;
-        } catch (...) {
-          return false;  // a user type's probe that throws condemns the connection, as a health check does
-        }
+      } catch (...) {
+        return false;  // a user type's probe that throws condemns the connection, as a health check does
       }
     } else {
       return true;
