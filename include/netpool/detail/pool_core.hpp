@@ -128,6 +128,14 @@ inline constexpr std::size_t hint_ways = 8;
 inline thread_local std::uint64_t thread_hint_pool[hint_ways]{};
 inline thread_local void* thread_hint_slot[hint_ways]{};  // a slot of that pool
 
+// Raises `a` to `value` unless it is already at least that: an atomic maximum. relaxed: no caller
+// publishes anything through the value itself (each says why at its call).
+inline void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t value) noexcept {
+  std::uint64_t seen = a.load(std::memory_order_relaxed);
+  while (seen < value && !a.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+  }
+}
+
 // Unique for the life of the process (never reused, unlike an address), starting at 1.
 std::uint64_t next_pool_id() noexcept;
 
@@ -1351,10 +1359,7 @@ class pool_core {
     const auto waited = static_cast<std::uint64_t>(ns);
     counters_.gets_waited.fetch_add(1, std::memory_order_relaxed);
     counters_.wait_ns.fetch_add(waited, std::memory_order_relaxed);
-    std::uint64_t longest = counters_.max_wait_ns.load(std::memory_order_relaxed);
-    while (waited > longest &&
-           !counters_.max_wait_ns.compare_exchange_weak(longest, waited, std::memory_order_relaxed)) {
-    }
+    raise_to(counters_.max_wait_ns, waited);  // a statistic, read by stats() only
     std::size_t bucket = 0;
     while (bucket < wait_bucket_bounds.size() && std::chrono::nanoseconds(ns) > wait_bucket_bounds[bucket]) {
       ++bucket;
@@ -1664,11 +1669,7 @@ class pool_core {
 
   // The tick only moves forward, whoever advances it.
   void advance_tick(clock::time_point now) noexcept {
-    const std::uint64_t t = ticks_at(now);
-    std::uint64_t seen = tick_.load(std::memory_order_relaxed);
-    // relaxed: a coarse timestamp; nothing else is published through it.
-    while (seen < t && !tick_.compare_exchange_weak(seen, t, std::memory_order_relaxed)) {
-    }
+    raise_to(tick_, ticks_at(now));  // a coarse timestamp; nothing else is published through it
   }
 
   // Ticks between a stamp and now, zero if the stamp is newer (it was read from the same tick).
@@ -1783,12 +1784,9 @@ class pool_core {
     // Connections numbered up to `cutoff` were dialed before this call; the maintainer may dial
     // replacements while we scan (woken by our own closes), and those must survive.
     const std::uint64_t cutoff = dial_seq_.load(std::memory_order_relaxed);
-    // relaxed: published by the increment below. The largest cutoff: of two concurrent resets, the
-    // later one's.
-    std::uint64_t seen = reset_cutoff_.load(std::memory_order_relaxed);
-    while (seen < cutoff && !reset_cutoff_.compare_exchange_weak(seen, cutoff, std::memory_order_relaxed,
-                                                                 std::memory_order_relaxed)) {
-    }
+    // The largest cutoff: of two concurrent resets, the later one's. Published to keep_alive() by
+    // the seq_cst increment below.
+    raise_to(reset_cutoff_, cutoff);
     // seq_cst: around the scan's seq_cst loads; keep_alive() reads both (see there).
     resets_begun_.fetch_add(1, std::memory_order_seq_cst);
     for (std::uint32_t i = 0; i < capacity_; ++i) reset_slot(i, cutoff);
