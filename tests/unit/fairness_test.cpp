@@ -93,49 +93,8 @@ TYPED_TEST(FairnessTest, WithoutFairnessAWaiterPastTheStarvationLimitIsHandedThe
   EXPECT_TRUE(waiter.get());
 }
 
-// Go's sync.Mutex rule: a woken waiter that loses the race for its connection to a barging thread
-// goes back to the front of the line, not behind the waiters that came after it.
-TYPED_TEST(FairnessTest, WithoutFairnessAWokenWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) {
-  // false: `first` won the race after all, nothing to check in this round.
-  auto scenario = [this]() -> bool {
-    auto cfg = this->unfair_config(1, std::chrono::hours(1));  // nobody starves: every hand-off is a race
-    auto pool = this->make(std::move(cfg));
-    netpool::test::close_on_exit guard(pool);
-    auto held = pool.get();
-    EXPECT_TRUE(held);
-    if (!held) return true;
-    auto first = run_async([&] { return pool.get_for(patience); });
-    EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
-    auto second = run_async([&] { return pool.get_for(patience); });
-    EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 2; }));
-    // `first` is woken to compete, but it sleeps in the kernel and this thread is running: it
-    // takes the connection back first, almost always.
-    held->release();
-    auto barged = pool.try_get();
-    if (!barged) {  // `first` won the race after all: nothing to check in this round
-      EXPECT_TRUE(ready_within(first));
-      EXPECT_TRUE(first.get());
-      EXPECT_TRUE(ready_within(second));
-      return false;
-    }
-    EXPECT_TRUE(wait_for([&] { return pool.stats().waiters == 2; }));  // `first` is back in line
-    barged->release();  // the head of the line is woken; nobody barges this time
-    auto is_ready = [](const auto& f) {
-      return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-    };
-    EXPECT_TRUE(wait_for([&] { return is_ready(first) || is_ready(second); }));
-    EXPECT_TRUE(is_ready(first)) << "the waiter that lost the race went to the back of the line";
-    EXPECT_FALSE(is_ready(second));
-    auto got = first.get();  // (waits if `second` was served instead, until `first` is)
-    EXPECT_TRUE(got);
-    if (got) got->release();
-    EXPECT_TRUE(ready_within(second));
-    EXPECT_TRUE(second.get());
-    return true;
-  };
-  this->repeat_until_checked(scenario,
-                             "the returning thread never took its connection back before the woken waiter");
-}
+// A woken waiter that loses the race for its connection keeps its place at the front of the line:
+// tests/race/ (WokenWaiterRaceTest), where the race is replayed the same way on every run.
 
 // starvation_threshold = 0: every waiter counts as starving, so a returned connection goes straight
 // to the oldest waiter, as with fair_waiters (barging happens only while nobody waits).

@@ -71,6 +71,7 @@
 #include "netpool/detail/deadline.hpp"
 #include "netpool/detail/futex.hpp"
 #include "netpool/detail/put_status.hpp"
+#include "netpool/detail/sync_point.hpp"
 #include "netpool/detail/waiter_queue.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
@@ -780,6 +781,7 @@ class pool_core {
   std::optional<std::pair<std::uint32_t, std::uint64_t>> reserve_slot() noexcept {
     if (!take_dial_token()) return std::nullopt;
     while (!reserve_count()) {
+      NETPOOL_SYNC_POINT("reserve_slot:full");  // holding a token that no dial will use
       return_dial_token();
       // While we held the token, a release that freed room may have been refused it (release_slot,
       // regrant_from_transit, start_dial_for_waiter): each trusts the token's holder to pump the
@@ -1484,6 +1486,7 @@ class pool_core {
           // the line (ahead of younger waiters), not the back, so barging arrivals cannot push it
           // back again and again.
           woken_to_compete = !fair_ && got.kind == waiter::retry;
+          NETPOOL_SYNC_POINT("acquire:compete_again");
           continue;
       }
     }
@@ -1521,6 +1524,7 @@ class pool_core {
       if (to_post) abandon_dial(to_post->slot);
       return {waiter::pool_closed, 0, 0, {}};
     }
+    NETPOOL_SYNC_POINT("wait_in_line:queued");  // counted in waiters_, not yet re-checked
 
     // Queued, we are there for the dial's outcome. If no dialer can take it, the slot is freed,
     // which grants it to the oldest waiter (INV7): at worst us, and we then dial ourselves.
@@ -1529,18 +1533,33 @@ class pool_core {
     if (auto reserved = to_post ? std::nullopt : reserve_slot()) {
       if (leave_line(node))
         return {waiter::granted_dial, reserved->first, word::generation(reserved->second), {}};
-      // A granter already took our node: we get its grant too; give the extra slot back.
+      // A granter already took our node: we get its grant too; give the extra slot back. (If we
+      // were only woken to compete for an idle connection, that one saves a dial.)
       release_slot(reserved->first);
       end_dial();
       return await_publication(node);
     }
+    // If a granter took our node meanwhile, its publication decides: a grant means we hold two, so
+    // we give ours back; `retry` (fair_waiters = false: woken to compete for a connection that
+    // went idle) means we have already won, so we keep it. Giving it back instead woke a second
+    // waiter to race us for it, and a younger waiter could win it: first in line, yet not served.
+    // If we were woken for another connection than the one we took, that wake-up is passed on
+    // (INV6: it is idle and someone may wait).
     if (const taken_slot taken = scan_idle_raw(); taken.ok) {
+      NETPOOL_SYNC_POINT("wait_in_line:took_idle");
       if (leave_line(node)) return {waiter::granted_connection, taken.slot, taken.generation, {}};
+      const wait_outcome granted = await_publication(node);
+      if (granted.kind == waiter::retry) {
+        if (granted.slot != taken.slot) wake_next_to_compete();
+        return {waiter::granted_connection, taken.slot, taken.generation, {}};
+      }
       // To the next waiter, idle_since unchanged: it was idle all along, and a fresh stamp would let
       // a connection idle for minutes skip its probe and max_idle_time check.
       (void)make_idle_slow(taken.slot, word::make(taken.generation, word::leased));
-      return await_publication(node);
+      return granted;
     }
+
+    NETPOOL_SYNC_POINT("wait_in_line:rechecked");  // about to spin or sleep
 
     // The stop callback may run on another thread at any time until it is destroyed (its
     // destructor waits for a running invocation), so it is declared after `node`.
@@ -1978,6 +1997,7 @@ class pool_core {
     } else {
       // release: clears transit (INV5) and publishes the connection to whoever takes it.
       s.state.store(transit_word & ~word::transit, std::memory_order_release);
+      if (w != nullptr) w->slot = i;  // which connection `retry` is for (wait_in_line reads it)
     }
     if (w != nullptr) publish(*w, starving ? waiter::granted_connection : waiter::retry);
     return starving;
@@ -1995,7 +2015,10 @@ class pool_core {
   // fair_waiters = false: the oldest waiter is woken to compete for a connection that went idle.
   // A spurious wake-up (someone took it meanwhile) costs that waiter a turn round its loop.
   void wake_next_to_compete() noexcept {
-    if (waiter* w = take_oldest_waiter()) publish(*w, waiter::retry);
+    if (waiter* w = take_oldest_waiter()) {
+      w->slot = capacity_;  // for whichever connection is idle
+      publish(*w, waiter::retry);
+    }
   }
 
   void fail_oldest_waiter(const std::error_code& error) noexcept {

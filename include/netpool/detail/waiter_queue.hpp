@@ -26,7 +26,8 @@ struct waiter {
     cancelled = 5,               // its stop_token asked to stop
     dial_failed = 6,             // a dialer thread's dial failed: `error` says why
     granted_new_connection = 7,  // as granted_connection, but just dialed: no checks needed
-    retry = 8,                   // fair_waiters off: a connection went idle; compete for it
+    retry = 8,                   // fair_waiters off: a connection went idle (slot `slot`, or any
+                                 // if out of range); compete for it
   };
 
   std::atomic<std::uint32_t> state{waiting};

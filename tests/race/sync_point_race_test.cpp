@@ -1,0 +1,266 @@
+// Races replayed on every run: a thread is held at a named sync point inside the pool
+// (detail/sync_point.hpp; this suite is the only one built with NETPOOL_SYNC_POINTS) while the test
+// makes the other side of the race happen, then let go. Each test of a fix here failed, or hung until its
+// deadline, on the code before its fix; on a free-running machine the same races turn up once in
+// thousands of runs.
+//
+// WokenWaiterRaceTest: fair_waiters off, where a returned connection goes idle and the front of
+// the line is woken to compete for it: the woken waiter's place in line, and a wake-up that lands
+// while the waiter is still in its re-check.
+//
+// DialTokenRaceTest: a waiter's re-check takes the only dial token and then finds the pool full. A
+// slot freed at that moment cannot be granted to anyone (no token), and relies on the token's
+// holder to serve the line; the holder used to give the token back and go to sleep, and every
+// waiter slept until its deadline with a free slot in the pool.
+//
+// Both pools run every test: the code under test is their shared core.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <future>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "../unit/pool_test_helpers.hpp"
+#include "netpool/detail/sync_point.hpp"
+#include "netpool/pool.hpp"
+#include "test_support.hpp"
+
+#ifndef NETPOOL_SYNC_POINTS
+#error "the race tests need the pool's sync points: build with -DNETPOOL_SYNC_POINTS"
+#endif
+
+namespace {
+
+using namespace std::chrono_literals;
+using netpool::test::patience;
+using netpool::test::ready_within;
+using netpool::test::run_async;
+using netpool::test::wait_for;
+
+// The name of the test thread running on this thread; the sync points act on named threads only.
+thread_local std::string_view thread_name;
+
+// Stops the thread named `thread` at its `pass`-th pass (1 = first) of the point `where`, until
+// let_go(). A stop that is never let go gives up after `patience`, so a failing test fails instead
+// of hanging. Made with `let_go` already set, it only records that the thread got there.
+class stop_at {
+ public:
+  stop_at(std::string_view thread, std::string_view where, int pass = 1, bool let_go = false)
+      : thread_(thread), where_(where), pass_(pass), go_(let_go) {}
+
+  [[nodiscard]] bool reached() const { return reached_.load(); }
+  [[nodiscard]] bool reached_within(std::chrono::milliseconds limit = patience) const {
+    return wait_for([&] { return reached(); }, limit);
+  }
+  void let_go() { go_.store(true); }
+
+  // On the pool's thread, at every pass of every point.
+  void on_pass(std::string_view where) noexcept {
+    if (thread_name != thread_ || where != where_ || ++passes_ != pass_) return;
+    reached_.store(true);
+    (void)wait_for([&] { return go_.load(); }, patience);
+  }
+
+ private:
+  const std::string_view thread_;
+  const std::string_view where_;
+  const int pass_;
+  int passes_ = 0;  // only the named thread counts
+  std::atomic<bool> reached_{false};
+  std::atomic<bool> go_;
+};
+
+// The stops of the running test. Installed before the test starts any thread and removed after it
+// has joined them all (the pools are closed and the futures read by then).
+std::vector<stop_at*> active_stops;
+
+template <class P>
+class SyncPointTest : public netpool::test::pool_fixture<P> {
+ protected:
+  void SetUp() override {
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      for (stop_at* stop : active_stops) stop->on_pass(where);
+    };
+  }
+  void TearDown() override {
+    netpool::detail::sync_point_hook = nullptr;
+    active_stops.clear();
+    netpool::test::pool_fixture<P>::TearDown();
+  }
+
+  // fair_waiters off, and nobody starves: a returned connection goes idle and the front of the line
+  // is woken to compete for it.
+  P make_unfair(std::size_t max_size) {
+    auto cfg = this->config(max_size);
+    cfg.fair_waiters = false;
+    cfg.starvation_threshold = std::chrono::hours(1);
+    cfg.background_maintenance = false;
+    return this->make(std::move(cfg));
+  }
+
+  // Runs `f` on a new thread named `name`.
+  template <class F>
+  static auto run_named(std::string_view name, F f) {
+    return run_async([name, f = std::move(f)]() mutable {
+      thread_name = name;
+      return f();
+    });
+  }
+  template <class T>
+  static bool is_ready(const std::future<T>& f) {
+    return f.wait_for(0s) == std::future_status::ready;
+  }
+};
+
+template <class P>
+using WokenWaiterRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(WokenWaiterRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+// Go's sync.Mutex rule: a woken waiter that loses the race for its connection to a barging thread
+// goes back to the front of the line, not behind the waiters that came after it. (The unit suite
+// once ran this as a race repeated until the barging thread won, and, under TSan, a waiter still
+// in its re-check could take the connection meanwhile: held here until asleep, it cannot.)
+TYPED_TEST(WokenWaiterRaceTest, AWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) {
+  auto pool = this->make_unfair(1);
+  netpool::test::close_on_exit guard(pool);
+  stop_at first_asleep("first", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at first_woken("first", "acquire:compete_again");  // woken, and about to compete
+  stop_at first_back("first", "wait_in_line:rechecked", 2, /*let_go=*/true);
+  active_stops = {&first_asleep, &second_asleep, &first_woken, &first_back};
+
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(first_asleep.reached_within());
+  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(second_asleep.reached_within());
+  held->release();  // idle; `first` is woken to compete for it...
+  ASSERT_TRUE(first_woken.reached_within());
+  auto barged = pool.try_get();  // ...and this thread barges in first
+  ASSERT_TRUE(barged);
+  first_woken.let_go();
+  ASSERT_TRUE(first_back.reached_within());  // `first` lost, and is back in line
+  EXPECT_EQ(pool.stats().waiters, 2u);
+  barged->release();  // the front of the line is woken; nobody barges this time
+
+  ASSERT_TRUE(ready_within(first)) << "the waiter that lost the race went to the back of the line";
+  auto got = first.get();
+  EXPECT_TRUE(got);
+  EXPECT_FALSE(this->is_ready(second));
+  if (got) got->release();
+  ASSERT_TRUE(ready_within(second));
+  EXPECT_TRUE(second.get());
+}
+
+// Woken to compete while still between joining the line and its re-check, a waiter's re-check
+// takes the connection it was woken for. It used to give it back and compete again, which woke the
+// next waiter as well, and the younger one could win: first in line, yet not served (seen in CI).
+TYPED_TEST(WokenWaiterRaceTest, ARecheckThatTakesTheConnectionItWasWokenForKeepsIt) {
+  auto pool = this->make_unfair(1);
+  netpool::test::close_on_exit guard(pool);
+  stop_at queued("first", "wait_in_line:queued");  // counted in line, not yet re-checked
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  // Where the old code sent `first` after giving the connection back. Held there, `second` (woken
+  // by that give-back) wins the connection, as the scheduler sometimes let it.
+  stop_at compete_again("first", "acquire:compete_again");
+  active_stops = {&queued, &second_asleep, &compete_again};
+
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(queued.reached_within());
+  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(second_asleep.reached_within());
+  held->release();  // idle, and the front of the line, `first`, is taken off it to compete
+  EXPECT_EQ(pool.stats().waiters, 1u);
+  queued.let_go();  // `first` re-checks and takes the idle connection
+
+  ASSERT_TRUE(wait_for([&] { return this->is_ready(first) || compete_again.reached(); }));
+  if (compete_again.reached()) (void)ready_within(second);
+  compete_again.let_go();
+  ASSERT_TRUE(ready_within(first));
+  auto got = first.get();
+  EXPECT_TRUE(got) << "first in line, but a younger waiter was served: " << got.error().message();
+  EXPECT_FALSE(compete_again.reached());
+  EXPECT_FALSE(this->is_ready(second));
+  if (got) got->release();
+  ASSERT_TRUE(ready_within(second));
+  EXPECT_TRUE(second.get());
+}
+
+// The re-check took a connection that went idle while nobody waited (so nobody was woken for it),
+// and then the waiter was woken for another one. It keeps what it took and wakes the next waiter
+// for the other: without that, `second` slept with a connection idle.
+TYPED_TEST(WokenWaiterRaceTest, ARecheckWokenForAnotherConnectionPassesTheWakeUpOn) {
+  auto pool = this->make_unfair(2);
+  netpool::test::close_on_exit guard(pool);
+  stop_at not_yet_in_line("first", "reserve_slot:full", 1);  // found nothing idle and no room
+  stop_at took_idle("first", "wait_in_line:took_idle");      // in line, holding what it took
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  active_stops = {&not_yet_in_line, &took_idle, &second_asleep};
+
+  auto x = pool.get();
+  auto y = pool.get();
+  ASSERT_TRUE(x && y);
+  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(not_yet_in_line.reached_within());
+  y->release();  // idle, and nobody in line to wake
+  not_yet_in_line.let_go();
+  ASSERT_TRUE(took_idle.reached_within());  // `first` joined the line, and its re-check took `y`
+  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(second_asleep.reached_within());
+  ASSERT_EQ(pool.stats().waiters, 2u);
+  x->release();  // idle; `first`, still at the front, is woken to compete for it
+  took_idle.let_go();
+
+  ASSERT_TRUE(ready_within(first));
+  auto got_first = first.get();  // held: its return would serve `second` too
+  EXPECT_TRUE(got_first);
+  ASSERT_TRUE(ready_within(second)) << "woken for `x` but holding `y`, `first` kept the wake-up";
+  EXPECT_TRUE(second.get());
+}
+
+template <class P>
+using DialTokenRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(DialTokenRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(DialTokenRaceTest, AFreedSlotRefusedTheTokenIsServedByTheTokensHolder) {
+  auto cfg = this->config(1);
+  cfg.max_connecting = 1;
+  cfg.background_maintenance = false;
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  // `first` finds the pool full twice: before it joins the line, then in its re-check, where it is
+  // held with the token.
+  stop_at holding_token("first", "reserve_slot:full", 2);
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  active_stops = {&holding_token, &second_asleep};
+
+  auto lent = pool.get();
+  ASSERT_TRUE(lent);
+  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(holding_token.reached_within());
+  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(second_asleep.reached_within());  // found no token: in line for good
+  ASSERT_EQ(pool.stats().waiters, 2u);
+  (void)lent->discard();  // frees the only slot; no token to grant it with
+  holding_token.let_go();
+
+  const auto served = [&] { return this->is_ready(first) || this->is_ready(second); };
+  ASSERT_TRUE(wait_for(served, patience / 2)) << "a free slot, a free token, and both waiters asleep";
+  ASSERT_TRUE(ready_within(first));
+  auto got = first.get();  // the token's holder serves the line: itself, first in it
+  EXPECT_TRUE(got);
+  EXPECT_FALSE(this->is_ready(second));
+  if (got) got->release();
+  ASSERT_TRUE(ready_within(second));
+  EXPECT_TRUE(second.get());
+}
+
+}  // namespace
