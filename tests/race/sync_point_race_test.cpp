@@ -115,6 +115,19 @@ class SyncPointTest : public netpool::test::pool_fixture<P> {
   static bool is_ready(const std::future<T>& f) {
     return f.wait_for(0s) == std::future_status::ready;
   }
+
+  // `first` is served while `second` still waits; once `first` gives its connection back,
+  // `second` is served too. `if_not` says what went wrong when `first` is not served.
+  template <class T>
+  static void expect_served_in_order(std::future<T>& first, std::future<T>& second, const char* if_not) {
+    ASSERT_TRUE(ready_within(first)) << if_not;
+    auto got = first.get();
+    EXPECT_TRUE(got) << if_not << ": " << got.error().message();
+    EXPECT_FALSE(is_ready(second));
+    if (got) got->release();
+    ASSERT_TRUE(ready_within(second));
+    EXPECT_TRUE(second.get());
+  }
 };
 
 template <class P>
@@ -149,13 +162,7 @@ TYPED_TEST(WokenWaiterRaceTest, AWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) 
   EXPECT_EQ(pool.stats().waiters, 2u);
   barged->release();  // the front of the line is woken; nobody barges this time
 
-  ASSERT_TRUE(ready_within(first)) << "the waiter that lost the race went to the back of the line";
-  auto got = first.get();
-  EXPECT_TRUE(got);
-  EXPECT_FALSE(this->is_ready(second));
-  if (got) got->release();
-  ASSERT_TRUE(ready_within(second));
-  EXPECT_TRUE(second.get());
+  this->expect_served_in_order(first, second, "the waiter that lost the race went to the back of the line");
 }
 
 // Woken to compete while still between joining the line and its re-check, a waiter's re-check
@@ -184,14 +191,8 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckThatTakesTheConnectionItWasWokenForKeeps
   ASSERT_TRUE(wait_for([&] { return this->is_ready(first) || compete_again.reached(); }));
   if (compete_again.reached()) (void)ready_within(second);
   compete_again.let_go();
-  ASSERT_TRUE(ready_within(first));
-  auto got = first.get();
-  EXPECT_TRUE(got) << "first in line, but a younger waiter was served: " << got.error().message();
+  this->expect_served_in_order(first, second, "first in line, but a younger waiter was served");
   EXPECT_FALSE(compete_again.reached());
-  EXPECT_FALSE(this->is_ready(second));
-  if (got) got->release();
-  ASSERT_TRUE(ready_within(second));
-  EXPECT_TRUE(second.get());
 }
 
 // The re-check took a connection that went idle while nobody waited (so nobody was woken for it),
@@ -254,13 +255,8 @@ TYPED_TEST(DialTokenRaceTest, AFreedSlotRefusedTheTokenIsServedByTheTokensHolder
 
   const auto served = [&] { return this->is_ready(first) || this->is_ready(second); };
   ASSERT_TRUE(wait_for(served, patience / 2)) << "a free slot, a free token, and both waiters asleep";
-  ASSERT_TRUE(ready_within(first));
-  auto got = first.get();  // the token's holder serves the line: itself, first in it
-  EXPECT_TRUE(got);
-  EXPECT_FALSE(this->is_ready(second));
-  if (got) got->release();
-  ASSERT_TRUE(ready_within(second));
-  EXPECT_TRUE(second.get());
+  // The token's holder serves the line: itself, first in it.
+  this->expect_served_in_order(first, second, "the token's holder was not served");
 }
 
 }  // namespace
