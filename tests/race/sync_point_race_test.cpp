@@ -99,9 +99,7 @@ class SyncPointTest : public netpool::test::pool_fixture<P> {
   // fair_waiters off, and nobody starves: a returned connection goes idle and the front of the line
   // is woken to compete for it.
   P make_unfair(std::size_t max_size) {
-    auto cfg = this->config(max_size);
-    cfg.fair_waiters = false;
-    cfg.starvation_threshold = std::chrono::hours(1);
+    auto cfg = this->unfair_config(max_size, std::chrono::hours(1));
     cfg.background_maintenance = false;
     return this->make(std::move(cfg));
   }
@@ -114,11 +112,6 @@ class SyncPointTest : public netpool::test::pool_fixture<P> {
       return f();
     });
   }
-  template <class T>
-  static bool is_ready(const std::future<T>& f) {
-    return f.wait_for(0s) == std::future_status::ready;
-  }
-
   // `first` is served while `second` still waits; once `first` gives its connection back,
   // `second` is served too. `if_not` says what went wrong when `first` is not served.
   template <class T>
@@ -126,7 +119,7 @@ class SyncPointTest : public netpool::test::pool_fixture<P> {
     ASSERT_TRUE(ready_within(first)) << if_not;
     auto got = first.get();
     EXPECT_TRUE(got) << if_not << ": " << got.error().message();
-    EXPECT_FALSE(is_ready(second));
+    EXPECT_FALSE(ready_within(second, 0ms));
     if (got) got->release();
     ASSERT_TRUE(ready_within(second));
     EXPECT_TRUE(second.get());
@@ -191,7 +184,7 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckThatTakesTheConnectionItWasWokenForKeeps
   EXPECT_EQ(pool.stats().waiters, 1u);
   queued.let_go();  // `first` re-checks and takes the idle connection
 
-  ASSERT_TRUE(wait_for([&] { return this->is_ready(first) || compete_again.reached(); }));
+  ASSERT_TRUE(wait_for([&] { return ready_within(first, 0ms) || compete_again.reached(); }));
   if (compete_again.reached()) (void)ready_within(second);
   compete_again.let_go();
   this->expect_served_in_order(first, second, "first in line, but a younger waiter was served");
@@ -256,7 +249,7 @@ TYPED_TEST(DialTokenRaceTest, AFreedSlotRefusedTheTokenIsServedByTheTokensHolder
   (void)lent->discard();  // frees the only slot; no token to grant it with
   holding_token.let_go();
 
-  const auto served = [&] { return this->is_ready(first) || this->is_ready(second); };
+  const auto served = [&] { return ready_within(first, 0ms) || ready_within(second, 0ms); };
   ASSERT_TRUE(wait_for(served, patience / 2)) << "a free slot, a free token, and both waiters asleep";
   // The token's holder serves the line: itself, first in it.
   this->expect_served_in_order(first, second, "the token's holder was not served");

@@ -26,15 +26,6 @@ using netpool::test::wait_for;
 template <class P>
 class FairnessTest : public netpool::test::pool_fixture<P> {
  protected:
-  // fair_waiters off; the default threshold is the pool's own (1 ms).
-  netpool::pool_config<netpool::test::tracked_conn> unfair_config(
-      std::size_t max_size, std::chrono::nanoseconds starvation_threshold = std::chrono::milliseconds(1)) {
-    auto cfg = this->config(max_size);
-    cfg.fair_waiters = false;
-    cfg.starvation_threshold = starvation_threshold;
-    return cfg;
-  }
-
   // Runs a racy scenario until one round could be checked: `scenario` returns false when the race
   // went the other way and there was nothing to check. At most 20 rounds; `never` says what kept
   // going the other way if all of them did.

@@ -56,6 +56,14 @@ class pool_fixture : public ::testing::Test {
     c.max_size = max_size;
     return c;
   }
+  // fair_waiters off; the default threshold is the pool's own (1 ms).
+  netpool::pool_config<tracked_conn> unfair_config(
+      std::size_t max_size, std::chrono::nanoseconds starvation_threshold = std::chrono::milliseconds(1)) {
+    auto c = config(max_size);
+    c.fair_waiters = false;
+    c.starvation_threshold = starvation_threshold;
+    return c;
+  }
   P make(std::size_t max_size = 4) { return P::create(config(max_size)).value(); }
   P make(netpool::pool_config<tracked_conn> c) { return P::create(std::move(c)).value(); }
 
