@@ -699,8 +699,12 @@ TEST(BackendFault, BlockedHealthCheckHoldsUpOnlyItsOwnCaller) {
 // health checks. Meeting N idle connections that fail their check, it used to check them one after
 // another, so get_for(d) returned only after d + N x (one check's time) — 8 x 300 ms for a 50 ms
 // deadline. A check in progress cannot be interrupted (its own bound is the user's business), and
-// once a failed check ends past the deadline, no further one starts.
-TEST(BackendFault, GetStartsNoHealthCheckAfterItsDeadline) {
+// once one check has run and the deadline has passed, no further one starts: whether that first
+// check was the fast path's (the idle connection this thread returned last) or the scan's.
+class SlowFailingCheck : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SlowFailingCheck, GetStartsNoHealthCheckAfterItsDeadline) {
+  const bool from_the_fast_path = GetParam();
   const fd_leak_check fds;
   echo_server server;
   std::atomic<bool> slow{false};
@@ -714,29 +718,58 @@ TEST(BackendFault, GetStartsNoHealthCheckAfterItsDeadline) {
   };
   auto pool = socket_pool::create(std::move(cfg)).value();
   tally counts;
-  prewarm(pool, counts, 8);
+  prewarm(pool, counts, 8);  // this thread's hint now names one of the 8
   ASSERT_EQ(pool.len(), 8u);
   slow.store(true);
 
-  const auto t0 = clock_type::now();
-  auto r = pool.get_for(50ms);
-  const auto took = std::chrono::duration_cast<milliseconds>(clock_type::now() - t0);
+  // A new thread has no hint: its get misses the fast path and scans.
+  auto r = from_the_fast_path ? pool.get_for(50ms)
+                              : std::async(std::launch::async, [&] { return pool.get_for(50ms); }).get();
   EXPECT_FALSE(r);
   if (!r) {
     EXPECT_EQ(r.error(), errc::timeout) << r.error().message();
   }
-  // Counted, not timed. A get checks the idle connection its fast path finds (its thread's last
-  // returned one) and then, in the scan, the first idle one it takes, without looking at the
-  // deadline before either: 1 or 2 checks. After that the deadline (50 ms, one 300 ms check ago)
-  // stops it. The bug ran a check on each of the 8. Nothing else checks here (keepalive_interval
-  // is 0), and a get past its deadline does not dial.
+  // Counted, not timed: one check of 300 ms, then the deadline (50 ms) stops the get. The bug ran
+  // a check on each of the 8; before the fix for the fast path's check, the scan ran a second one.
+  // Nothing else checks here (keepalive_interval is 0), and a get past its deadline does not dial.
   const auto s = pool.stats();
-  EXPECT_GE(s.closed_health, 1u);
-  EXPECT_LE(s.closed_health, 2u) << "get_for(50ms) ran " << s.closed_health << " checks of 300 ms (took "
-                                 << took.count() << " ms)";
-  EXPECT_EQ(pool.len() + s.closed_health, 8u) << "the connections it did not check are still idle";
+  EXPECT_EQ(s.closed_health, 1u) << "get_for(50ms) ran " << s.closed_health << " checks of 300 ms";
+  EXPECT_EQ(pool.len(), 7u) << "the connections it did not check are still idle";
   EXPECT_EQ(s.dials, 8u) << "no dial after the deadline";
 }
+
+// The other side of the rule: a get's first check runs whatever the deadline, so get_for(0) takes
+// an idle connection (after checking it) rather than time out with connections idle.
+TEST_P(SlowFailingCheck, GetPastItsDeadlineStillChecksAndTakesAnIdleConnection) {
+  const bool from_the_fast_path = GetParam();
+  const fd_leak_check fds;
+  echo_server server;
+  std::atomic<int> checks{0};
+  auto cfg = netpool::pool_config<netpool::socket>{};
+  cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+  cfg.max_size = 4;
+  cfg.health_check = [&](netpool::socket& s) {
+    checks.fetch_add(1);
+    return probe_alive(s);
+  };
+  auto pool = socket_pool::create(std::move(cfg)).value();
+  tally counts;
+  prewarm(pool, counts, 4);
+  ASSERT_EQ(pool.len(), 4u);
+  checks.store(0);
+
+  auto r = from_the_fast_path ? pool.get_for(0ms)
+                              : std::async(std::launch::async, [&] { return pool.get_for(0ms); }).get();
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(checks.load(), 1);
+  EXPECT_EQ(pool.len(), 3u);
+  EXPECT_EQ(pool.stats().dials, 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(BackendFault, SlowFailingCheck, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("FastPath") : std::string("Scan");
+                         });
 
 // ---- backend down for a long time --------------------------------------------------------------------
 

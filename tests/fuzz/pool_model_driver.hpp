@@ -367,6 +367,7 @@ class pool_model {
 
   outcome get(get_kind kind, const observation& obs, std::string& problem) {
     if (destroyed_) return {errc::pool_closed};
+    const std::uint64_t checks_before = health_calls_;
     // Fast path: the slot this thread returned last (skipped when a stop was requested). Lent
     // without any check while idle for less than every time-based threshold and no health check.
     if (kind != get_kind::cancelled && hint_ >= 0 && at(hint_).p == phase::idle) {
@@ -383,12 +384,13 @@ class pool_model {
     if (closed_) return {errc::pool_closed};
     for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {  // a miss scans from slot 0
       if (at(i).p != phase::idle) continue;
+      // Once this get has run a health check (which may block), on the fast path or here, no new
+      // one starts past its deadline (pool_core::scan_idle); try_get has no deadline and checks
+      // them all.
+      if (kind == get_kind::past && health_calls_ != checks_before) break;
       at(i).p = phase::leased;
       if (passes_checks(i)) return lend(i);
       free_slot(i);
-      // With a health check (which may block), no new check starts once a waiting get's deadline
-      // has passed (pool_core::scan_idle); try_get has no deadline and checks them all.
-      if (kind == get_kind::past && s_.health_check) break;
     }
     if (kind == get_kind::try_idle) return {errc::exhausted};
     if (active() == slots_.size()) {

@@ -219,6 +219,9 @@ class pool_core {
   [[gnu::always_inline]] result<lease_type> acquire(clock::time_point deadline, acquire_mode mode,
                                                     const std::stop_token* stop,
                                                     source_location where) noexcept {
+    // The fast path's connection ran a user check and failed it (scan_idle()). A plain value, not
+    // an out-parameter of hand_out(): address-taken, it cost a store on the fast path.
+    bool user_checked = false;
     // Fast path: the slot this thread returned last, unless someone waits (waiters go first).
     // relaxed: a fairness heuristic; INV6 does not depend on this load.
     // A stop already requested wins over an idle connection: acquire_slow() reports it.
@@ -240,13 +243,15 @@ class pool_core {
             // its destructor, too large to inline, would be a call on every get.
             return result<lease_type>(std::in_place, lease_key<Conn>{}, this, &*s.conn, &s, owned);
           }
-          if (lease_type taken = hand_out(index_of(s), owned, where)) return taken;
+          checked_lease checked = hand_out(index_of(s), owned, where);
+          if (checked.lease) return std::move(checked.lease);
+          user_checked = checked.user_checked;
         }
       }
     }
     // Built apart and moved: the fast path then never takes the result's address, so after
     // inlining the compiler keeps it in registers.
-    result<lease_type> slow = acquire_slow(deadline, mode, stop, where);
+    result<lease_type> slow = acquire_slow(deadline, mode, stop, where, user_checked);
     return result<lease_type>(std::move(slow));
   }
 
@@ -632,17 +637,27 @@ class pool_core {
   }
 
   // We own slot i (leased, word `owned`) with a pooled connection: check it, then lend it; or
-  // close it, free the slot, and return an empty lease.
-  [[gnu::noinline]] lease_type hand_out(std::uint32_t i, std::uint64_t owned,
-                                        source_location where) noexcept {
-    if (passes_checks(i)) return lend_tracked(i, owned, where);
-    release_slot(i);
-    return {};
+  // close it, free the slot, and return an empty lease. `user_checked`: see passes_checks().
+  struct checked_lease {
+    lease_type lease;
+    bool user_checked = false;
+  };
+  [[gnu::noinline]] checked_lease hand_out(std::uint32_t i, std::uint64_t owned,
+                                           source_location where) noexcept {
+    checked_lease out;
+    if (passes_checks(i, out.user_checked)) {
+      out.lease = lend_tracked(i, owned, where);
+    } else {
+      release_slot(i);
+    }
+    return out;
   }
 
   // Standard pool: is the pooled connection in slot i (ours) still worth lending? If not, it is
-  // closed and counted; the caller still owns the (now empty) slot.
-  bool passes_checks(std::uint32_t i) noexcept {
+  // closed and counted; the caller still owns the (now empty) slot. Sets `user_checked` when it
+  // runs user code that may block (the health check, on_borrow): scan_idle() starts no more of
+  // those past the get's deadline.
+  bool passes_checks(std::uint32_t i, bool& user_checked) noexcept {
     slot_type& s = slots_[i];
     // Past max_idle_time, but kept if closing it would leave fewer than min_size open: the
     // maintainer keeps those on purpose (relaxed: a count, as in reap_idle()).
@@ -660,6 +675,7 @@ class pool_core {
       close_conn(s, close_reason::health);
       return false;
     }
+    if (has_health_check_ || config_.on_borrow) user_checked = true;
     if (has_health_check_ && !healthy(*s.conn)) {
       close_conn(s, close_reason::health);
       return false;
@@ -738,16 +754,20 @@ class pool_core {
 
   // Scans every slot for an idle connection. Waits out transit on idle slots so that a waiter's
   // re-scan cannot miss a connection being returned right now (INV6).
-  // A connection that fails its checks is closed and the scan goes on, but no new health check
-  // starts once `deadline` has passed: a slow check must not stretch a get_for() by one check per
-  // idle connection.
-  lease_type scan_idle(clock::time_point deadline, source_location where) noexcept {
-    for (auto [i, mine] = take_next_idle(0); i < capacity_; std::tie(i, mine) = take_next_idle(i + 1)) {
-      if (lease_type taken = hand_out(i, mine, where)) return taken;
-      // It failed a check. Checks that may block (the user's) are bounded by the deadline.
-      if (has_health_check_ && clock::now() >= deadline) return {};
+  // A connection that fails its checks is closed and the scan goes on, but once this get has run
+  // one user check (`user_checked`, kept across the get's scans), none starts past `deadline`: a
+  // slow check must not stretch a get_for() by one check per idle connection. The first one runs
+  // whatever the deadline, so that get_for(0) still takes an idle connection.
+  lease_type scan_idle(clock::time_point deadline, source_location where, bool& user_checked) noexcept {
+    for (std::uint32_t from = 0;;) {
+      if (user_checked && clock::now() >= deadline) return {};
+      const auto [i, mine] = take_next_idle(from);
+      if (i == capacity_) return {};
+      checked_lease checked = hand_out(i, mine, where);
+      if (checked.lease) return std::move(checked.lease);
+      user_checked = user_checked || checked.user_checked;
+      from = i + 1;
     }
-    return {};
   }
 
   // Takes the first idle slot at index `from` or later, waiting out transit on idle slots so that
@@ -1344,11 +1364,12 @@ class pool_core {
   };
   static constexpr std::uint32_t timed_out = 100;
 
+  // `user_checked`: this get's fast path already ran a user check; see scan_idle().
   [[gnu::noinline]] result<lease_type> acquire_slow(clock::time_point deadline, acquire_mode mode,
-                                                    const std::stop_token* stop,
-                                                    source_location where) noexcept {
+                                                    const std::stop_token* stop, source_location where,
+                                                    bool user_checked) noexcept {
     bool waited = false;
-    result<lease_type> got = acquire_or_wait(deadline, mode, stop, where, waited);
+    result<lease_type> got = acquire_or_wait(deadline, mode, stop, where, waited, user_checked);
     // relaxed: a counter (gets served at once = gets - these).
     if (waited && got) counters_.waited_served.fetch_add(1, std::memory_order_relaxed);
     return got;
@@ -1370,8 +1391,8 @@ class pool_core {
   }
 
   result<lease_type> acquire_or_wait(clock::time_point deadline, acquire_mode mode,
-                                     const std::stop_token* stop, source_location where,
-                                     bool& waited) noexcept {
+                                     const std::stop_token* stop, source_location where, bool& waited,
+                                     bool user_checked) noexcept {
     clock::time_point wait_start{};
     auto finish_wait = [&] {
       if (waited) record_wait(wait_start);
@@ -1405,8 +1426,8 @@ class pool_core {
         // (a slot granted to us that we will have dialed by a dialer thread)
       } else if (!fair_ || waiters_.load(std::memory_order_seq_cst) == 0) {
         // try_get() has no deadline to keep (it never waits): it checks every idle connection.
-        if (lease_type taken =
-                scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(), where)) {
+        if (lease_type taken = scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(),
+                                         where, user_checked)) {
           finish_wait();
           return taken;
         }
@@ -1438,7 +1459,7 @@ class pool_core {
       switch (got.kind) {
         case waiter::granted_connection: {
           const std::uint64_t owned = word::make(got.generation, word::leased);
-          if (passes_checks(got.slot)) {
+          if (passes_checks(got.slot, user_checked)) {
             finish_wait();
             return lend_tracked(got.slot, owned, where);
           }
