@@ -816,6 +816,47 @@ TEST(KeyedPoolCounters, NeverGoDownWhileASubPoolIsRemovedEvictedOrClosed) {
   }
 }
 
+// A lease can outlive its sub-pool (remove() or close() while it is out). What it adds when it
+// comes back (the sub-pool closes it) must show in the keyed pool's counters: the retired sub-pool
+// used to be destroyed as soon as no get held it, and a lease returned after that counted nowhere.
+TEST(KeyedPoolCounters, ALeaseReturnedAfterItsSubPoolWentIsCounted) {
+  enum class how { remove, close };
+  for (const how way : {how::remove, how::close}) {
+    SCOPED_TRACE(way == how::remove ? "remove" : "close");
+    netpool::keyed_pool_config<std::string, plain_conn> cfg;
+    cfg.background_maintenance = false;
+    cfg.make_config = [](const std::string&) {
+      netpool::pool_config<plain_conn> c;
+      c.background_maintenance = false;
+      c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+      return c;
+    };
+    auto made = plain_keyed::create(std::move(cfg));
+    ASSERT_TRUE(made);
+    plain_keyed& pools = *made;
+    auto held = pools.get("a");
+    ASSERT_TRUE(held);
+    { ASSERT_TRUE(pools.get("a")); }  // a second connection, idle from here on
+    if (way == how::remove) {
+      ASSERT_TRUE(pools.remove("a"));
+    } else {
+      pools.close();
+    }
+    const netpool::pool_stats before = pools.stats().total;
+    EXPECT_EQ(before.closed_pool, 1u) << "the idle connection closed as the sub-pool went";
+
+    EXPECT_EQ(held->release(), netpool::errc::pool_closed);
+    const netpool::pool_stats after = pools.stats().total;
+    EXPECT_EQ(after.closed_pool, 2u) << "the returned lease's connection, closed by its sub-pool";
+    EXPECT_EQ(after.gets, 2u);
+    EXPECT_EQ(after.dials, 2u);
+    // Once nothing is out, the graveyard lets the sub-pool go; its counts stay.
+    (void)pools.maintain();
+    EXPECT_EQ(pools.stats().total.closed_pool, 2u);
+    EXPECT_EQ(pools.stats().total.gets, 2u);
+  }
+}
+
 // "Practically never" must mean never: evict_idle_after + its touch resolution used to overflow
 // and wrap negative, and every quiet sub-pool was evicted at the next round.
 TEST(KeyedPoolCounters, EvictIdleAfterMaxNeverEvicts) {

@@ -46,6 +46,9 @@
 //        lock is held, and total() holds the map lock shared and retired_mutex_ together. Counts
 //        the sub-pool adds later (its close(), leases returned after it) are folded again as it is
 //        closed and as it is destroyed; the entry's `folded` remembers what was already added.
+//        Meanwhile total() adds a graveyard entry's growth since its last fold (graveyard_mutex_
+//        held too), and the graveyard keeps an entry until its sub-pool has no lease out and no
+//        dial in flight, so a lease returned after its sub-pool was removed is counted, not lost.
 #pragma once
 
 #include <algorithm>
@@ -137,7 +140,7 @@ class keyed_state {
     // reclaim (a try_get and a discard): wait for them to let go. No get runs any more (the
     // destructor must not race other calls), so every other reference is already gone.
     for (;;) {
-      collect();
+      collect(true);
       {
         std::lock_guard lock(graveyard_mutex_);
         if (graveyard_.empty()) break;
@@ -323,10 +326,15 @@ class keyed_state {
   // Sums every sub-pool's stats, and the counters of sub-pools already gone.
   pool_stats total() const {
     pool_stats sum;
-    // KS7: both locks at once, so that no entry is between map_ and retired_counters_.
+    // KS7: all three locks at once, so that no entry is between map_, the graveyard and
+    // retired_counters_.
     std::shared_lock map_lock(map_mutex_);
+    std::lock_guard graveyard_lock(graveyard_mutex_);
     std::lock_guard lock(retired_mutex_);
     add_counters(sum, retired_counters_);
+    // Retired sub-pools still in the graveyard: what they counted since their last fold (leases
+    // returned since).
+    for (const entry_ptr& e : graveyard_) add_counter_growth(sum, e->sub->stats(), e->folded);
     for (const auto& kv : map_) {
       const pool_stats s = kv.second->sub->stats();
       add_counters(sum, s);
@@ -500,10 +508,13 @@ class keyed_state {
   // KS6: destroys the retired entries only the graveyard still holds (joining their sub-pools'
   // threads). Under graveyard_mutex_, which no sub-pool thread ever takes, so joining them here
   // cannot deadlock; and nothing is allocated.
-  void collect() noexcept {
+  // KS7: an entry whose sub-pool still has a lease out or a dial in flight stays (total() counts
+  // what they add as they end), unless the state is going away (`final`): once its sub-pool has no
+  // connection left and nobody else holds the entry, nothing can count there any more.
+  void collect(bool final = false) noexcept {
     std::lock_guard lock(graveyard_mutex_);
     for (entry_ptr& e : graveyard_) {
-      if (e.use_count() == 1) {
+      if (e.use_count() == 1 && (final || e->sub->stats().active == 0)) {
         fold(*e);  // KS7: what it counted since it was closed (leases that came back)
         e.reset();
       }
@@ -585,10 +596,10 @@ class keyed_state {
   std::atomic<bool> closed_{false};
 
   std::atomic<std::uint64_t> created_{0}, evicted_{0}, removed_{0}, reclaimed_{0};
-  std::mutex graveyard_mutex_;
-  std::vector<entry_ptr> graveyard_;  // guarded by graveyard_mutex_: retired entries (KS6)
-  mutable std::mutex retired_mutex_;  // taken after map_mutex_ or graveyard_mutex_, never before
-  pool_stats retired_counters_;       // guarded by retired_mutex_: counters of sub-pools gone (KS7)
+  mutable std::mutex graveyard_mutex_;  // taken after map_mutex_, never before
+  std::vector<entry_ptr> graveyard_;    // guarded by graveyard_mutex_: retired entries (KS6)
+  mutable std::mutex retired_mutex_;    // taken after map_mutex_ or graveyard_mutex_, never before
+  pool_stats retired_counters_;         // guarded by retired_mutex_: counters of sub-pools gone (KS7)
 
   std::mutex sweep_mutex_;
   std::condition_variable sweep_cv_;
