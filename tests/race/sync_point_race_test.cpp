@@ -13,7 +13,12 @@
 // holder to serve the line; the holder used to give the token back and go to sleep, and every
 // waiter slept until its deadline with a free slot in the pool.
 //
-// Both pools run every test: the code under test is their shared core.
+// DoomRaceTest: the maintainer reads a lent slot's word, and by the time it dooms that lease (max
+// lifetime), the lease has come back and a newer one has been doomed by reset(): the stale doom
+// must fail without relabelling the newer lease's close.
+//
+// Both pools run every test but DoomRaceTest (max lifetime and reset() are the standard pool's):
+// the code under test is their shared core.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -25,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "../unit/manual_clock.hpp"
 #include "../unit/pool_test_helpers.hpp"
 #include "netpool/detail/sync_point.hpp"
 #include "netpool/pool.hpp"
@@ -253,6 +259,46 @@ TYPED_TEST(DialTokenRaceTest, AFreedSlotRefusedTheTokenIsServedByTheTokensHolder
   ASSERT_TRUE(wait_for(served, patience / 2)) << "a free slot, a free token, and both waiters asleep";
   // The token's holder serves the line: itself, first in it.
   this->expect_served_in_order(first, second, "the token's holder was not served");
+}
+
+// The maintainer read the word of `old_lease` (past its lifetime) and is held before dooming it.
+// Meanwhile that lease fails (put_with_error: closed, slot freed), a new connection is lent from
+// the same slot, and reset() dooms the new lease. The held doom then fails on the generation, as it
+// always did, but it wrote its reason first: the new connection's close was counted as `lifetime`
+// (it is a minute old), not `reset`.
+class DoomRaceTest : public SyncPointTest<netpool::test::std_pool> {};
+
+TEST_F(DoomRaceTest, AStaleLifetimeDoomDoesNotRelabelANewerLeasesReset) {
+  netpool::test::manual_clock clock;  // outlives the pool
+  auto cfg = this->config(1);
+  cfg.background_maintenance = false;  // maintain() runs on the named thread below
+  cfg.clock = clock.function();
+  cfg.max_lifetime = std::chrono::minutes(1);
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at stale_doom("maintainer", "doom_leased:start");
+  active_stops = {&stale_doom};
+
+  auto old_lease = pool.get();
+  ASSERT_TRUE(old_lease);
+  clock.advance(std::chrono::minutes(2));  // past its lifetime
+  auto round = this->run_named("maintainer", [&] { return pool.maintain(); });
+  ASSERT_TRUE(stale_doom.reached_within());  // read the old lease's word; about to doom it
+
+  EXPECT_FALSE(pool.put_with_error(std::move(*old_lease)));  // closed (error), slot free
+  auto new_lease = pool.get();  // the only slot again, a newer lease, a new connection
+  ASSERT_TRUE(new_lease);
+  pool.reset();  // dooms the new lease: closed as `reset` when it comes back
+  stale_doom.let_go();
+  ASSERT_TRUE(ready_within(round));
+  (void)round.get();
+  EXPECT_FALSE(new_lease->release());
+
+  const netpool::pool_stats s = pool.stats();
+  auto closed = [&](netpool::close_reason why) { return s.closed[static_cast<std::size_t>(why)]; };
+  EXPECT_EQ(closed(netpool::close_reason::reset), 1u);
+  EXPECT_EQ(closed(netpool::close_reason::lifetime), 0u) << "the stale doom relabelled the reset";
+  EXPECT_EQ(closed(netpool::close_reason::error), 1u);
 }
 
 }  // namespace

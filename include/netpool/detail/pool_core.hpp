@@ -487,9 +487,10 @@ class pool_core {
     // The connection's number in dial order (dial_seq_): reset() closes only those numbered
     // before it started, not the replacements dialed meanwhile. Written by the dialer (owner).
     std::atomic<std::uint64_t> born{0};
-    // Why `doomed` was set: written before the flag's release CAS, read after the owner's
-    // failed CAS (acquire). relaxed atomic: the maintainer and reset() may race to set it.
-    std::atomic<std::uint8_t> doom_reason{0};
+    // Why `doomed` was set, tagged with the lease it was set for: the lease's generation bits (as
+    // in `state`) | the close_reason. Written before the flag's release CAS, read after the
+    // owner's failed CAS (acquire). See doom_leased() for who may overwrite it.
+    std::atomic<std::uint64_t> doom_reason{0};
     std::optional<Conn> conn;  // engaged while the slot holds a connection (INV1)
   };
   static_assert(alignof(slot_type) == cache_line);
@@ -1087,15 +1088,33 @@ class pool_core {
     return put_status::ok;
   }
 
+  static_assert(close_reason_count <= (std::uint64_t{1} << word::generation_shift),
+                "a doom tag keeps the reason below the generation bits");
+  // The owner found its lease doomed (its failed CAS acquired the flag's release): why.
   static close_reason doom_reason_of(const slot_type& s) noexcept {
-    return static_cast<close_reason>(s.doom_reason.load(std::memory_order_relaxed));
+    // relaxed: ordered by that acquire. The doomer that set the flag read or wrote this lease's
+    // tag before its release CAS (read-read coherence covers a tag written by another doomer of
+    // the same lease), and no later lease exists to write a newer one.
+    const std::uint64_t tag = s.doom_reason.load(std::memory_order_relaxed);
+    return static_cast<close_reason>(tag & ~word::generation_mask);
   }
 
   // Marks the connection lent from slot i (word `w`, leased) to be closed when it comes back.
   // False if the slot is no longer leased (it came back first).
   bool doom_leased(std::uint32_t i, std::uint64_t w, close_reason why) noexcept {
+    NETPOOL_SYNC_POINT("doom_leased:start");  // `w` may be an older lease's by now
     slot_type& s = slots_[i];
-    s.doom_reason.store(static_cast<std::uint8_t>(why), std::memory_order_relaxed);
+    // The reason is the first doomer's of this lease (lifetime, reset() and resize may race to
+    // doom one lease; each is true of it), and only a newer lease's tag replaces an older one's:
+    // a doomer holding the word of a lease that has since come back (the maintainer reads words
+    // ahead of its CAS) used to overwrite the reason of the lease lent after it.
+    const std::uint64_t lease = w & word::generation_mask;
+    // relaxed: the tag travels to the owner with the flag (the release CAS below).
+    std::uint64_t tag = s.doom_reason.load(std::memory_order_relaxed);
+    while ((tag & word::generation_mask) < lease &&
+           !s.doom_reason.compare_exchange_weak(tag, lease | static_cast<std::uint64_t>(why),
+                                                std::memory_order_relaxed, std::memory_order_relaxed)) {
+    }
     // release: the reason travels with the flag to the owner's failed CAS (acquire). A leased
     // slot is never in transit (INV5), so only the owner or close() can race with us.
     return s.state.compare_exchange_strong(w, w | word::doomed, std::memory_order_release,
