@@ -9,7 +9,7 @@
 // Guarantees checked: after warm-up, get+put of an idle connection allocates nothing on pool (with
 // idle tracking and a health check too) and lean_pool, whichever acquire call is used; a blocked
 // get served by a hand-off from another thread allocates nothing; nor does a wait that times out
-// or is cancelled through a stop_token.
+// or is cancelled through a stop_token; and a pool's own threads allocate nothing of their own.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -38,6 +38,15 @@ std::atomic<std::uint64_t> g_allocations{0};  // every successful allocation, an
 std::atomic<std::int64_t> g_live_blocks{0};   // allocated and not yet freed, any API
 // out_of_memory_test.cpp: operator new on this thread throws after this many more (0: never).
 thread_local int t_fail_countdown = 0;
+// BackgroundAllocTest: allocations on threads the test has not marked as its own (a pool's
+// threads), any API.
+thread_local bool t_foreground = false;
+std::atomic<std::uint64_t> g_background_allocations{0};
+void count_allocation() noexcept {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  if (!t_foreground) g_background_allocations.fetch_add(1, std::memory_order_relaxed);
+}
 }  // namespace
 
 namespace netpool::test {
@@ -68,22 +77,21 @@ void __libc_free(void*);
 void* malloc(std::size_t size) {
   void* p = __libc_malloc(size);
   if (p != nullptr) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+    count_allocation();
   }
   return p;
 }
 void* calloc(std::size_t n, std::size_t size) {
   void* p = __libc_calloc(n, size);
   if (p != nullptr) {
-    g_allocations.fetch_add(1, std::memory_order_relaxed);
-    g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+    count_allocation();
   }
   return p;
 }
 void* realloc(void* old, std::size_t size) {
   void* p = __libc_realloc(old, size);
   if (p != nullptr) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (p != nullptr && !t_foreground) g_background_allocations.fetch_add(1, std::memory_order_relaxed);
   // Live blocks: a new one from nothing, one fewer when realloc(p, 0) frees; otherwise one for one.
   if (old == nullptr && p != nullptr) g_live_blocks.fetch_add(1, std::memory_order_relaxed);
   if (old != nullptr && p == nullptr && size == 0) g_live_blocks.fetch_sub(1, std::memory_order_relaxed);
@@ -107,16 +115,14 @@ void* counted_new(std::size_t size) {
   fail_if_asked();
   void* p = __libc_malloc(size == 0 ? 1 : size);
   if (p == nullptr) throw std::bad_alloc();
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  count_allocation();
   return p;
 }
 void* counted_new(std::size_t size, std::align_val_t align) {
   fail_if_asked();
   void* p = __libc_memalign(static_cast<std::size_t>(align), size == 0 ? 1 : size);
   if (p == nullptr) throw std::bad_alloc();
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  g_live_blocks.fetch_add(1, std::memory_order_relaxed);
+  count_allocation();
   return p;
 }
 }  // namespace
@@ -489,6 +495,65 @@ TEST_P(AllocTest, DiscardAndRedialWithANonAllocatingFactory) {
     EXPECT_EQ(failures, 0);
     EXPECT_EQ(n, 0u);
   });
+}
+
+// A pool's own threads (the maintainer, the dialers) allocate nothing of their own, so running
+// out of memory can reach them only through user code (the factory, a health check, hooks), whose
+// throws the pool catches and turns into errors (PoolTest.FactoryThatThrowsBecomesAnErrorAndFreesTheSlot,
+// HooksTest, StandardPoolTest.HealthCheckThatThrowsClosesTheConnection): their noexcept loops never
+// meet a std::bad_alloc. Counted on every thread but this one, over a life that gives each of them
+// work: the maintainer dials up to min_size, runs keepalive checks and closes idle connections past
+// max_idle_time; dialer threads dial for callers whose deadline is shorter than the dial timeout.
+// (Starting a thread allocates its state on the thread that starts it: this one.)
+TEST(BackgroundAllocTest, PoolThreadsAllocateNothingOfTheirOwn) {
+  t_foreground = true;
+  // The counter must see another thread's allocations, or the zero below would mean nothing.
+  const std::uint64_t seen_before = g_background_allocations.load();
+  std::thread([] {
+    auto* p = new int(1);
+    escape(p);
+    delete p;
+  }).join();
+  ASSERT_GE(g_background_allocations.load() - seen_before, 1u);
+
+  connection_registry registry;
+  factory_control factory{registry};
+  std::atomic<int> checks{0};
+  std::atomic<int> dials_elsewhere{0};  // dials on the pool's threads, not on this one
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = [&dials_elsewhere, dial = factory.function()](auto deadline) {
+    if (!t_foreground) dials_elsewhere.fetch_add(1);
+    return dial(deadline);
+  };
+  cfg.max_size = 4;
+  cfg.min_size = 2;
+  cfg.dial_timeout = 30s;  // longer than the gets' deadlines below: their dials are posted
+  cfg.max_idle_time = 20ms;
+  cfg.keepalive_interval = 5ms;
+  cfg.health_check = [&](tracked_conn&) {
+    checks.fetch_add(1);
+    return true;
+  };
+  const std::uint64_t before = g_background_allocations.load();
+  {
+    auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+    ASSERT_EQ(pool.wait_for_min_size(std::chrono::steady_clock::now() + 30s), 2u);
+    std::vector<lease_type> held;
+    for (int i = 0; i < 4; ++i) {
+      auto l = pool.get_for(10s);
+      ASSERT_TRUE(l) << l.error().message();
+      held.push_back(std::move(*l));
+    }
+    held.clear();
+    // Keepalive rounds check the idle ones; the two above min_size are closed once idle 20 ms.
+    EXPECT_TRUE(netpool::test::wait_for([&] { return pool.stats().closed_idle >= 2 && checks.load() >= 8; }))
+        << "closed idle: " << pool.stats().closed_idle << ", checks: " << checks.load();
+    EXPECT_EQ(pool.stats().dials, 4u);
+    EXPECT_EQ(dials_elsewhere.load(), 4) << "two by the maintainer (min_size), two by dialer threads";
+  }  // the pool's threads are joined here
+  EXPECT_EQ(g_background_allocations.load() - before, 0u);
+  EXPECT_EQ(registry.live(), 0);
+  t_foreground = false;
 }
 
 }  // namespace

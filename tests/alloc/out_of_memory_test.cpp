@@ -1,5 +1,7 @@
 // Out of memory: operator new made to throw std::bad_alloc at each allocation in turn (on the
-// calling thread; the hook lives in alloc_test.cpp's replacement allocator). Whatever fails, the
+// calling thread; the hook lives in alloc_test.cpp's replacement allocator). The pool's own threads
+// need no such test: they allocate nothing of their own (alloc_test.cpp, BackgroundAllocTest), so
+// only user code they run can throw there, and the pool catches that. Whatever fails, the
 // promise is the same as for a throwing factory: an error, never a crash, a leak or a lost
 // connection. The loops end once an attempt runs without the failure being reached.
 #include <gtest/gtest.h>
