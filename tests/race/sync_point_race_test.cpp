@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstddef>
 #include <future>
+#include <stop_token>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -33,6 +34,7 @@
 #include "../unit/manual_clock.hpp"
 #include "../unit/pool_test_helpers.hpp"
 #include "netpool/detail/sync_point.hpp"
+#include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "test_support.hpp"
 
@@ -197,6 +199,37 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckThatTakesTheConnectionItWasWokenForKeeps
   EXPECT_FALSE(compete_again.reached());
 }
 
+// Woken to compete, a waiter whose stop_token fires before it competes leaves without trying: it
+// must pass the wake-up on, or the next waiter sleeps on while the connection sits idle (forever
+// with get() and max 1). The unit suite ran this as a race repeated until the cancellation won.
+TYPED_TEST(WokenWaiterRaceTest, AWokenWaiterCancelledBeforeItCompetesWakesTheNextOne) {
+  auto pool = this->make_unfair(1);
+  netpool::test::close_on_exit guard(pool);
+  stop_at first_asleep("first", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at first_woken("first", "acquire:compete_again");
+  active_stops = {&first_asleep, &second_asleep, &first_woken};
+
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  std::stop_source stop;
+  auto first = this->run_named("first", [&] { return pool.get(stop.get_token()); });
+  ASSERT_TRUE(first_asleep.reached_within());
+  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(second_asleep.reached_within());
+  held->release();  // idle; `first` is woken to compete for it...
+  ASSERT_TRUE(first_woken.reached_within());
+  stop.request_stop();  // ...and cancelled before it does
+  first_woken.let_go();
+
+  ASSERT_TRUE(ready_within(first));
+  auto got_first = first.get();
+  ASSERT_FALSE(got_first);
+  EXPECT_EQ(got_first.error(), netpool::errc::cancelled);
+  ASSERT_TRUE(ready_within(second)) << "the wake-up was lost: the connection sat idle";
+  EXPECT_TRUE(second.get());
+}
+
 // The re-check took a connection that went idle while nobody waited (so nobody was woken for it),
 // and then the waiter was woken for another one. It keeps what it took and wakes the next waiter
 // for the other: without that, `second` slept with a connection idle.
@@ -282,7 +315,7 @@ TEST_F(DoomRaceTest, AStaleLifetimeDoomDoesNotRelabelANewerLeasesReset) {
   auto old_lease = pool.get();
   ASSERT_TRUE(old_lease);
   clock.advance(std::chrono::minutes(2));  // past its lifetime
-  auto round = this->run_named("maintainer", [&] { return pool.maintain(); });
+  auto round = run_named("maintainer", [&] { return pool.maintain(); });
   ASSERT_TRUE(stale_doom.reached_within());  // read the old lease's word; about to doom it
 
   EXPECT_FALSE(pool.put_with_error(std::move(*old_lease)));  // closed (error), slot free
