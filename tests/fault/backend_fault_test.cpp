@@ -93,8 +93,8 @@ void expect_pool_healthy_after(socket_pool& pool, const instrumented_factory& fa
 // take an echo_server's port while the server is stopped: "the server stops accepting".
 class stalled_listener {
  public:
-  explicit stalled_listener(std::uint16_t port) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  explicit stalled_listener(std::uint16_t port)
+      : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     if (listener_ < 0) throw std::system_error(errno, std::system_category(), "socket");
     const int on = 1;
     ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
