@@ -17,8 +17,10 @@
 // lifetime), the lease has come back and a newer one has been doomed by reset(): the stale doom
 // must fail without relabelling the newer lease's close.
 //
-// Both pools run every test but DoomRaceTest (max lifetime and reset() are the standard pool's):
-// the code under test is their shared core.
+// ShrinkRaceTest: set_max_size() shrinking the pool while a maintenance round does the same.
+//
+// Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
+// maintenance rounds are the standard pool's): the code under test is their shared core.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -332,6 +334,108 @@ TEST_F(DoomRaceTest, AStaleLifetimeDoomDoesNotRelabelANewerLeasesReset) {
   EXPECT_EQ(closed(netpool::close_reason::reset), 1u);
   EXPECT_EQ(closed(netpool::close_reason::lifetime), 0u) << "the stale doom relabelled the reset";
   EXPECT_EQ(closed(netpool::close_reason::error), 1u);
+}
+
+// set_max_size() shrinks the pool while a maintenance round runs. Both used to look for the same
+// surplus: here set_max_size(1) has closed the two idle connections and read the first lent slot's
+// word (held before dooming it) when the round dooms that lease itself; let go, set_max_size's doom
+// failed and it doomed the second lease as well, so both lent connections closed on return and the
+// pool was left with none (seen once in a loaded TSan run). Now the round waits for the resize.
+class ShrinkRaceTest : public SyncPointTest<netpool::test::std_pool> {};
+
+TEST_F(ShrinkRaceTest, AResizeAndAMaintenanceRoundDoomOneSurplusLeaseBetweenThem) {
+  auto cfg = this->config(4);
+  cfg.max_size_limit = 4;
+  cfg.background_maintenance = false;  // the round runs on a thread of this test
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at resize_dooms("resizer", "doom_leased:start");
+  active_stops = {&resize_dooms};
+
+  std::vector<netpool::test::tracked_lease> leases;
+  for (int i = 0; i < 4; ++i) {
+    auto got = pool.get();
+    ASSERT_TRUE(got);
+    leases.push_back(std::move(*got));
+  }
+  leases.resize(2);  // two back idle, two still lent
+  ASSERT_EQ(pool.len(), 2u);
+
+  auto resize = run_named("resizer", [&] { return pool.set_max_size(1); });
+  ASSERT_TRUE(resize_dooms.reached_within());  // idle ones closed; about to doom a lent one
+  auto round = run_async([&] { return pool.maintain(); });
+  // Old code: the round dooms that lease meanwhile. Now it waits for the resize to finish.
+  (void)ready_within(round, std::chrono::milliseconds(200));
+  resize_dooms.let_go();
+  ASSERT_TRUE(ready_within(resize));
+  EXPECT_FALSE(resize.get());
+  ASSERT_TRUE(ready_within(round));
+  (void)round.get();
+
+  leases.clear();  // one is surplus and closes; the other stays, idle
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.closed_resize, 3u) << "two idle, and one of the two lent";
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(s.idle, 1u);
+}
+
+// fair_waiters = false with a health check. `first` has run a check (it failed) and then waited;
+// woken to compete for a returned connection, it is held until its deadline has passed. A get
+// past its deadline that has already run a check starts no other, so `first` times out without
+// competing, and the connection it was woken for stays idle: it must pass the wake-up on, or
+// `second` (a get() without a deadline) sleeps forever with a connection idle. (Found by review
+// of the rule that stops checks at the deadline, which introduced it.)
+class DeadlineWakeRaceTest : public SyncPointTest<netpool::test::std_pool> {};
+
+TEST_F(DeadlineWakeRaceTest, AWokenWaiterPastItsDeadlineAfterACheckPassesTheWakeUpOn) {
+  std::atomic<bool> in_check{false};
+  std::atomic<bool> fail_check{false};
+  auto cfg = this->unfair_config(2, std::chrono::hours(1));  // nobody starves: a return wakes the front
+  cfg.background_maintenance = false;
+  cfg.health_check = [&](netpool::test::tracked_conn&) {
+    if (thread_name != "first") return true;
+    in_check.store(true);
+    (void)wait_for([&] { return fail_check.load(); });
+    return false;
+  };
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at blocker_asleep("blocker", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at first_asleep("first", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at second_asleep("second", "wait_in_line:rechecked", 1, /*let_go=*/true);
+  stop_at first_woken("first", "acquire:compete_again");
+  active_stops = {&blocker_asleep, &first_asleep, &second_asleep, &first_woken};
+
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  ASSERT_TRUE(pool.get());  // a second connection, idle from here on
+  // Long enough for the steps below on a slow machine; then waited out.
+  const auto first_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto first = run_named("first", [&] { return pool.get_until(first_deadline); });
+  ASSERT_TRUE(wait_for([&] { return in_check.load(); }));  // checking the idle one
+  auto blocker = run_named("blocker", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(blocker_asleep.reached_within());
+  fail_check.store(true);  // closed; its slot goes to `blocker`, which dials into it
+  ASSERT_TRUE(ready_within(blocker));
+  auto blocking = blocker.get();
+  ASSERT_TRUE(blocking);
+  ASSERT_TRUE(first_asleep.reached_within());  // nothing idle, no room: `first` waits
+  auto second = run_named("second", [&] { return pool.get(); });
+  ASSERT_TRUE(second_asleep.reached_within());
+
+  blocking->release();  // idle; `first` is woken to compete for it...
+  ASSERT_TRUE(first_woken.reached_within());
+  ASSERT_TRUE(wait_for([&] { return std::chrono::steady_clock::now() > first_deadline; }));  // ...too late
+  first_woken.let_go();
+  ASSERT_TRUE(ready_within(first));
+  auto got_first = first.get();
+  ASSERT_FALSE(got_first);
+  EXPECT_EQ(got_first.error(), netpool::errc::timeout);
+  const bool served = ready_within(second);
+  EXPECT_TRUE(served) << "the wake-up was lost: idle " << pool.stats().idle << ", waiters "
+                      << pool.stats().waiters;
+  if (!served) pool.close();  // fails `second`, so that its future can be destroyed
+  (void)second.get();
 }
 
 }  // namespace

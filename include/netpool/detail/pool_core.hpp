@@ -1198,6 +1198,9 @@ class pool_core {
 
   // More open than max_size (set_max_size shrank it): close idle ones, then doom lent ones until
   // the surplus is covered. Slots being dialed are left: the maintainer's next round looks again.
+  // Under resize_mutex_: two shrinks at once (set_max_size() and a maintenance round) each counted
+  // the same surplus, and when one doomed a lease the other had just read, the other's doom
+  // failed and it doomed the next lease too: one connection too many closed.
   void shrink_to_max_size() noexcept {
     for (std::uint32_t i = 0; i < capacity_ && active_.load(std::memory_order_relaxed) > max_size(); ++i) {
       const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
@@ -1451,6 +1454,15 @@ class pool_core {
           return taken;
         }
         if (mode == acquire_mode::try_idle) return errc::exhausted;
+        // Woken to compete (fair_waiters = false), the scan may have stopped short of the idle
+        // connection it was woken for (a check already ran and the deadline passed): this get is
+        // about to time out, so pass the wake-up on, or the next waiter sleeps on while it sits
+        // idle (INV6), as for a cancellation. If the scan did compete and lost, the wake-up is
+        // spurious: a turn round the next waiter's loop.
+        if (woken_to_compete && user_checked && clock::now() >= deadline) {
+          wake_next_to_compete();
+          woken_to_compete = false;
+        }
         if (auto reserved = reserve_slot()) {
           if (!wants_background_dial(deadline, stop)) {
             finish_wait();
@@ -1772,7 +1784,10 @@ class pool_core {
     }
     if (lent_) check_leaks();
     // Dials in flight when set_max_size() shrank the pool may have left a surplus.
-    if (active_.load(std::memory_order_relaxed) > max_size()) shrink_to_max_size();
+    if (active_.load(std::memory_order_relaxed) > max_size()) {
+      std::lock_guard resize(resize_mutex_);  // see shrink_to_max_size()
+      shrink_to_max_size();
+    }
     fill_to_min();
     if (is_closed()) return std::chrono::nanoseconds::max();
     if (active_.load(std::memory_order_relaxed) < min_size()) {
@@ -2124,7 +2139,7 @@ class pool_core {
   // Read relaxed: a resize takes effect for the operations that start after it.
   std::atomic<std::size_t> limit_;
   std::atomic<std::size_t> min_;
-  std::mutex resize_mutex_;
+  std::mutex resize_mutex_;  // set_max_size, set_min_size, shrink_to_max_size
   std::atomic<bool> closed_{false};
   std::atomic<std::uint32_t> refs_{1};          // INV9
   std::atomic<std::size_t> connecting_{0};      // dials in flight (INV10)
