@@ -275,7 +275,11 @@ class keyed_state {
     collect();
     {
       std::lock_guard lock(graveyard_mutex_);
-      if (!graveyard_.empty()) next = std::min(next, graveyard_poll_ns);  // someone still holds one
+      for (const entry_ptr& e : graveyard_) {
+        // A get or a reclaim holds it for a moment: look again soon. Only leases out (or a dial
+        // ending): they may stay out for as long as their holders like; look now and then.
+        next = std::min(next, e.use_count() > 1 ? graveyard_poll_ns : graveyard_lease_poll_ns);
+      }
     }
     if (next == std::numeric_limits<std::int64_t>::max()) return nanoseconds::max();
     return nanoseconds(std::max<std::int64_t>(next, min_period_ns));
@@ -353,8 +357,9 @@ class keyed_state {
 
  private:
   static constexpr std::int64_t min_period_ns = 1'000'000;  // the sweeper never spins faster than 1 ms
-  static constexpr std::int64_t self_maintain_period_ns = 100'000'000;  // 100 ms
-  static constexpr std::int64_t graveyard_poll_ns = 10'000'000;         // 10 ms
+  static constexpr std::int64_t self_maintain_period_ns = 100'000'000;    // 100 ms
+  static constexpr std::int64_t graveyard_poll_ns = 10'000'000;           // 10 ms
+  static constexpr std::int64_t graveyard_lease_poll_ns = 1'000'000'000;  // 1 s
 
   std::int64_t now_ns() const noexcept {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - epoch_).count();
@@ -506,20 +511,33 @@ class keyed_state {
   }
 
   // KS6: destroys the retired entries only the graveyard still holds (joining their sub-pools'
-  // threads). Under graveyard_mutex_, which no sub-pool thread ever takes, so joining them here
-  // cannot deadlock; and nothing is allocated.
+  // threads, never on a sub-pool's own thread); nothing is allocated.
   // KS7: an entry whose sub-pool still has a lease out or a dial in flight stays (total() counts
   // what they add as they end), unless the state is going away (`final`): once its sub-pool has no
   // connection left and nobody else holds the entry, nothing can count there any more.
+  // One entry at a time: folded and taken out under graveyard_mutex_ (atomic for total()), then
+  // destroyed after the lock is released, so that a stats() call never waits for sub-pools'
+  // threads to be joined.
   void collect(bool final = false) noexcept {
-    std::lock_guard lock(graveyard_mutex_);
-    for (entry_ptr& e : graveyard_) {
-      if (e.use_count() == 1 && (final || e->sub->stats().active == 0)) {
-        fold(*e);  // KS7: what it counted since it was closed (leases that came back)
-        e.reset();
+    for (;;) {
+      entry_ptr gone;
+      {
+        std::lock_guard lock(graveyard_mutex_);
+        for (auto it = graveyard_.begin(); it != graveyard_.end(); ++it) {
+          entry_ptr& e = *it;
+          if (e.use_count() != 1 || (!final && e->sub->stats().active != 0)) continue;
+          // acquire: stats() read the slot words relaxed; this orders the counters fold() reads
+          // after the releases that freed those slots, so a count made just before is not missed.
+          std::atomic_thread_fence(std::memory_order_acquire);
+          fold(*e);  // KS7: what it counted since it was closed (leases that came back)
+          gone = std::move(e);
+          graveyard_.erase(it);  // no allocation
+          break;
+        }
       }
+      if (!gone) return;
+      gone.reset();  // joins its sub-pool's threads (KS6: nobody else holds it)
     }
-    std::erase(graveyard_, nullptr);
   }
 
   // Closes a retired entry's sub-pool and adds what its close counted to total(). Its leases stay
