@@ -118,6 +118,10 @@ struct pool_config {
   std::function<std::chrono::steady_clock::time_point()> clock;
 
   // ---- hooks (hooks.hpp has the types). Each is optional and costs nothing when empty. ----------
+  // Hooks run inside the pool's own operations, some under its internal locks (a maintenance
+  // round, a resize): they must not call the same pool's maintain(), set_max_size() or
+  // set_min_size(), which take those locks, nor the draining close(deadline), which would wait
+  // for the very connection the hook is looking at.
 
   // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database). An
   // error (or a throw: errc::hook_rejected) closes the connection and counts as a failed dial: the
