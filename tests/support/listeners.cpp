@@ -10,6 +10,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "support_detail.hpp"
 #include "test_support.hpp"
@@ -155,6 +156,22 @@ std::size_t open_fd_count() {
     if (entry->d_name[0] == '.') continue;  // "." and ".."
     if (std::atoi(entry->d_name) == own) continue;
     ++count;
+  }
+  ::closedir(dir);
+  return count;
+}
+
+std::size_t open_socket_count() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) throw_errno("opendir /proc/self/fd");
+  const int own = ::dirfd(dir);
+  std::size_t count = 0;
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.' || std::atoi(entry->d_name) == own) continue;
+    const std::string path = std::string("/proc/self/fd/") + entry->d_name;
+    char target[64];
+    const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
+    if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).starts_with("socket:")) ++count;
   }
   ::closedir(dir);
   return count;

@@ -189,6 +189,9 @@ class refused_port {
 
 // Descriptors open in this process (entries of /proc/self/fd, not counting the one used to read it).
 [[nodiscard]] std::size_t open_fd_count();
+// Sockets among them. For leak checks taken while other threads start up: a sanitizer runtime or
+// libc may hold a file or pipe open for a moment then, which a count of all descriptors takes in.
+[[nodiscard]] std::size_t open_socket_count();
 
 // Polls `pred` every few milliseconds until it returns true (-> true) or `timeout` passes (-> false).
 // Deadlines are generous by default: the tests run on busy 2-core machines.
