@@ -399,7 +399,8 @@ TEST(TcpDialerTest, NoDescriptorLeaksOnAnyPath) {
   failing.resolve = [](std::string_view, std::uint16_t, std::vector<netpool::endpoint>&) {
     return netpool::make_resolve_error(EAI_AGAIN);
   };
-  const std::size_t before = netpool::test::open_fd_count();
+  // Sockets: the server's thread has just started (see open_socket_count()).
+  const std::size_t before = netpool::test::open_socket_count();
   for (int i = 0; i < 20; ++i) {
     auto good = netpool::tcp_dialer("127.0.0.1", server.port())(steady::now() + 10s);
     EXPECT_TRUE(good);
@@ -409,8 +410,8 @@ TEST(TcpDialerTest, NoDescriptorLeaksOnAnyPath) {
   }
   EXPECT_FALSE(netpool::tcp_dialer("127.0.0.1", stuck.port())(steady::now() + 50ms));
   // The server closes its side of the 20 good connections asynchronously.
-  EXPECT_TRUE(wait_for([&] { return netpool::test::open_fd_count() == before; }))
-      << "before " << before << ", after " << netpool::test::open_fd_count();
+  EXPECT_TRUE(wait_for([&] { return netpool::test::open_socket_count() == before; }))
+      << "before " << before << ", after " << netpool::test::open_socket_count();
 }
 
 // ---- unix_dialer -----------------------------------------------------------------------------
