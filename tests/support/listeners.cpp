@@ -145,9 +145,13 @@ refused_port::~refused_port() {
   ::close(fd_);
 }
 
-// ---- open_fd_count -------------------------------------------------------------------------
+// ---- open_fd_count, open_socket_count ------------------------------------------------------
 
-std::size_t open_fd_count() {
+namespace {
+
+// Counts the entries of /proc/self/fd (not the one used to read it) whose name `counts`.
+template <class Pred>
+std::size_t count_open_fds(Pred counts) {
   DIR* dir = ::opendir("/proc/self/fd");
   if (dir == nullptr) throw_errno("opendir /proc/self/fd");
   const int own = ::dirfd(dir);
@@ -155,26 +159,25 @@ std::size_t open_fd_count() {
   while (const dirent* entry = ::readdir(dir)) {
     if (entry->d_name[0] == '.') continue;  // "." and ".."
     if (std::atoi(entry->d_name) == own) continue;
-    ++count;
+    if (counts(entry->d_name)) ++count;
   }
   ::closedir(dir);
   return count;
 }
 
+}  // namespace
+
+std::size_t open_fd_count() {
+  return count_open_fds([](const char*) { return true; });
+}
+
 std::size_t open_socket_count() {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) throw_errno("opendir /proc/self/fd");
-  const int own = ::dirfd(dir);
-  std::size_t count = 0;
-  while (const dirent* entry = ::readdir(dir)) {
-    if (entry->d_name[0] == '.' || std::atoi(entry->d_name) == own) continue;
-    const std::string path = std::string("/proc/self/fd/") + entry->d_name;
+  return count_open_fds([](const char* name) {
+    const std::string path = std::string("/proc/self/fd/") + name;
     char target[64];
     const ssize_t n = ::readlink(path.c_str(), target, sizeof target - 1);
-    if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).starts_with("socket:")) ++count;
-  }
-  ::closedir(dir);
-  return count;
+    return n > 0 && std::string_view(target, static_cast<std::size_t>(n)).starts_with("socket:");
+  });
 }
 
 }  // namespace netpool::test
