@@ -518,20 +518,26 @@ class keyed_state {
   // One entry at a time: folded and taken out under graveyard_mutex_ (atomic for total()), then
   // destroyed after the lock is released, so that a stats() call never waits for sub-pools'
   // threads to be joined.
+  // The scan resumes where it let go of the lock, so each entry is looked at once per call (a
+  // close() of many keys stays linear); an entry moved meanwhile by another thread is at worst
+  // looked at twice or left to the next call.
   void collect(bool final = false) noexcept {
-    for (;;) {
+    for (std::size_t i = 0;;) {
       entry_ptr gone;
       {
         std::lock_guard lock(graveyard_mutex_);
-        for (auto it = graveyard_.begin(); it != graveyard_.end(); ++it) {
-          entry_ptr& e = *it;
+        for (; i < graveyard_.size(); ++i) {
+          entry_ptr& e = graveyard_[i];
           if (e.use_count() != 1 || (!final && e->sub->stats().active != 0)) continue;
           // acquire: stats() read the slot words relaxed; this orders the counters fold() reads
           // after the releases that freed those slots, so a count made just before is not missed.
           std::atomic_thread_fence(std::memory_order_acquire);
           fold(*e);  // KS7: what it counted since it was closed (leases that came back)
+          // Out of the graveyard without allocating or shifting (its order does not matter): the
+          // last entry takes its place, and is looked at next.
           gone = std::move(e);
-          graveyard_.erase(it);  // no allocation
+          e = std::move(graveyard_.back());  // a self-move when e is the last: left empty, popped
+          graveyard_.pop_back();
           break;
         }
       }

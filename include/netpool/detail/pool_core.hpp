@@ -761,7 +761,7 @@ class pool_core {
   // whatever the deadline, so that get_for(0) still takes an idle connection.
   lease_type scan_idle(clock::time_point deadline, source_location where, bool& user_checked) noexcept {
     for (std::uint32_t from = 0;;) {
-      if (user_checked && clock::now() >= deadline) return {};
+      if (checks_over(user_checked, deadline)) return {};
       const auto [i, mine] = take_next_idle(from);
       if (i == capacity_) return {};
       checked_lease checked = hand_out(i, mine, where);
@@ -769,6 +769,11 @@ class pool_core {
       user_checked = user_checked || checked.user_checked;
       from = i + 1;
     }
+  }
+
+  // A get that has run one user check starts no other past its deadline (scan_idle()).
+  static bool checks_over(bool user_checked, clock::time_point deadline) noexcept {
+    return user_checked && clock::now() >= deadline;
   }
 
   // Takes the first idle slot at index `from` or later, waiting out transit on idle slots so that
@@ -1459,7 +1464,7 @@ class pool_core {
         // about to time out, so pass the wake-up on, or the next waiter sleeps on while it sits
         // idle (INV6), as for a cancellation. If the scan did compete and lost, the wake-up is
         // spurious: a turn round the next waiter's loop.
-        if (woken_to_compete && user_checked && clock::now() >= deadline) {
+        if (woken_to_compete && checks_over(user_checked, deadline)) {
           wake_next_to_compete();
           woken_to_compete = false;
         }
