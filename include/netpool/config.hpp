@@ -135,15 +135,18 @@ struct pool_config {
   // once the pool is closed: that put closes the connection (close_reason::pool_closed) and returns
   // errc::pool_closed.
   std::function<bool(Conn&)> on_return;
-  // Just before the pool destroys a connection, with the reason. Exceptions are swallowed.
+  // Just before the pool destroys a connection, with the reason. Exceptions are swallowed. It also
+  // runs for a lease returned after close(), even after the pool object is destroyed (the lease
+  // keeps what it needs alive): whatever it captures must outlive every lease.
   std::function<void(Conn&, close_reason)> on_close;
 
   // ---- leak detection (pool only) --------------------------------------------------------------
 
   // A lease held longer than this is reported once through on_leak (with where get() was called),
-  // and again when it finally comes back. 0 turns it off (get() then records nothing). Checked by
-  // the maintainer, so reports come within about a quarter of the threshold. Must be >= 0, and
-  // on_leak must be set when it is > 0.
+  // and again when it finally comes back, if the pool is still open (once it is closed, the pool
+  // object and what on_leak captures may be gone). 0 turns it off (get() then records nothing).
+  // Checked by the maintainer, so reports come within about a quarter of the threshold. Must be
+  // >= 0, and on_leak must be set when it is > 0.
   std::chrono::nanoseconds leak_threshold = std::chrono::nanoseconds::zero();
   std::function<void(const leak_report&)> on_leak;
 

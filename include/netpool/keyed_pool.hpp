@@ -232,11 +232,22 @@ class keyed_pool {
                                            source_location where = source_location::current()) noexcept {
     if (!state_ || state_->closed()) return errc::pool_closed;
     try {
-      if (auto e = state_->find(key)) return e->sub->try_get(where);
+      // As in get_until(): a sub-pool evicted between our lookup and its try_get answers
+      // pool_closed, but eviction must never fail a get (KS1): look again (it is gone by then).
+      result<lease_type> got = errc::exhausted;
+      for (int round = 0; round < 3; ++round) {
+        const auto e = state_->find_for_get(key);
+        if (!e) return errc::exhausted;
+        got = e->sub->try_get(where);
+        if (got || got.error() != errc::pool_closed || !e->evicted.load(std::memory_order_relaxed) ||
+            state_->closed()) {
+          return got;
+        }
+      }
+      return got;
     } catch (...) {  // bad_alloc is impossible here; a throwing Hash or KeyEq
       return errc::invalid_config;
     }
-    return errc::exhausted;
   }
 
   // `key`'s sub-pool's stats, or nullopt when it has none (never used, evicted or removed).

@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -860,6 +862,83 @@ TEST(KeyedPoolCounters, ALeaseReturnedAfterItsSubPoolWentIsCounted) {
     EXPECT_EQ(pools.stats().total.closed_pool, 2u);
     EXPECT_EQ(pools.stats().total.gets, 2u);
   }
+}
+
+netpool::keyed_pool_config<std::string, plain_conn> plain_keyed_config() {
+  netpool::keyed_pool_config<std::string, plain_conn> cfg;
+  cfg.make_config = [](const std::string&) {
+    netpool::pool_config<plain_conn> c;
+    c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+    return c;
+  };
+  return cfg;
+}
+
+// close() is idempotent and may be called from any thread: two at once used to both join the
+// sweeper thread (the second join hung, or threw inside noexcept). Every caller must return, and
+// only after the sweeper has stopped.
+TEST(KeyedPoolClose, FromSeveralThreadsAtOnceEveryCallReturns) {
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE(round);
+    auto cfg = plain_keyed_config();
+    cfg.background_maintenance = true;  // the sweeper thread
+    auto made = plain_keyed::create(std::move(cfg));
+    ASSERT_TRUE(made);
+    plain_keyed& pools = *made;
+    { ASSERT_TRUE(pools.get("a")); }  // the sweeper has a sub-pool to look after
+    std::atomic<int> ready{0};
+    std::atomic<int> returned{0};
+    std::vector<std::thread> closers;
+    for (int t = 0; t < 3; ++t) {
+      closers.emplace_back([&] {
+        ready.fetch_add(1);
+        while (ready.load() < 3) std::this_thread::yield();
+        pools.close();
+        returned.fetch_add(1);
+      });
+    }
+    const bool all_returned = wait_for([&] { return returned.load() == 3; });
+    if (!all_returned) {
+      ADD_FAILURE() << "concurrent close() calls did not all return: " << returned.load() << " of 3";
+      std::fflush(nullptr);
+      std::_Exit(1);  // a hung closer cannot be joined
+    }
+    for (auto& t : closers) t.join();
+    EXPECT_EQ(pools.size(), 0u);
+    EXPECT_EQ(pools.get("a").error(), errc::pool_closed);
+  }
+}
+
+// try_get() is a use of its key: a key served only through try_get() must not be evicted as idle
+// (it was, and from then on every try_get() answered `exhausted`: try_get creates no sub-pool).
+TEST(KeyedPoolEviction, AKeyUsedOnlyThroughTryGetIsNotEvictedWhileInUse) {
+  auto cfg = plain_keyed_config();
+  // Long against the ~5 ms between uses, so that a busy machine's late wake-up is no quiet spell.
+  cfg.evict_idle_after = 300ms;
+  cfg.background_maintenance = false;  // deterministic: the test runs the rounds
+  auto made = plain_keyed::create(std::move(cfg));
+  ASSERT_TRUE(made);
+  plain_keyed& pools = *made;
+  { ASSERT_TRUE(pools.get_for("a", 1s)); }  // creates the sub-pool; one idle connection
+  // Used every ~5 ms for over two eviction periods; a round after each use.
+  const auto end = std::chrono::steady_clock::now() + 700ms;
+  int served = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    auto l = pools.try_get("a");
+    ASSERT_TRUE(l) << "after " << served << " uses: " << l.error().message() << " (evicted "
+                   << pools.stats().pools_evicted << ")";
+    ++served;
+    EXPECT_FALSE(l->release());
+    std::this_thread::sleep_for(5ms);
+    (void)pools.maintain();
+  }
+  EXPECT_EQ(pools.stats().pools_evicted, 0u);
+  EXPECT_EQ(pools.stats().total.dials, 1u) << "one connection, reused throughout";
+  // Once the key goes quiet it is evicted as usual.
+  EXPECT_TRUE(wait_for([&] {
+    (void)pools.maintain();
+    return pools.size() == 0;
+  }));
 }
 
 // "Practically never" must mean never: evict_idle_after + its touch resolution used to overflow

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <stdexcept>
@@ -127,6 +128,33 @@ TEST_F(LeakTest, AThrowingOnLeakIsHarmless) {
   EXPECT_FALSE(held->release());
   EXPECT_EQ(pool.stats().leaks, 1u);
   EXPECT_EQ(pool.len(), 1u);
+}
+
+// on_leak's "it came back" report runs only while the pool is open: after close(), or after the
+// pool object is gone, whatever on_leak captured may be gone with it (on_return is skipped too).
+TEST_F(LeakTest, ALeakedLeaseReturnedAfterCloseOrDestructionIsNotReportedAgain) {
+  for (const bool destroy : {false, true}) {
+    SCOPED_TRACE(destroy ? "pool destroyed" : "pool closed");
+    leak_log log;
+    auto cfg = config(100ms);
+    cfg.on_leak = log.hook();
+    auto pool = std::make_unique<netpool::pool<tracked_conn>>(
+        netpool::pool<tracked_conn>::create(std::move(cfg)).value());
+    auto held = pool->get();
+    ASSERT_TRUE(held);
+    clock.advance(150ms);
+    pool->maintain();
+    ASSERT_EQ(log.snapshot().size(), 1u) << "reported once while out";
+    if (destroy) {
+      pool.reset();
+    } else {
+      pool->close();
+    }
+    EXPECT_EQ(held->release(), errc::pool_closed);
+    EXPECT_EQ(log.snapshot().size(), 1u) << "not reported again once the pool is closed";
+  }
+  EXPECT_EQ(registry.live(), 0);
+  EXPECT_EQ(registry.double_closes(), 0);
 }
 
 TEST_F(LeakTest, ConfigurationIsChecked) {

@@ -536,6 +536,29 @@ TYPED_TEST(PoolTest, FactoryThatThrowsBecomesAnErrorAndFreesTheSlot) {
   EXPECT_EQ(this->registry.made(), 1);
 }
 
+// A factory that fails with an empty error_code (say, std::error_code(errno, ...) after a call
+// that left errno 0) breaks result's precondition (asserted in debug builds). In a release build
+// the get must still fail with an error that reads as one, not with a code that says success, and
+// the failure must count as a failed dial (backoff, last_dial_error).
+TYPED_TEST(PoolTest, FactoryFailingWithAnEmptyCodeFailsTheGetWithDialFailed) {
+#ifndef NDEBUG
+  GTEST_SKIP() << "result<T>(std::error_code{}) asserts in debug builds: the factory breaks a precondition";
+#else
+  auto cfg = this->config(1);
+  cfg.dial_backoff_floor = 0ns;
+  auto pool = this->make(std::move(cfg));
+  this->factory.fail_with(std::error_code{});
+  auto r = pool.get_for(patience);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), errc::dial_failed);
+  EXPECT_EQ(pool.last_dial_error(), errc::dial_failed);
+  EXPECT_EQ(pool.stats().dial_failures, 1u);
+  EXPECT_EQ(pool.stats().active, 0u);
+  this->factory.succeed();
+  EXPECT_TRUE(pool.get_for(patience));
+#endif
+}
+
 // A failed dial hands its slot to the next waiter, which then dials for itself. (Callers dial on
 // their own thread here: with background maintenance, pool dials for callers that may give up on
 // dialer threads instead, tested in background_dial_test.cpp.)

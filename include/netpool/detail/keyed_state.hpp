@@ -16,7 +16,7 @@
 //        evicted one through an older lookup sees pool_closed and looks again: eviction is the
 //        keyed pool's own decision and never fails a get. remove() and close() are the caller's:
 //        gets in flight on what they retire fail with pool_closed.
-//   KS2  A get refreshes its entry's last_get while it holds the shared lock (touch()), so an
+//   KS2  A get (try_get too) refreshes its entry's last_get while it holds the shared lock (touch()), so an
 //        eviction, which re-checks last_get under the exclusive lock, does not remove an entry that
 //        a get found just before; only a get stalled for evict_after between its lookup and its
 //        sub-pool's get can meet an evicted sub-pool (KS1 then looks again).
@@ -151,7 +151,9 @@ class keyed_state {
 
   // Starts the sweeper (eviction, and maintenance of self-maintained sub-pools).
   void start() {
-    if (background_) sweeper_ = std::thread([this] { sweeper_loop(); });
+    if (!background_) return;
+    sweeper_ = std::thread([this] { sweeper_loop(); });
+    sweeper_id_ = sweeper_.get_id();  // before the keyed pool is shared: read without a lock
   }
 
   // ---- lookup ---------------------------------------------------------------------------------
@@ -176,7 +178,17 @@ class keyed_state {
     }
   }
 
-  // The entry for `key` if it exists; never creates one.
+  // For try_get(): the entry for `key` if it exists, touched as a get (KS2), so that a key served
+  // only by try_get() is not evicted while in use; never creates one.
+  entry_ptr find_for_get(const Key& key) const {
+    std::shared_lock lock(map_mutex_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return entry_ptr();
+    touch(*it->second);  // KS2: under the shared lock
+    return it->second;
+  }
+
+  // The entry for `key` if it exists; never creates one, and is no use of it (stats).
   entry_ptr find(const Key& key) const {
     std::shared_lock lock(map_mutex_);
     auto it = map_.find(key);
@@ -591,17 +603,29 @@ class keyed_state {
       std::lock_guard lock(sweep_mutex_);
       kicked_ = true;
     }
-    sweep_cv_.notify_one();
+    sweep_cv_.notify_all();  // (closers may wait on sweep_cv_ too: notify_one could wake one of them)
   }
 
+  // close() may run on several threads at once, and on the sweeper itself (from a sub-pool's hook):
+  // one caller joins, the others wait until it has (so that every close() returns after the
+  // sweeper's last round), and the sweeper neither joins nor waits for itself. Two joins of one
+  // std::thread would race on it: the second blocks forever or throws inside noexcept.
   void stop_sweeper() noexcept {
-    if (!sweeper_.joinable()) return;
-    {
-      std::lock_guard lock(sweep_mutex_);
-      stop_ = true;
+    if (!background_) return;
+    std::unique_lock lock(sweep_mutex_);
+    stop_ = true;
+    sweep_cv_.notify_all();  // the sweeper, and closers waiting for the join
+    if (sweeper_id_ == std::this_thread::get_id()) return;
+    if (sweeper_joining_) {
+      sweep_cv_.wait(lock, [this] { return sweeper_joined_; });
+      return;
     }
-    sweep_cv_.notify_one();
-    if (sweeper_.get_id() != std::this_thread::get_id()) sweeper_.join();
+    sweeper_joining_ = true;
+    lock.unlock();
+    sweeper_.join();
+    lock.lock();
+    sweeper_joined_ = true;
+    sweep_cv_.notify_all();
   }
 
   const make_config_function make_config_;
@@ -627,9 +651,12 @@ class keyed_state {
 
   std::mutex sweep_mutex_;
   std::condition_variable sweep_cv_;
-  bool stop_ = false;    // guarded by sweep_mutex_
-  bool kicked_ = false;  // guarded by sweep_mutex_
-  std::thread sweeper_;
+  bool stop_ = false;             // guarded by sweep_mutex_
+  bool kicked_ = false;           // guarded by sweep_mutex_
+  bool sweeper_joining_ = false;  // guarded by sweep_mutex_: a closer has taken on the join
+  bool sweeper_joined_ = false;   // guarded by sweep_mutex_
+  std::thread sweeper_;           // joined by the one closer that set sweeper_joining_
+  std::thread::id sweeper_id_;    // written once in start(), before the keyed pool is shared
 };
 
 }  // namespace netpool::detail

@@ -929,7 +929,9 @@ class pool_core {
         record_dial_result({});
         return made;
       }
-      if (!made) error = made.error();
+      // A factory that fails with an empty code (say, std::error_code(errno, ...) with errno 0)
+      // would make a failed get look like success to `if (!r) return r.error();`.
+      if (!made) error = made.error() ? made.error() : make_error_code(errc::dial_failed);
     } catch (...) {
       error = errc::factory_threw;
     }
@@ -1036,11 +1038,13 @@ class pool_core {
     // acquire: pairs with the release that made us the owner (see discard()).
     const std::uint64_t current = s.state.load(std::memory_order_acquire);
     if ((current & ~word::flag_mask) != owned) return put_status::stale;
-    if (lent_) report_if_leaked(i, owned);
     // After close() the connection is closed, not pooled (make_idle below says pool_closed): the
-    // hook would reset a session that is about to end, perhaps after the pool object has gone.
-    // (A close() that lands after this load is a put that ran first: the hook runs, as before it.)
-    if (config_.on_return && (current & word::closed) == 0 && !hook_accepts(config_.on_return, *s.conn)) {
+    // hooks would reset a session that is about to end, or report a leak to a user object that may
+    // have gone with the pool object. (A close() that lands after this load is a put that ran
+    // first: the hooks run, as before it.)
+    const bool open = (current & word::closed) == 0;
+    if (lent_ && open) report_if_leaked(i, owned);
+    if (config_.on_return && open && !hook_accepts(config_.on_return, *s.conn)) {
       close_conn(s, close_reason::hook);
       release_slot(i);  // frees it (or lets a waiter dial into it); retires it if the pool closed
       return put_status::ok;
