@@ -19,6 +19,9 @@
 //
 // ShrinkRaceTest: set_max_size() shrinking the pool while a maintenance round does the same.
 //
+// MaintainerWakeRaceTest: the maintainer deciding to sleep without a timeout while a get dials the
+// first connection.
+//
 // Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
 // maintenance rounds are the standard pool's): the code under test is their shared core.
 #include <gtest/gtest.h>
@@ -436,6 +439,47 @@ TEST_F(DeadlineWakeRaceTest, AWokenWaiterPastItsDeadlineAfterACheckPassesTheWake
                       << pool.stats().waiters;
   if (!served) pool.close();  // fails `second`, so that its future can be destroyed
   (void)second.get();
+}
+
+// The pool's maintainer ends a round with no connection open and decides to sleep without a
+// timeout; held there, a get dials the first connection. Its after_dial() used to read the
+// maintainer's "asleep" flag before the maintainer set it and not wake it, and the maintainer then
+// slept on with a connection open: the tick stopped, so max_lifetime (and max_idle_time,
+// keepalive, leak reports) went unenforced while that connection was reused. (Found by review.)
+// The maintainer is not a named thread, so this test has a hook of its own.
+class MaintainerWakeRaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    rounds_done = 0;
+    let_go = false;
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      if (std::string_view(where) != "maintainer:round_done") return;
+      if (rounds_done.fetch_add(1) == 0) (void)wait_for([] { return let_go.load(); }, patience);
+    };
+  }
+  void TearDown() override { netpool::detail::sync_point_hook = nullptr; }
+
+  static inline std::atomic<int> rounds_done{0};  // maintainer rounds that reached the point
+  static inline std::atomic<bool> let_go{false};  // releases the first one
+};
+
+TEST_F(MaintainerWakeRaceTest, AFirstDialWhileTheMaintainerGoesToSleepStillStartsTheTick) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 1;
+  cfg.max_lifetime = 100ms;  // a time-based feature: the pool needs its tick
+  cfg.lifetime_jitter = 0.0;
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  // Its first round found nothing open: it is about to sleep without a timeout.
+  ASSERT_TRUE(wait_for([] { return rounds_done.load() == 1; }));
+  { ASSERT_TRUE(pool.get()); }  // the first dial, and the connection back idle
+  let_go = true;
+  EXPECT_TRUE(wait_for([&] { return pool.stats().closed_lifetime == 1; }))
+      << "the connection outlived its 100 ms lifetime: maintainer rounds " << rounds_done.load();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
 }
 
 }  // namespace

@@ -135,6 +135,38 @@ TYPED_TEST(ResizeTest, ShrinkingWithWaitersStillServesThemWithinTheNewMaximum) {
   EXPECT_EQ(s.closed_resize, 1u);
 }
 
+// set_max_size() cannot close a connection still being dialed: "the maintainer closes their
+// surplus on its next round". With no time-based feature the maintainer sleeps until woken, and
+// nothing woke it for a surplus: the pool kept 2 connections with max_size 1. A dial that ends
+// over the limit now wakes it. (Found by review.)
+TEST(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintainer) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 2;
+  cfg.max_connecting = 2;
+  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  factory.close_gate();
+  auto a = run_async([&] { return pool.get_for(patience); });
+  auto b = run_async([&] { return pool.get_for(patience); });
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_TRUE(wait_for([&] { return factory.at_gate() == 2; }));
+  ASSERT_FALSE(pool.set_max_size(1));  // nothing idle, nothing lent: no surplus to close or doom now
+  factory.open_gate();
+  ASSERT_TRUE(ready_within(a));
+  ASSERT_TRUE(ready_within(b));
+  {
+    auto first = a.get();
+    auto second = b.get();
+    ASSERT_TRUE(first && second);
+  }  // both back: one of them is surplus
+  EXPECT_TRUE(wait_for([&] { return pool.stats().active == 1; }))
+      << "active " << pool.stats().active << " with max_size " << pool.stats().max;
+  EXPECT_EQ(pool.stats().closed_resize, 1u);
+  EXPECT_EQ(registry.live(), 1);
+}
+
 TEST(ResizeMinTest, RaisingMinSizeMakesTheMaintainerDialAndItIsBoundedByMaxSize) {
   netpool::test::connection_registry registry;
   netpool::test::factory_control factory(registry);

@@ -38,6 +38,11 @@
 //         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
 //         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
 //         token are free.
+//   INV11 No lost wake-up for the maintainer's tick: a maintainer about to sleep without a timeout
+//         stores maintainer_sleeps_indefinitely_ (seq_cst) then loads active_; a dial raises
+//         active_ (seq_cst RMW in reserve_count()) and, once it has its connection, loads the flag
+//         in after_dial(). Either the maintainer sees the connection and runs another round, or
+//         the dial sees the flag and wakes it: a pool with open connections keeps its tick moving.
 //   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
 //         reference, and the orphan sweep adds one per slot that was still leased or busy when the
 //         handle went away; that slot's owner drops it when it returns the slot.
@@ -1740,11 +1745,15 @@ class pool_core {
     maintainer_cv_.notify_one();
   }
 
-  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick.
+  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick (the
+  // tick itself was refreshed by stamp_new_connection()); and a dial that was in flight when
+  // set_max_size() shrank the pool leaves a surplus that only a maintenance round trims.
   void after_dial() noexcept {
-    // relaxed: a hint; at worst the maintainer wakes at its next timeout. The tick itself was
-    // refreshed by stamp_new_connection().
-    if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_relaxed)) wake_maintainer();
+    // seq_cst: INV11 (pairs with maintainer_loop's store of the flag and load of active_).
+    if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_seq_cst)) wake_maintainer();
+    // relaxed: the shrink that made the surplus is ordered before us by resize_mutex_ or not at
+    // all; a shrink that lands later dooms this connection itself.
+    if (active_.load(std::memory_order_relaxed) > max_size()) wake_maintainer();
   }
 
   // The tick only moves forward, whoever advances it.
@@ -1763,13 +1772,21 @@ class pool_core {
       maintainer_wake_ = false;
       lock.unlock();
       const std::chrono::nanoseconds next = maintain_once();
+      NETPOOL_SYNC_POINT("maintainer:round_done");  // `next` decided from this round's counts
       lock.lock();
       if (maintainer_stop_) break;
       if (maintainer_wake_) continue;
       const auto wake = [this] { return maintainer_stop_ || maintainer_wake_; };
       if (next == std::chrono::nanoseconds::max()) {
         // Nothing is due until a dial, a slot freed below min_size, or close(): no polling.
-        maintainer_sleeps_indefinitely_.store(true, std::memory_order_relaxed);
+        // seq_cst: INV11. A dial raises active_ (seq_cst RMW) before its after_dial() loads this
+        // flag: either that load sees the flag and wakes us, or this load sees the connection
+        // (the round may have counted none just before it was dialed) and we go round again.
+        maintainer_sleeps_indefinitely_.store(true, std::memory_order_seq_cst);
+        if (uses_tick_ && active_.load(std::memory_order_seq_cst) != 0) {
+          maintainer_sleeps_indefinitely_.store(false, std::memory_order_relaxed);
+          continue;
+        }
         maintainer_cv_.wait(lock, wake);
         maintainer_sleeps_indefinitely_.store(false, std::memory_order_relaxed);
       } else {
@@ -1920,9 +1937,11 @@ class pool_core {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       if (active_.load(std::memory_order_relaxed) <= min_size()) return;
       slot_type& s = slots_[i];
-      std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      // acquire: pairs with make_idle()'s release, so that the stamp read below is this idle
+      // period's, not the last one's (the CAS would not notice: the word has not changed since).
+      std::uint64_t w = s.state.load(std::memory_order_acquire);
       if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
-      // The stamp may be stale if the slot changes hands now; the CAS below then fails (INV3).
+      // The stamp may be newer if the slot changes hands now; the CAS below then fails (INV3).
       if (ticks_since(now, s.idle_since.load(std::memory_order_relaxed)) < max_idle_ticks_) continue;
       const std::uint64_t mine = word::next_owner(w, word::busy);
       // acquire: pairs with make_idle()'s release; we are about to destroy the connection.
