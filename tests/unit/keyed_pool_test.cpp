@@ -889,6 +889,7 @@ TEST(KeyedPoolClose, FromSeveralThreadsAtOnceEveryCallReturns) {
     std::atomic<int> ready{0};
     std::atomic<int> returned{0};
     std::vector<std::thread> closers;
+    closers.reserve(3);
     for (int t = 0; t < 3; ++t) {
       closers.emplace_back([&] {
         ready.fetch_add(1);
