@@ -221,9 +221,12 @@ class keyed_pool {
       got = (*found)->sub->get_until(deadline, where);
       if (got || got.error() != errc::pool_closed || !(*found)->evicted.load(std::memory_order_relaxed) ||
           state_->closed()) {
-        return got;
+        break;
       }
     }
+    // A dial on this thread waits for the global limit until the sooner of its dial deadline and
+    // ours, and says exhausted either way; if it was ours, this get timed out.
+    if (!got && got.error() == errc::exhausted && clock::now() >= deadline) return errc::timeout;
     return got;
   }
   // An idle connection to `key` now, or errc::exhausted (also when the key has no sub-pool: it

@@ -80,7 +80,10 @@ class pool_handle {
       source_location where = source_location::current()) noexcept {
     return acquire(clock::time_point::max(), nullptr, where);
   }
-  // As get(), but returns errc::cancelled promptly once `stop` is requested.
+  // As get(), but returns errc::cancelled promptly once `stop` is requested. A dial on this
+  // thread cannot be interrupted (lean_pool, or pool with background_maintenance = false; pool
+  // otherwise hands it to a dialer thread): the stop is answered when it ends, within the
+  // dial_timeout: errc::cancelled, the new connection pooled; or the dial's error if it failed.
   [[nodiscard]] result<lease_type> get(std::stop_token stop,
                                        source_location where = source_location::current()) noexcept {
     return acquire(clock::time_point::max(), &stop, where);

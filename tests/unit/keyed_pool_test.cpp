@@ -372,8 +372,10 @@ TEST_F(KeyedPoolTest, ImpatientGetAtTheGlobalLimitLosesNoToken) {
 
   auto fourth = pools.get_for(key(3), 50ms);
   ASSERT_FALSE(fourth);
-  EXPECT_TRUE(fourth.error() == errc::timeout || fourth.error() == errc::exhausted)
-      << fourth.error().message();
+  // Its own deadline came first (its dial's is dial_timeout away), whether its sub-pool dials on
+  // a dialer thread (the get times out in line) or on this thread (the dial's wait for a token
+  // ends at the get's deadline).
+  EXPECT_EQ(fourth.error(), errc::timeout) << fourth.error().message();
   EXPECT_EQ(pools.stats().open, 3u);
 
   ASSERT_FALSE(l0->release());
@@ -907,6 +909,33 @@ TEST(KeyedPoolClose, FromSeveralThreadsAtOnceEveryCallReturns) {
     for (auto& t : closers) t.join();
     EXPECT_EQ(pools.size(), 0u);
     EXPECT_EQ(pools.get("a").error(), errc::pool_closed);
+  }
+}
+
+// At the global limit, a get whose own deadline comes before its dial's fails with timeout, as the
+// README says, whether its sub-pool dials on a dialer thread or on the caller's thread. (The
+// caller-thread dial's wait for a token used to end at the get's deadline with exhausted.)
+TEST(KeyedPoolGlobalLimit, AGetWhoseOwnDeadlineComesFirstTimesOut) {
+  for (const bool background : {true, false}) {
+    SCOPED_TRACE(background ? "dialer threads" : "dials on the caller's thread");
+    auto cfg = plain_keyed_config();
+    cfg.global_max = 1;
+    cfg.make_config = [background](const std::string&) {
+      netpool::pool_config<plain_conn> c;
+      c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+      c.dial_timeout = 10s;
+      c.background_maintenance = background;
+      return c;
+    };
+    auto made = plain_keyed::create(std::move(cfg));
+    ASSERT_TRUE(made);
+    plain_keyed& pools = *made;
+    auto held = pools.get("a");
+    ASSERT_TRUE(held);
+    auto second = pools.get_for("b", 50ms);
+    ASSERT_FALSE(second);
+    EXPECT_EQ(second.error(), errc::timeout) << second.error().message();
+    EXPECT_EQ(pools.stats().open, 1u);
   }
 }
 

@@ -130,6 +130,23 @@ TEST_F(LeakTest, AThrowingOnLeakIsHarmless) {
   EXPECT_EQ(pool.len(), 1u);
 }
 
+// "Again when it comes back" holds whichever way it comes back: a lease held too long because
+// its I/O hung, then discarded, is the typical leak.
+TEST_F(LeakTest, ALeakedLeaseThatIsDiscardedIsReportedAgain) {
+  auto pool = netpool::pool<tracked_conn>::create(config(100ms)).value();
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  clock.set(150ms);
+  pool.maintain();
+  ASSERT_EQ(leaks.snapshot().size(), 1u);
+  clock.set(200ms);
+  EXPECT_FALSE(held->discard());
+  const auto reports = leaks.snapshot();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_TRUE(reports[1].returned);
+  EXPECT_EQ(reports[1].held, 200ms);
+}
+
 // on_leak's "it came back" report runs only while the pool is open: after close(), or after the
 // pool object is gone, whatever on_leak captured may be gone with it (on_return is skipped too).
 TEST_F(LeakTest, ALeakedLeaseReturnedAfterCloseOrDestructionIsNotReportedAgain) {

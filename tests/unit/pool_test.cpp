@@ -383,6 +383,37 @@ TYPED_TEST(PoolTest, StopRequestedBeforeTheCallDoesNotDial) {
   EXPECT_EQ(pool.stats().active, 0u);
 }
 
+// Without dialer threads (lean_pool; pool with background_maintenance = false) a get dials on its
+// own thread, and a factory cannot be interrupted. A stop requested meanwhile is answered when the
+// dial ends: a connection it made is pooled and the get says cancelled; a failed dial says why.
+TYPED_TEST(PoolTest, StopRequestedWhileThisThreadDialsIsAnsweredWithCancelled) {
+  for (const bool dial_fails : {false, true}) {
+    SCOPED_TRACE(dial_fails ? "the dial fails" : "the dial succeeds");
+    auto cfg = this->config(1);
+    cfg.background_maintenance = false;
+    cfg.dial_backoff_floor = 0ns;
+    auto pool = this->make(std::move(cfg));
+    this->factory.close_gate();
+    std::stop_source stop;
+    auto fut = run_async([&] { return pool.get(stop.get_token()); });
+    close_on_exit guard(pool);
+    ASSERT_TRUE(wait_for([&] { return this->factory.at_gate() == 1; }));
+    stop.request_stop();
+    if (dial_fails) {
+      this->factory.fail_one_at_gate(netpool::make_dial_error(ECONNREFUSED));
+    } else {
+      this->factory.open_gate();
+    }
+    ASSERT_TRUE(ready_within(fut));
+    EXPECT_EQ(fut.get().error(), dial_fails ? netpool::make_dial_error(ECONNREFUSED) : errc::cancelled);
+    const auto s = pool.stats();
+    EXPECT_EQ(s.cancellations, dial_fails ? 0u : 1u);
+    EXPECT_EQ(s.idle, dial_fails ? 0u : 1u) << "the new connection is pooled";
+    EXPECT_EQ(s.active, dial_fails ? 0u : 1u);
+    this->factory.open_gate();
+  }
+}
+
 // A stop already requested wins over an idle connection, whichever thread asks: the result must
 // not depend on whether this thread happens to hold the pool's fast-path hint.
 TYPED_TEST(PoolTest, StopRequestedBeforeTheCallWinsOverAnIdleConnection) {

@@ -299,7 +299,11 @@ class pool_core {
     slot_type& s = *static_cast<slot_type*>(slot);
     const std::uint32_t i = index_of(s);
     // acquire: pairs with the release that made us the owner (it is our own write, or a grant's).
-    if ((s.state.load(std::memory_order_acquire) & ~word::flag_mask) != owned) return put_status::stale;
+    const std::uint64_t current = s.state.load(std::memory_order_acquire);
+    if ((current & ~word::flag_mask) != owned) return put_status::stale;
+    // A leaked lease is reported again when it comes back, whichever way (not after close(): see
+    // put_back_hooked()).
+    if (lent_ && (current & word::closed) == 0) report_if_leaked(i, owned);
     close_conn(s, close_reason::error);
     release_slot(i);
     return put_status::ok;
@@ -957,9 +961,11 @@ class pool_core {
   }
 
   // Dials into slot i, which we own (busy or leased, no connection), for a caller. The caller
-  // holds a dial token; this gives it back.
+  // holds a dial token; this gives it back. The factory cannot be interrupted: a stop requested
+  // meanwhile is answered when it returns: a connection it made is pooled, and the get says
+  // `cancelled`; a failed dial's error is returned as is.
   result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline,
-                                     source_location where) noexcept {
+                                     const std::stop_token* stop, source_location where) noexcept {
     const clock::time_point now = clock::now();
     // The backend is known to be down: say so, rather than a bare timeout.
     if (std::error_code down = backoff_error()) {
@@ -978,7 +984,7 @@ class pool_core {
     if (!made) {
       release_slot(i);
       end_dial();
-      return made.error();
+      return made.error();  // (stopped or not: why it failed says more)
     }
     end_dial();
     slot_type& s = slots_[i];
@@ -995,6 +1001,11 @@ class pool_core {
       return errc::pool_closed;
     }
     after_dial();
+    if (stop != nullptr && stop->stop_requested()) {
+      (void)make_idle(i, leased);  // to the oldest waiter, or idle
+      counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
+      return errc::cancelled;
+    }
     return lend_new(i, leased, where);
   }
 
@@ -1480,7 +1491,7 @@ class pool_core {
         if (auto reserved = reserve_slot()) {
           if (!wants_background_dial(deadline, stop)) {
             finish_wait();
-            return dial_for_caller(reserved->first, reserved->second, deadline, where);
+            return dial_for_caller(reserved->first, reserved->second, deadline, stop, where);
           }
           to_post = dial_job{reserved->first, reserved->second};
         }
@@ -1516,7 +1527,7 @@ class pool_core {
               continue;
             }
             finish_wait();
-            return dial_for_caller(got.slot, *busy, deadline, where);
+            return dial_for_caller(got.slot, *busy, deadline, stop, where);
           }
           release_slot(got.slot);  // busy or still leased; retired if the pool closed
           continue;
@@ -1528,7 +1539,7 @@ class pool_core {
             continue;
           }
           finish_wait();
-          return dial_for_caller(got.slot, owned, deadline, where);
+          return dial_for_caller(got.slot, owned, deadline, stop, where);
         }
         case waiter::pool_closed:
           finish_wait();
