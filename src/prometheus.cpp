@@ -255,7 +255,8 @@ void exposition::write_all() {
          "Connections handed out by get: kind=immediate without blocking, kind=waited after blocking.");
   for (const labelled_stats& pool : pools_) {
     const pool_stats& s = *pool.stats;
-    // A snapshot read while gets run may see gets_immediate ahead of gets: never report a negative.
+    // gets = gets_immediate + the gets served after waiting, two counters that only grow (pool
+    // stats() reads them apart but adds them up itself; a keyed pool's sums keep that).
     const std::uint64_t waited = s.gets > s.gets_immediate ? s.gets - s.gets_immediate : 0;
     sample("netpool_gets_total", pool.labels, {"kind", "immediate"}, s.gets_immediate);
     sample("netpool_gets_total", pool.labels, {"kind", "waited"}, waited);

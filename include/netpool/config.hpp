@@ -146,7 +146,8 @@ struct pool_config {
   // and again when it finally comes back, if the pool is still open (once it is closed, the pool
   // object and what on_leak captures may be gone). 0 turns it off (get() then records nothing).
   // Checked by the maintainer, so reports come within about a quarter of the threshold. Must be
-  // >= 0, and on_leak must be set when it is > 0.
+  // >= 0, and on_leak must be set when it is > 0. A pool's on_leak calls never overlap, and a
+  // lease's "still out" comes before its "came back"; on_leak must not return a lease to the pool.
   std::chrono::nanoseconds leak_threshold = std::chrono::nanoseconds::zero();
   std::function<void(const leak_report&)> on_leak;
 

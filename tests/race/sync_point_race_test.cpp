@@ -19,6 +19,8 @@
 //
 // ShrinkRaceTest: set_max_size() shrinking the pool while a maintenance round does the same.
 //
+// LeakReportRaceTest: a leaked lease coming back while a round reports it as still out.
+//
 // MaintainerWakeRaceTest: the maintainer deciding to sleep without a timeout while a get dials the
 // first connection.
 //
@@ -30,6 +32,7 @@
 #include <chrono>
 #include <cstddef>
 #include <future>
+#include <mutex>
 #include <stop_token>
 #include <string_view>
 #include <thread>
@@ -439,6 +442,45 @@ TEST_F(DeadlineWakeRaceTest, AWokenWaiterPastItsDeadlineAfterACheckPassesTheWake
                       << pool.stats().waiters;
   if (!served) pool.close();  // fails `second`, so that its future can be destroyed
   (void)second.get();
+}
+
+// A maintenance round claims a leaked lease's report and is held before it tells on_leak "still
+// out"; the lease comes back meanwhile. Its owner used to say "came back" at once, and then the
+// round said "still out": the last word on a lease that had come back. The owner now waits for
+// the round's report. (Found by review.)
+class LeakReportRaceTest : public SyncPointTest<netpool::test::std_pool> {};
+
+TEST_F(LeakReportRaceTest, ALeaseThatCameBackIsNotReportedStillOutAfterwards) {
+  netpool::test::manual_clock clock;
+  std::mutex mutex;
+  std::vector<netpool::leak_report> reports;
+  auto cfg = this->config(1);
+  cfg.leak_threshold = 100ms;
+  cfg.on_leak = [&](const netpool::leak_report& r) {
+    std::lock_guard lock(mutex);
+    reports.push_back(r);
+  };
+  cfg.clock = clock.function();
+  cfg.background_maintenance = false;  // the round runs on a thread of this test
+  auto pool = this->make(std::move(cfg));
+  stop_at claimed("round", "check_leaks:claimed");
+  active_stops = {&claimed};
+  auto lease = pool.get();
+  ASSERT_TRUE(lease);
+  clock.set(150ms);
+  auto round = run_named("round", [&] { return pool.maintain(); });
+  ASSERT_TRUE(claimed.reached_within());  // claimed, not yet told
+  auto back = run_async([&] { return lease->release(); });
+  (void)ready_within(back, 100ms);  // old code: "came back" is told now
+  claimed.let_go();
+  ASSERT_TRUE(ready_within(round));
+  (void)round.get();
+  ASSERT_TRUE(ready_within(back));
+  EXPECT_FALSE(back.get());
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_FALSE(reports[0].returned) << "\"came back\" was told before \"still out\"";
+  EXPECT_TRUE(reports[1].returned);
 }
 
 // The pool's maintainer ends a round with no connection open and decides to sleep without a

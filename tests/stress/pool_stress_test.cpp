@@ -15,7 +15,7 @@
 // close() destroys everything. Variants: the default dial backoff with a failing factory (gets
 // fail fast); close() while the threads hammer; the pool destroyed while leases are being
 // returned; the standard pool with idle reaping, min_size upkeep and a health check running all
-// the time.
+// the time. And stats' counters only grow while the threads run.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -730,6 +730,65 @@ void destroy_while_returning(int rounds) {
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(registry.live(), 0);
   EXPECT_EQ(registry.double_closes(), 0);
+}
+
+// Prometheus reads any drop of a counter as a reset. stats() reads its counters one after another
+// while gets run, so a total derived as the difference of two of them (gets served at once = gets
+// - gets served after waiting; dials that succeeded = dials - failures) went down between two
+// calls. Every counter must only grow from one stats() call to the next. (Found by review.)
+template <class P>
+void counters_never_go_down() {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 1;
+  cfg.wait_spin = std::chrono::microseconds(200);  // hand-offs mostly without sleeping
+  auto pool = P::create(std::move(cfg)).value();
+  std::atomic<bool> quit{false};
+  std::string first_drop;
+  {
+    std::vector<std::thread> threads;
+    threads.reserve(2);
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&] {
+        for (int n = 0; n < 5'000'000 && !quit.load(std::memory_order_relaxed); ++n) {
+          auto l = pool.get_for(std::chrono::seconds(10));
+          if (!l) continue;
+          // A little work with the connection (a compiler barrier keeps the loop).
+          for (int k = 0; k < 50; ++k) std::atomic_signal_fence(std::memory_order_seq_cst);
+        }
+      });
+    }
+    netpool::pool_stats last{};
+    const auto end = std::chrono::steady_clock::now() + (sanitized ? 1s : 2s);
+    while (std::chrono::steady_clock::now() < end && first_drop.empty()) {
+      const netpool::pool_stats s = pool.stats();
+      const auto check = [&](const char* name, std::uint64_t before, std::uint64_t now) {
+        if (now < before && first_drop.empty()) {
+          first_drop =
+              std::string(name) + " went from " + std::to_string(before) + " to " + std::to_string(now);
+        }
+      };
+      check("gets", last.gets, s.gets);
+      check("gets_immediate", last.gets_immediate, s.gets_immediate);
+      check("gets served after waiting", last.gets - last.gets_immediate, s.gets - s.gets_immediate);
+      check("gets_waited", last.gets_waited, s.gets_waited);
+      check("dials_ok", last.dials_ok, s.dials_ok);
+      last = s;
+    }
+    quit.store(true);
+    for (auto& t : threads) t.join();
+    EXPECT_GT(last.gets - last.gets_immediate, 0u) << "no get waited: the test saw nothing";
+  }
+  EXPECT_TRUE(first_drop.empty()) << first_drop;
+}
+
+TEST(PoolStressStats, CountersNeverGoDownWhileGetsRun) {
+  counters_never_go_down<netpool::pool<tracked_conn>>();
+}
+TEST(PoolStressStats, LeanCountersNeverGoDownWhileGetsRun) {
+  counters_never_go_down<netpool::lean_pool<tracked_conn>>();
 }
 
 TEST(PoolStressLifetime, DestroyPoolWhileLeasesAreReturned) {

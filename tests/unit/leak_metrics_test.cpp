@@ -2,6 +2,7 @@
 // hand (manual_clock, background_maintenance off) wherever the outcome depends on it.
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstring>
@@ -200,6 +201,37 @@ TEST(LeakThreadTest, TheMaintainerThreadReportsALeakOnItsOwn) {
   ASSERT_TRUE(held);
   ASSERT_TRUE(wait_for([&] { return !leaks.snapshot().empty(); }, patience));
   EXPECT_GE(leaks.snapshot()[0].held, 20ms);
+}
+
+// ---- dial metrics ------------------------------------------------------------------------------
+
+// dials_ok counts dials that opened a connection, once they have: it used to be dials -
+// dial_failures, which counted a dial in flight as a success and went down when it failed (a
+// Prometheus counter read as a reset). (Found by review.)
+TEST(DialMetricsTest, DialsOkCountsFinishedSuccessfulDialsOnly) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 1;
+  cfg.background_maintenance = false;  // the caller dials on its own thread
+  cfg.dial_backoff_floor = 0ns;
+  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  factory.close_gate();
+  auto got = netpool::test::run_async([&] { return pool.get_for(patience); });
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_TRUE(wait_for([&] { return factory.at_gate() == 1; }));
+  EXPECT_EQ(pool.stats().dials, 1u);
+  EXPECT_EQ(pool.stats().dials_ok, 0u) << "a dial in flight is no success yet";
+  factory.fail_one_at_gate(netpool::make_dial_error(ECONNREFUSED));
+  ASSERT_TRUE(netpool::test::ready_within(got));
+  EXPECT_FALSE(got.get());
+  EXPECT_EQ(pool.stats().dials_ok, 0u);
+  EXPECT_EQ(pool.stats().dial_failures, 1u);
+  factory.open_gate();
+  EXPECT_TRUE(pool.get_for(patience));
+  EXPECT_EQ(pool.stats().dials_ok, 1u);
+  EXPECT_EQ(pool.stats().dials, 2u);
 }
 
 // ---- wait metrics ------------------------------------------------------------------------------

@@ -428,7 +428,7 @@ class pool_core {
         default:
           break;
       }
-      s.gets += slots_[i].borrows.load(std::memory_order_relaxed);
+      s.gets_immediate += slots_[i].borrows.load(std::memory_order_relaxed);
     }
     s.active = s.idle + s.in_use + s.dialing;
     // relaxed, all of them: independent counters, documented as a best-effort snapshot.
@@ -436,8 +436,9 @@ class pool_core {
     s.min = min_size();
     s.waiters = waiters_.load(std::memory_order_relaxed);
     s.gets_waited = counters_.gets_waited.load(std::memory_order_relaxed);
-    // Served after waiting vs. at once; the two counts are read apart, hence the clamp.
-    s.gets_immediate = s.gets - std::min(s.gets, counters_.waited_served.load(std::memory_order_relaxed));
+    // Served at once (the slots' borrows) and after waiting: disjoint counters (lend_tracked()),
+    // so that each total only grows from one call to the next.
+    s.gets = s.gets_immediate + counters_.waited_served.load(std::memory_order_relaxed);
     s.wait_time = std::chrono::nanoseconds(counters_.wait_ns.load(std::memory_order_relaxed));
     s.max_wait = std::chrono::nanoseconds(counters_.max_wait_ns.load(std::memory_order_relaxed));
     for (std::size_t b = 0; b < wait_buckets; ++b) {
@@ -448,7 +449,9 @@ class pool_core {
     s.leaks = counters_.leaks.load(std::memory_order_relaxed);
     s.dials = counters_.dials.load(std::memory_order_relaxed);
     s.dial_failures = counters_.dial_failures.load(std::memory_order_relaxed);
-    s.dials_ok = s.dials - std::min(s.dials, s.dial_failures);
+    // Its own counter, not dials - dial_failures: dials counts a dial as it starts, so the
+    // difference counted one in flight as a success and went down again if it failed.
+    s.dials_ok = counters_.dials_ok.load(std::memory_order_relaxed);
     s.fast_failures = counters_.fast_failures.load(std::memory_order_relaxed);
     for (std::size_t r = 0; r < close_reason_count; ++r) {
       s.closed[r] = counters_.closed[r].load(std::memory_order_relaxed);
@@ -512,7 +515,7 @@ class pool_core {
   struct alignas(cache_line) slow_counters {
     std::atomic<std::uint64_t> gets_waited{0}, waited_served{0}, wait_ns{0}, max_wait_ns{0};
     std::atomic<std::uint64_t> timeouts{0}, cancellations{0}, leaks{0};
-    std::atomic<std::uint64_t> dials{0}, dial_failures{0}, fast_failures{0};
+    std::atomic<std::uint64_t> dials{0}, dials_ok{0}, dial_failures{0}, fast_failures{0};
     std::array<std::atomic<std::uint64_t>, wait_buckets> wait_histogram{};
     std::array<std::atomic<std::uint64_t>, close_reason_count> closed{};
   };
@@ -652,11 +655,11 @@ class pool_core {
     lease_type lease;
     bool user_checked = false;
   };
-  [[gnu::noinline]] checked_lease hand_out(std::uint32_t i, std::uint64_t owned,
-                                           source_location where) noexcept {
+  [[gnu::noinline]] checked_lease hand_out(std::uint32_t i, std::uint64_t owned, source_location where,
+                                           bool after_wait = false) noexcept {
     checked_lease out;
     if (passes_checks(i, out.user_checked)) {
-      out.lease = lend_tracked(i, owned, where);
+      out.lease = lend_tracked(i, owned, where, after_wait);
     } else {
       release_slot(i);
     }
@@ -710,10 +713,16 @@ class pool_core {
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  // lend() off the fast path: also records where and when, for leak detection.
-  lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, source_location where) noexcept {
+  // lend() off the fast path: also records where and when, for leak detection. `after_wait`: the
+  // get blocked first, and is counted in waited_served instead of the slot's borrows, so that
+  // stats() reads gets served at once (the borrows) and after waiting as two disjoint counters,
+  // each of which only grows (a difference of the two, read apart, could go down).
+  lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, source_location where,
+                          bool after_wait) noexcept {
     if (lent_) record_lent(i, owned, where);
-    return lend(i, owned);
+    if (!after_wait) return lend(i, owned);
+    counters_.waited_served.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    return lease_type(lease_key<Conn>{}, this, &*slots_[i].conn, &slots_[i], owned);
   }
 
   // Destroys slot s's connection (ours, INV1) for `why`: tells on_close, then counts it. Every
@@ -768,12 +777,13 @@ class pool_core {
   // one user check (`user_checked`, kept across the get's scans), none starts past `deadline`: a
   // slow check must not stretch a get_for() by one check per idle connection. The first one runs
   // whatever the deadline, so that get_for(0) still takes an idle connection.
-  lease_type scan_idle(clock::time_point deadline, source_location where, bool& user_checked) noexcept {
+  lease_type scan_idle(clock::time_point deadline, source_location where, bool& user_checked,
+                       bool after_wait) noexcept {
     for (std::uint32_t from = 0;;) {
       if (checks_over(user_checked, deadline)) return {};
       const auto [i, mine] = take_next_idle(from);
       if (i == capacity_) return {};
-      checked_lease checked = hand_out(i, mine, where);
+      checked_lease checked = hand_out(i, mine, where, after_wait);
       if (checked.lease) return std::move(checked.lease);
       user_checked = user_checked || checked.user_checked;
       from = i + 1;
@@ -935,6 +945,7 @@ class pool_core {
       result<Conn> made = config_.factory(deadline);
       if (made && config_.on_connect) error = run_on_connect(*made);
       if (made && !error) {
+        counters_.dials_ok.fetch_add(1, std::memory_order_relaxed);
         record_dial_result({});
         return made;
       }
@@ -965,7 +976,8 @@ class pool_core {
   // meanwhile is answered when it returns: a connection it made is pooled, and the get says
   // `cancelled`; a failed dial's error is returned as is.
   result<lease_type> dial_for_caller(std::uint32_t i, std::uint64_t owned, clock::time_point caller_deadline,
-                                     const std::stop_token* stop, source_location where) noexcept {
+                                     const std::stop_token* stop, source_location where,
+                                     bool after_wait) noexcept {
     const clock::time_point now = clock::now();
     // The backend is known to be down: say so, rather than a bare timeout.
     if (std::error_code down = backoff_error()) {
@@ -1006,7 +1018,7 @@ class pool_core {
       counters_.cancellations.fetch_add(1, std::memory_order_relaxed);
       return errc::cancelled;
     }
-    return lend_new(i, leased, where);
+    return lend_new(i, leased, where, after_wait);
   }
 
   // Slot i is ours, leased (word `owned`), its connection just closed, and we are about to dial
@@ -1029,14 +1041,15 @@ class pool_core {
   // Lends a connection dialed for this get (slot i is ours, leased): no health check or probe,
   // it has just been made. on_borrow still runs; a fresh connection it refuses fails the get,
   // since dialing again could loop forever.
-  result<lease_type> lend_new(std::uint32_t i, std::uint64_t leased, source_location where) noexcept {
+  result<lease_type> lend_new(std::uint32_t i, std::uint64_t leased, source_location where,
+                              bool after_wait) noexcept {
     slot_type& s = slots_[i];
     if (config_.on_borrow && !hook_accepts(config_.on_borrow, *s.conn)) {
       close_conn(s, close_reason::hook);
       release_slot(i);
       return errc::hook_rejected;
     }
-    return lend_tracked(i, leased, where);
+    return lend_tracked(i, leased, where, after_wait);
   }
 
   clock::time_point dial_deadline(clock::time_point now) const noexcept {
@@ -1286,8 +1299,13 @@ class pool_core {
       if (info.generation.load(std::memory_order_relaxed) != g) continue;  // re-lent meanwhile
       if (now - since < leak_ns_) continue;
       std::uint64_t seen = info.reported.load(std::memory_order_relaxed);
+      if (seen == g) continue;
+      // Claimed and told under leak_mutex_: an owner that sees the claim (report_if_leaked) takes
+      // it too before it says "came back", so on_leak never hears that before "still out".
+      std::lock_guard tell(leak_mutex_);
       // acq_rel: one report per lease, whoever wins; the returner acquires it (report_if_leaked).
-      if (seen == g || !info.reported.compare_exchange_strong(seen, g, std::memory_order_acq_rel)) continue;
+      if (!info.reported.compare_exchange_strong(seen, g, std::memory_order_acq_rel)) continue;
+      NETPOOL_SYNC_POINT("check_leaks:claimed");  // the report is ours, not yet told
       counters_.leaks.fetch_add(1, std::memory_order_relaxed);
       tell_leak({where, std::chrono::nanoseconds(now - since), false});
     }
@@ -1297,6 +1315,7 @@ class pool_core {
   void report_if_leaked(std::uint32_t i, std::uint64_t owned) noexcept {
     lent_info& info = lent_[i];
     if (info.reported.load(std::memory_order_acquire) != word::generation(owned)) return;
+    std::lock_guard tell(leak_mutex_);  // after check_leaks() has told "still out"
     // Our own lease: we wrote these fields (INV1), so plain relaxed loads are current.
     const std::int64_t since = info.since_ns.load(std::memory_order_relaxed);
     tell_leak({source_location::current(info.file.load(std::memory_order_relaxed),
@@ -1416,10 +1435,7 @@ class pool_core {
                                                     const std::stop_token* stop, source_location where,
                                                     bool user_checked) noexcept {
     bool waited = false;
-    result<lease_type> got = acquire_or_wait(deadline, mode, stop, where, waited, user_checked);
-    // relaxed: a counter (gets served at once = gets - these).
-    if (waited && got) counters_.waited_served.fetch_add(1, std::memory_order_relaxed);
-    return got;
+    return acquire_or_wait(deadline, mode, stop, where, waited, user_checked);
   }
 
   // One get's time in line: total, maximum, and histogram (relaxed: independent counters).
@@ -1474,7 +1490,7 @@ class pool_core {
       } else if (!fair_ || waiters_.load(std::memory_order_seq_cst) == 0) {
         // try_get() has no deadline to keep (it never waits): it checks every idle connection.
         if (lease_type taken = scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(),
-                                         where, user_checked)) {
+                                         where, user_checked, waited)) {
           finish_wait();
           return taken;
         }
@@ -1491,7 +1507,7 @@ class pool_core {
         if (auto reserved = reserve_slot()) {
           if (!wants_background_dial(deadline, stop)) {
             finish_wait();
-            return dial_for_caller(reserved->first, reserved->second, deadline, stop, where);
+            return dial_for_caller(reserved->first, reserved->second, deadline, stop, where, waited);
           }
           to_post = dial_job{reserved->first, reserved->second};
         }
@@ -1517,7 +1533,7 @@ class pool_core {
           const std::uint64_t owned = word::make(got.generation, word::leased);
           if (passes_checks(got.slot, user_checked)) {
             finish_wait();
-            return lend_tracked(got.slot, owned, where);
+            return lend_tracked(got.slot, owned, where, waited);
           }
           // It failed its check and was closed: the slot is ours; dial into it if we may.
           if (const std::optional<std::uint64_t> busy = leased_to_busy(got.slot, owned);
@@ -1527,7 +1543,7 @@ class pool_core {
               continue;
             }
             finish_wait();
-            return dial_for_caller(got.slot, *busy, deadline, stop, where);
+            return dial_for_caller(got.slot, *busy, deadline, stop, where, waited);
           }
           release_slot(got.slot);  // busy or still leased; retired if the pool closed
           continue;
@@ -1539,14 +1555,14 @@ class pool_core {
             continue;
           }
           finish_wait();
-          return dial_for_caller(got.slot, owned, deadline, stop, where);
+          return dial_for_caller(got.slot, owned, deadline, stop, where, waited);
         }
         case waiter::pool_closed:
           finish_wait();
           return errc::pool_closed;
         case waiter::granted_new_connection:  // dialed for the line by a dialer thread or the maintainer
           finish_wait();
-          return lend_new(got.slot, word::make(got.generation, word::leased), where);
+          return lend_new(got.slot, word::make(got.generation, word::leased), where, waited);
         case waiter::dial_failed:  // the dial a dialer thread ran for the line failed
           finish_wait();
           return got.error;
@@ -2194,6 +2210,7 @@ class pool_core {
   std::minstd_rand jitter_;
 
   slow_counters counters_;
+  std::mutex leak_mutex_;  // a leaked lease's two reports, in order (check_leaks, report_if_leaked)
 
   alignas(cache_line) std::mutex wait_mutex_;
   waiter_queue queue_;  // guarded by wait_mutex_
