@@ -28,8 +28,10 @@ read -r -a extra_cmake_args <<<"${NETPOOL_CMAKE_ARGS:-}"
 read -r -a extra_ctest_args <<<"${NETPOOL_CTEST_ARGS:-}"
 
 # prometheus: only for promtool, which checks write_prometheus's output (Debian ships no promtool alone).
-packages=(cmake ninja-build g++ clang libgtest-dev libgmock-dev libbenchmark-dev redis-server libhiredis-dev
-  python3 prometheus)
+# pkg-config: the build finds hiredis through it; without it the redis suite and the hiredis
+# example are silently left out.
+packages=(cmake ninja-build g++ clang pkg-config libgtest-dev libgmock-dev libbenchmark-dev redis-server
+  libhiredis-dev python3 prometheus)
 
 log() { printf '[test.sh] %s\n' "$*"; }
 

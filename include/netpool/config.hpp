@@ -34,8 +34,9 @@ using factory_function = std::function<result<Conn>(std::chrono::steady_clock::t
 
 template <class Conn>
 struct pool_config {
-  // Required. Called outside any lock, possibly from several threads at once, and (pool) from the
-  // background maintainer thread.
+  // Required. Called possibly from several threads at once: callers' gets, and (pool) dialer
+  // threads and the maintainer. Never under a lock that gets and puts take; the maintainer's
+  // min_size refill runs inside its maintenance round, so a maintain() elsewhere waits for it.
   factory_function<Conn> factory;
 
   // Upper bound on open connections (idle + in use + being dialed). Must be in [1, max_supported].
@@ -55,7 +56,8 @@ struct pool_config {
 
   // pool only, optional: called on a pooled connection before it is handed out. false (or a throw)
   // closes that connection and the get goes on with another one or a fresh dial. Runs on the
-  // getting thread, outside any lock; it must bound its own time (e.g. a non-blocking probe or an
+  // getting thread, outside the pool's locks (keepalive_interval also runs it in the maintenance
+  // round); it must bound its own time (e.g. a non-blocking probe or an
   // I/O timeout) because the pool cannot interrupt it.
   std::function<bool(Conn&)> health_check;
 
@@ -128,7 +130,8 @@ struct pool_config {
   // get that dialed fails with that error, and backoff starts as for any failed dial.
   std::function<std::error_code(Conn&)> on_connect;
   // Before each hand-out (pooled or freshly dialed), after the health checks. false (or a throw)
-  // closes the connection (close_reason::hook) and the get goes on with another one.
+  // closes the connection (close_reason::hook) and the get goes on with another one; a freshly
+  // dialed one it refuses fails the get with errc::hook_rejected (dialing again could loop).
   std::function<bool(Conn&)> on_borrow;
   // On each put, before the connection is pooled or handed to a waiter (e.g. reset session state).
   // false (or a throw) closes it instead (close_reason::hook); the put still succeeds. Not called

@@ -30,11 +30,13 @@ enum class errc : int {
   pool_closed = 1,          // the pool was closed (or destroyed) before or while the call ran
   timeout = 2,              // a deadline passed: waiting for a connection, or dialing one
   cancelled = 3,            // the caller's std::stop_token asked to stop
-  exhausted = 4,            // try_get(): nothing idle and no room to dial; get() would have waited
+  exhausted = 4,            // try_get(): no idle connection to hand out now (it never dials); keyed
+                            // pool: a dial waited for the global limit until its own deadline
   dial_failed = 5,          // a factory reported failure without a more specific code
-  invalid_config = 6,       // pool configuration rejected at creation (see validate())
+  invalid_config = 6,       // configuration rejected at creation (validate_for_pool() etc. say why),
+                            // a bad set_max_size()/set_min_size(), a keyed Hash/KeyEq that threw
   empty_lease = 7,          // put()/discard() of an empty (moved-from or already returned) lease
-  wrong_pool = 8,           // put()/discard() of a lease that belongs to another pool
+  wrong_pool = 8,           // pool::put()/put_with_error() of a lease that belongs to another pool
   factory_threw = 9,        // the connection factory threw an exception (it was caught)
   health_check_threw = 10,  // reserved: a throwing health check counts as a failed check (the
                             // connection is closed, stats().closed_health), so get never returns it

@@ -12,7 +12,10 @@
 //   };
 //
 // The hook fields themselves live in pool_config (config.hpp), next to their contracts. Hooks run on
-// the thread that triggered them (a caller's get or put, or the maintainer), outside every lock.
+// the thread that triggered them: a caller's get or put; a dialer thread (on_connect); the
+// maintainer; the thread calling close(), reset(), set_max_size() or the destructor, or returning a
+// lease after the pool is gone (on_close). Never under a lock that the get/put path takes, but a
+// maintenance round or a resize runs them under its own (config.hpp says what that forbids).
 // A hook that throws is treated as a refusal: the connection is closed and counted, never leaked,
 // and no exception leaves the pool.
 #pragma once

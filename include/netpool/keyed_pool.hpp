@@ -23,7 +23,10 @@
 // Blocking: get*() block as pool::get*() does, and also while the global limit is reached (see
 // keyed_pool_config::global_max); the first get of a key builds its sub-pool (make_config and
 // pool::create: a thread start, no dial unless min_size > 0 with background_maintenance = false).
-// close(), remove() and the destructor wait for the sub-pools' own threads (maintainer, dialers) to stop.
+// The destructor waits for the sub-pools' own threads (maintainer, dialers) to stop; close() and
+// remove() do for every sub-pool with nothing in flight, and leave one with a dial in flight or a
+// lease out to be destroyed later (by maintain(), by the sweeper while the keyed pool is open, at
+// the latest by the destructor).
 // Errors: as pool (timeout, dial errors, pool_closed after close()), plus errc::exhausted when a
 // dial waited for a global token until its deadline, and errc::invalid_config when a key's
 // config is rejected (check_key() says why).

@@ -68,8 +68,9 @@ class pool_handle {
   pool_handle(const pool_handle&) = delete;
   pool_handle& operator=(const pool_handle&) = delete;
   // Closes the pool (see close()). Leases still out stay valid; returning them closes them.
-  // Blocking: waits for the maintainer thread to stop; if it is dialing (min_size refill), that
-  // dial runs to its end first, at most dial_timeout.
+  // Blocking: waits for the maintainer and the dialer threads to stop; a dial in flight (a min_size
+  // refill, or a dial posted for a caller) runs to its end first, at most dial_timeout, and so does
+  // a keepalive health check the maintainer is running.
   ~pool_handle() { release_core(); }
 
   // Every get takes a trailing source_location, defaulted to the caller's: with leak detection on
@@ -117,12 +118,15 @@ class pool_handle {
   // Returns a connection for reuse. Errors (nothing is lost in either case):
   //   empty_lease — the lease is empty (moved-from or already returned);
   //   wrong_pool  — it belongs to another pool; it stays in `l`, untouched;
-  //   pool_closed — the pool was closed; the connection was closed.
+  //   pool_closed — the pool was closed: the connection was closed; or this handle was moved
+  //                 from: it stays in `l`, untouched, as for wrong_pool.
   std::error_code put(lease_type&& l) noexcept {
     if (std::error_code ec = check_ownership(l)) return ec;
     return l.release();
   }
   // Closes the connection and frees its slot so that a waiter can dial (after an I/O error).
+  // Errors: empty_lease, wrong_pool and (moved-from handle) pool_closed, as for put(); after
+  // close() it succeeds (the connection is closed either way, counted as closed_error).
   std::error_code put_with_error(lease_type&& l) noexcept {
     if (std::error_code ec = check_ownership(l)) return ec;
     return l.discard();
@@ -200,8 +204,11 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   using base = detail::pool_handle<Conn, detail::pool_kind::standard>;
 
  public:
-  // Validates `config` (errc::invalid_config; validate() says why), starts the maintainer, and
-  // begins dialing min_size connections in the background. Never fails because a dial failed.
+  // Validates `config` (errc::invalid_config; validate_for_pool() says why), starts the
+  // maintainer, and begins dialing min_size connections in the background (with
+  // background_maintenance = false there is no maintainer: create() runs the first round itself,
+  // dialing min_size on the calling thread, each dial bounded by dial_timeout). Never fails
+  // because a dial failed; other errors: not_enough_memory, or a thread that could not start.
   [[nodiscard]] static result<pool> create(pool_config<Conn> config) {
     auto core = base::make_core(std::move(config));
     if (!core) return core.error();
@@ -223,8 +230,9 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   }
 
   // Blocks until min_size connections are open, the deadline passes, or the pool closes; returns
-  // how many are open. create() never waits for the warm-up (and a failed warm-up dial never
-  // fails creation); call this when a service should not take traffic before it is warm.
+  // how many are open. create() does not wait for the warm-up unless background_maintenance is
+  // false (and a failed warm-up dial never fails creation); call this when a service should not
+  // take traffic before it is warm.
   std::size_t wait_for_min_size(std::chrono::steady_clock::time_point deadline) noexcept {
     return this->core() != nullptr ? this->core()->wait_for_min_size(deadline) : 0;
   }
@@ -242,7 +250,8 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
 
 // The basic pool (the original's NewBasic): no idle tracking, no health check, no thread. min_size
 // connections are dialed once, at creation (a failed dial does not fail creation); they are not
-// replenished. Rejects max_idle_time and health_check with errc::invalid_config.
+// replenished. Rejects max_idle_time, health_check, max_lifetime, keepalive_interval and
+// leak_threshold with errc::invalid_config (validate_for_lean_pool() says which).
 template <class Conn = socket>
 class lean_pool : public detail::pool_handle<Conn, detail::pool_kind::lean> {
   using base = detail::pool_handle<Conn, detail::pool_kind::lean>;

@@ -49,7 +49,8 @@ struct pool_stats {
   // gets_waited by how long they blocked: wait_histogram[i] counts waits <= wait_bucket_bounds[i]
   // (and > the bound before); the last entry counts waits past the last bound. Not cumulative.
   std::array<std::uint64_t, wait_buckets> wait_histogram{};
-  std::uint64_t timeouts = 0;       // gets that failed with errc::timeout while waiting
+  std::uint64_t timeouts = 0;       // gets that failed with errc::timeout at their own deadline
+                                    // (waiting, or about to dial); not a dial's own timeout
   std::uint64_t cancellations = 0;  // gets that failed with errc::cancelled
   std::uint64_t dials = 0;          // factory calls
   std::uint64_t dials_ok = 0;       // dials that produced a connection (and passed on_connect)

@@ -8,6 +8,8 @@
 // the line is woken to compete for it: the woken waiter's place in line, and a wake-up that lands
 // while the waiter is still in its re-check.
 //
+// WaitSpinTest: the oldest waiter's spin takes a hand-off without sleeping.
+//
 // DialTokenRaceTest: a waiter's re-check takes the only dial token and then finds the pool full. A
 // slot freed at that moment cannot be granted to anyone (no token), and relies on the token's
 // holder to serve the line; the holder used to give the token back and go to sleep, and every
@@ -268,6 +270,51 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckWokenForAnotherConnectionPassesTheWakeUp
   EXPECT_TRUE(got_first);
   ASSERT_TRUE(ready_within(second)) << "woken for `x` but holding `y`, `first` kept the wake-up";
   EXPECT_TRUE(second.get());
+}
+
+// wait_spin: the oldest waiter polls for a hand-off before it sleeps, so that a connection returned
+// within the spin costs neither side a system call. Held on its first turn of the spin while the
+// connection comes back, the waiter must take it from there, without reaching the sleep; with
+// wait_spin = 0 it goes straight to sleep. (Nothing timed: the grant is in place before it looks.)
+template <class P>
+using WaitSpinTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(WaitSpinTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(WaitSpinTest, AHandOffDuringTheSpinIsTakenWithoutSleeping) {
+  auto cfg = this->config(1);
+  cfg.wait_spin = std::chrono::milliseconds(1);
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at spinning("waiter", "wait_in_line:spinning");
+  stop_at slept("waiter", "wait_in_line:sleep", 1, /*let_go=*/true);
+  active_stops = {&spinning, &slept};
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  auto waiter = this->run_named("waiter", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(spinning.reached_within());
+  held->release();  // granted to the waiter, which is spinning
+  spinning.let_go();
+  ASSERT_TRUE(ready_within(waiter));
+  EXPECT_TRUE(waiter.get());
+  EXPECT_FALSE(slept.reached()) << "the waiter slept although the hand-off came while it spun";
+}
+
+TYPED_TEST(WaitSpinTest, WithoutASpinTheWaiterSleepsAtOnce) {
+  auto cfg = this->config(1);
+  cfg.wait_spin = std::chrono::nanoseconds::zero();
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at spinning("waiter", "wait_in_line:spinning", 1, /*let_go=*/true);
+  stop_at slept("waiter", "wait_in_line:sleep", 1, /*let_go=*/true);
+  active_stops = {&spinning, &slept};
+  auto held = pool.get();
+  ASSERT_TRUE(held);
+  auto waiter = this->run_named("waiter", [&] { return pool.get_for(patience); });
+  ASSERT_TRUE(slept.reached_within());
+  EXPECT_FALSE(spinning.reached());
+  held->release();
+  ASSERT_TRUE(ready_within(waiter));
+  EXPECT_TRUE(waiter.get());
 }
 
 template <class P>

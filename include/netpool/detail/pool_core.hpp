@@ -1672,10 +1672,12 @@ class pool_core {
       for (std::uint32_t spin = 1;; ++spin) {
         const std::uint32_t s = node.state.load(std::memory_order_acquire);  // acquire: the grant
         if (!waiter::is_pending(s)) return outcome_of(node, s);
+        if (spin == 1) NETPOOL_SYNC_POINT("wait_in_line:spinning");
         cpu_relax();
         if (spin % spins_per_clock_read == 0 && clock::now() >= spin_end) break;
       }
     }
+    NETPOOL_SYNC_POINT("wait_in_line:sleep");  // about to ask to be woken
     std::uint32_t expected = waiter::waiting;
     // acq_rel: announce that a granter must wake us; acquire a grant that beat us to it.
     if (node.state.compare_exchange_strong(expected, waiter::sleeping, std::memory_order_acq_rel,
