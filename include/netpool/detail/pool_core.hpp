@@ -700,29 +700,26 @@ class pool_core {
     return true;
   }
 
-  [[gnu::always_inline]] lease_type lend(std::uint32_t i, std::uint64_t owned) noexcept {
-    return lend(slots_[i], owned);
-  }
-  [[gnu::always_inline]] lease_type lend(slot_type& s, std::uint64_t owned) noexcept {
-    count_borrow(s);
-    // The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
-    return lease_type(lease_key<Conn>{}, this, &*s.conn, &s, owned);
-  }
   [[gnu::always_inline]] static void count_borrow(slot_type& s) noexcept {
     // relaxed load+store: only the owner writes borrows (INV1); no RMW needed.
     s.borrows.store(s.borrows.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
-  // lend() off the fast path: also records where and when, for leak detection. `after_wait`: the
-  // get blocked first, and is counted in waited_served instead of the slot's borrows, so that
-  // stats() reads gets served at once (the borrows) and after waiting as two disjoint counters,
-  // each of which only grows (a difference of the two, read apart, could go down).
+  // Lends slot i (ours, leased: word `owned`) off the fast path, recording where and when for leak
+  // detection. `after_wait`: the get blocked first, and is counted in waited_served instead of the
+  // slot's borrows, so that stats() reads gets served at once (the borrows) and after waiting as
+  // two disjoint counters, each of which only grows (a difference of the two, read apart, could go
+  // down). The thread hint is set when the lease comes back (put_back), which is what LIFO needs.
   lease_type lend_tracked(std::uint32_t i, std::uint64_t owned, source_location where,
                           bool after_wait) noexcept {
+    slot_type& s = slots_[i];
     if (lent_) record_lent(i, owned, where);
-    if (!after_wait) return lend(i, owned);
-    counters_.waited_served.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-    return lease_type(lease_key<Conn>{}, this, &*slots_[i].conn, &slots_[i], owned);
+    if (after_wait) {
+      counters_.waited_served.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    } else {
+      count_borrow(s);
+    }
+    return lease_type(lease_key<Conn>{}, this, &*s.conn, &s, owned);
   }
 
   // Destroys slot s's connection (ours, INV1) for `why`: tells on_close, then counts it. Every
