@@ -167,6 +167,35 @@ TEST(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintainer)
   EXPECT_EQ(registry.live(), 1);
 }
 
+// A lease already doomed (here by reset()) closes when it comes back, so it covers the surplus of
+// a shrink: the shrink must not close an idle connection as well. It used to count the surplus
+// from active_ alone, close the idle one, and once the doomed lease came back the pool had no
+// connection left with max_size 1. (A maintenance round after two dials in flight over a shrink
+// did the same in CI: it found one lease doomed by the shrink and the other back, idle.)
+TEST(ResizeSurplusTest, ALeaseAlreadyDoomedCoversTheSurplus) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 2;
+  cfg.background_maintenance = false;
+  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  auto doomed = pool.get();
+  ASSERT_TRUE(doomed);
+  pool.reset();                 // dooms it
+  { ASSERT_TRUE(pool.get()); }  // a second connection, idle from here on
+  ASSERT_EQ(pool.stats().active, 2u);
+  ASSERT_FALSE(pool.set_max_size(1));
+  EXPECT_EQ(pool.stats().idle, 1u)
+      << "the idle connection was closed although the doomed lease covers the surplus";
+  EXPECT_FALSE(doomed->release());  // closed: reset
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(s.idle, 1u);
+  EXPECT_EQ(s.closed_resize, 0u);
+  EXPECT_EQ(s.closed_reset, 1u);
+}
+
 TEST(ResizeMinTest, RaisingMinSizeMakesTheMaintainerDialAndItIsBoundedByMaxSize) {
   netpool::test::connection_registry registry;
   netpool::test::factory_control factory(registry);

@@ -376,7 +376,9 @@ class pool_core {
         if (!start_dial_for_waiter()) break;  // tokens busy: their end_dial() pumps the rest
       }
     } else if (n < old) {
-      shrink_to_max_size();
+      // Not all covered (dials in flight): their after_dial() wakes the maintainer, whose rounds
+      // then come back until it is.
+      (void)shrink_to_max_size();
     }
     return {};
   }
@@ -1232,24 +1234,40 @@ class pool_core {
   // ---- resizing -----------------------------------------------------------------------------
 
   // More open than max_size (set_max_size shrank it): close idle ones, then doom lent ones until
-  // the surplus is covered. Slots being dialed are left: the maintainer's next round looks again.
-  // Under resize_mutex_: two shrinks at once (set_max_size() and a maintenance round) each counted
-  // the same surplus, and when one doomed a lease the other had just read, the other's doom
-  // failed and it doomed the next lease too: one connection too many closed.
-  void shrink_to_max_size() noexcept {
-    for (std::uint32_t i = 0; i < capacity_ && active_.load(std::memory_order_relaxed) > max_size(); ++i) {
+  // the surplus is covered. Returns whether it is: slots being dialed are left, and their
+  // after_dial() wakes the maintainer to look again. Under resize_mutex_: two shrinks at once
+  // (set_max_size() and a maintenance round) each counted the same surplus, and when one doomed a
+  // lease the other had just read, the other's doom failed and it doomed the next lease too: one
+  // connection too many closed.
+  // A lease already doomed (by an earlier shrink, lifetime or reset) closes when it comes back, so
+  // it covers one connection of the surplus; they are counted first, and the surplus is re-read at
+  // every step: a doomed lease that came back, or any other close meanwhile, lowers active_, so a
+  // count taken once went stale, and an idle connection or another lease was closed as well (two
+  // closed for one surplus, found by a test that two dials in flight over a shrink made flaky).
+  // A doomed lease that comes back during the walk makes it stop short instead, the safe side:
+  // the caller is told the surplus is not covered, and the maintainer comes back to it.
+  bool shrink_to_max_size() noexcept {
+    std::size_t covered = 0;  // connections already on their way out
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);  // a count only
+      if (word::phase(w) == word::leased && (w & (word::closed | word::transit)) == 0 &&
+          (w & word::doomed) != 0)
+        ++covered;
+    }
+    // relaxed: a count; the CASes decide (and resize_mutex_ orders us against other shrinks).
+    const auto uncovered = [&] { return active_.load(std::memory_order_relaxed) > max_size() + covered; };
+    for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
       const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
       if (word::phase(w) == word::idle && (w & word::flag_mask) == 0)
         (void)close_idle(i, w, close_reason::resize);
     }
-    const std::size_t open = active_.load(std::memory_order_relaxed);
-    std::size_t surplus = open > max_size() ? open - max_size() : 0;
-    for (std::uint32_t i = 0; i < capacity_ && surplus > 0; ++i) {
+    for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
       const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
-      if (word::phase(w) != word::leased || (w & (word::closed | word::transit)) != 0) continue;
-      // Already doomed (lifetime, reset) counts: it closes when it comes back anyway.
-      if ((w & word::doomed) != 0 || doom_leased(i, w, close_reason::resize)) --surplus;
+      if (word::phase(w) != word::leased || (w & (word::closed | word::transit | word::doomed)) != 0)
+        continue;
+      if (doom_leased(i, w, close_reason::resize)) ++covered;
     }
+    return !uncovered();
   }
 
   // ---- leak detection ------------------------------------------------------------------------
@@ -1836,9 +1854,10 @@ class pool_core {
     }
     if (lent_) check_leaks();
     // Dials in flight when set_max_size() shrank the pool may have left a surplus.
+    bool surplus_left = false;
     if (active_.load(std::memory_order_relaxed) > max_size()) {
       std::lock_guard resize(resize_mutex_);  // see shrink_to_max_size()
-      shrink_to_max_size();
+      surplus_left = !shrink_to_max_size();
     }
     fill_to_min();
     if (is_closed()) return std::chrono::nanoseconds::max();
@@ -1849,6 +1868,8 @@ class pool_core {
       const std::int64_t wait = retry_at - pool_now_ns();
       return std::chrono::nanoseconds(std::clamp<std::int64_t>(wait, 1'000'000, 1'000'000'000));
     }
+    // Not all of it could be closed or doomed (dials still in flight, a walk cut short): soon again.
+    if (surplus_left) return std::chrono::milliseconds(10);
     if (uses_tick_ && active_.load(std::memory_order_relaxed) != 0) return tick_period_;
     return std::chrono::nanoseconds::max();
   }
