@@ -762,6 +762,19 @@ struct plain_conn {
 };
 using plain_keyed = netpool::keyed_pool<std::string, plain_conn>;
 
+// Sub-pools of plain_conns; `adjust` changes each sub-pool's config.
+netpool::keyed_pool_config<std::string, plain_conn> plain_keyed_config(
+    std::function<void(netpool::pool_config<plain_conn>&)> adjust = {}) {
+  netpool::keyed_pool_config<std::string, plain_conn> cfg;
+  cfg.make_config = [adjust = std::move(adjust)](const std::string&) {
+    netpool::pool_config<plain_conn> c;
+    c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+    if (adjust) adjust(c);
+    return c;
+  };
+  return cfg;
+}
+
 // A scrape while a sub-pool is being closed (its on_close can take a while: a QUIT round trip) must
 // not see its counters vanish: Prometheus reads any drop of a counter as a reset. on_close holds the
 // close open until the test has read the stats inside it.
@@ -832,14 +845,9 @@ TEST(KeyedPoolCounters, ALeaseReturnedAfterItsSubPoolWentIsCounted) {
   enum class how { remove, close };
   for (const how way : {how::remove, how::close}) {
     SCOPED_TRACE(way == how::remove ? "remove" : "close");
-    netpool::keyed_pool_config<std::string, plain_conn> cfg;
+    auto cfg =
+        plain_keyed_config([](netpool::pool_config<plain_conn>& c) { c.background_maintenance = false; });
     cfg.background_maintenance = false;
-    cfg.make_config = [](const std::string&) {
-      netpool::pool_config<plain_conn> c;
-      c.background_maintenance = false;
-      c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
-      return c;
-    };
     auto made = plain_keyed::create(std::move(cfg));
     ASSERT_TRUE(made);
     plain_keyed& pools = *made;
@@ -864,16 +872,6 @@ TEST(KeyedPoolCounters, ALeaseReturnedAfterItsSubPoolWentIsCounted) {
     EXPECT_EQ(pools.stats().total.closed_pool, 2u);
     EXPECT_EQ(pools.stats().total.gets, 2u);
   }
-}
-
-netpool::keyed_pool_config<std::string, plain_conn> plain_keyed_config() {
-  netpool::keyed_pool_config<std::string, plain_conn> cfg;
-  cfg.make_config = [](const std::string&) {
-    netpool::pool_config<plain_conn> c;
-    c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
-    return c;
-  };
-  return cfg;
 }
 
 // close() is idempotent and may be called from any thread: two at once used to both join the
@@ -918,15 +916,11 @@ TEST(KeyedPoolClose, FromSeveralThreadsAtOnceEveryCallReturns) {
 TEST(KeyedPoolGlobalLimit, AGetWhoseOwnDeadlineComesFirstTimesOut) {
   for (const bool background : {true, false}) {
     SCOPED_TRACE(background ? "dialer threads" : "dials on the caller's thread");
-    auto cfg = plain_keyed_config();
-    cfg.global_max = 1;
-    cfg.make_config = [background](const std::string&) {
-      netpool::pool_config<plain_conn> c;
-      c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
+    auto cfg = plain_keyed_config([background](netpool::pool_config<plain_conn>& c) {
       c.dial_timeout = 10s;
       c.background_maintenance = background;
-      return c;
-    };
+    });
+    cfg.global_max = 1;
     auto made = plain_keyed::create(std::move(cfg));
     ASSERT_TRUE(made);
     plain_keyed& pools = *made;
@@ -974,14 +968,9 @@ TEST(KeyedPoolEviction, AKeyUsedOnlyThroughTryGetIsNotEvictedWhileInUse) {
 // "Practically never" must mean never: evict_idle_after + its touch resolution used to overflow
 // and wrap negative, and every quiet sub-pool was evicted at the next round.
 TEST(KeyedPoolCounters, EvictIdleAfterMaxNeverEvicts) {
-  netpool::keyed_pool_config<std::string, plain_conn> cfg;
+  auto cfg = plain_keyed_config();
   cfg.background_maintenance = false;
   cfg.evict_idle_after = std::chrono::nanoseconds::max();
-  cfg.make_config = [](const std::string&) {
-    netpool::pool_config<plain_conn> c;
-    c.factory = [](auto) -> netpool::result<plain_conn> { return plain_conn{1}; };
-    return c;
-  };
   auto made = plain_keyed::create(std::move(cfg));
   ASSERT_TRUE(made);
   {
