@@ -7,8 +7,8 @@
 
 namespace netpool::detail {
 
-// now + timeout; now for a timeout <= 0 (or NaN); time_point::max() when the sum would overflow (e.g.
-// hours::max(), which would also overflow on conversion to nanoseconds).
+// now + timeout; now for a timeout <= 0 (or NaN); time_point::max() when the sum would overflow
+// (e.g. hours::max(), which would also overflow on conversion to nanoseconds).
 template <class Rep, class Period>
 [[nodiscard]] std::chrono::steady_clock::time_point deadline_after(
     std::chrono::duration<Rep, Period> timeout) noexcept {

@@ -16,10 +16,10 @@
 //        evicted one through an older lookup sees pool_closed and looks again: eviction is the
 //        keyed pool's own decision and never fails a get. remove() and close() are the caller's:
 //        gets in flight on what they retire fail with pool_closed.
-//   KS2  A get (try_get too) refreshes its entry's last_get while it holds the shared lock (touch()), so an
-//        eviction, which re-checks last_get under the exclusive lock, does not remove an entry that
-//        a get found just before; only a get stalled for evict_after between its lookup and its
-//        sub-pool's get can meet an evicted sub-pool (KS1 then looks again).
+//   KS2  A get (try_get too) refreshes its entry's last_get while it holds the shared lock
+//        (touch()), so an eviction, which re-checks last_get under the exclusive lock, does not
+//        remove an entry that a get found just before; only a get stalled for evict_after between
+//        its lookup and its sub-pool's get can meet an evicted sub-pool (KS1 then looks again).
 //   KS3  last_get lags the last get by at most touch_resolution_ (it is stored only when older than
 //        that, to keep the shared line read-mostly); eviction therefore waits for
 //        evict_after_ + touch_resolution_ of silence, so a sub-pool is never evicted less than
