@@ -450,7 +450,10 @@ TEST(BackendFault, NameDoesNotResolve) {
   expect_pool_healthy_after(pool, factory, counts, server);
   EXPECT_GE(counts.get_errors_named("EAI_NONAME"), 1u);
   EXPECT_GE(lookups.load(), 1u);
-  expect_only(counts.get_errors(), {"EAI_NONAME"});
+  // A dial that resolved just before the names stopped resolving can be reset by the server's
+  // reset of every connection (seen once in CI: 24 gets failed fast with it, the pool's last dial
+  // error for one backoff period). Every later dial fails to resolve (the last error, checked above).
+  expect_only(counts.get_errors(), {"EAI_NONAME", "ECONNRESET"});
   rec.take(load, counts, recovery);
 }
 
