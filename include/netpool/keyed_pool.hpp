@@ -222,10 +222,7 @@ class keyed_pool {
       auto found = state_->find_or_create(key);
       if (!found) return found.error();
       got = (*found)->sub->get_until(deadline, where);
-      if (got || got.error() != errc::pool_closed || !(*found)->evicted.load(std::memory_order_relaxed) ||
-          state_->closed()) {
-        break;
-      }
+      if (!evicted_under_us(got, **found)) break;
     }
     // A dial on this thread waits for the global limit until the sooner of its dial deadline and
     // ours, and says exhausted either way; if it was ours, this get timed out.
@@ -245,10 +242,7 @@ class keyed_pool {
         const auto e = state_->find_for_get(key);
         if (!e) return errc::exhausted;
         got = e->sub->try_get(where);
-        if (got || got.error() != errc::pool_closed || !e->evicted.load(std::memory_order_relaxed) ||
-            state_->closed()) {
-          return got;
-        }
+        if (!evicted_under_us(got, *e)) return got;
       }
       return got;
     } catch (...) {  // bad_alloc is impossible here; a throwing Hash or KeyEq
@@ -326,6 +320,14 @@ class keyed_pool {
 
  private:
   explicit keyed_pool(std::unique_ptr<state_type> state) noexcept : state_(std::move(state)) {}
+
+  // The get on `e`'s sub-pool failed only because the sweeper evicted it after our lookup (not
+  // remove() or close(), which are the caller's): look the key up again (KS1).
+  template <class Entry>
+  bool evicted_under_us(const result<lease_type>& got, const Entry& e) const noexcept {
+    return !got && got.error() == errc::pool_closed && e.evicted.load(std::memory_order_relaxed) &&
+           !state_->closed();
+  }
 
   // unique_ptr: the state's address is stable across moves of the handle (the sub-pools'
   // factories point at it, KS5).
