@@ -208,15 +208,13 @@ TEST(LeakThreadTest, TheMaintainerThreadReportsALeakOnItsOwn) {
 // dials_ok counts dials that opened a connection, once they have: it used to be dials -
 // dial_failures, which counted a dial in flight as a success and went down when it failed (a
 // Prometheus counter read as a reset). (Found by review.)
-TEST(DialMetricsTest, DialsOkCountsFinishedSuccessfulDialsOnly) {
-  netpool::test::connection_registry registry;
-  netpool::test::factory_control factory(registry);
-  netpool::pool_config<tracked_conn> cfg;
-  cfg.factory = factory.function();
-  cfg.max_size = 1;
+class DialMetricsTest : public netpool::test::pool_fixture<netpool::test::std_pool> {};
+
+TEST_F(DialMetricsTest, DialsOkCountsFinishedSuccessfulDialsOnly) {
+  auto cfg = config(1);
   cfg.background_maintenance = false;  // the caller dials on its own thread
   cfg.dial_backoff_floor = 0ns;
-  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  auto pool = make(std::move(cfg));
   factory.close_gate();
   auto got = netpool::test::run_async([&] { return pool.get_for(patience); });
   netpool::test::close_on_exit guard(pool);

@@ -139,14 +139,12 @@ TYPED_TEST(ResizeTest, ShrinkingWithWaitersStillServesThemWithinTheNewMaximum) {
 // surplus on its next round". With no time-based feature the maintainer sleeps until woken, and
 // nothing woke it for a surplus: the pool kept 2 connections with max_size 1. A dial that ends
 // over the limit now wakes it. (Found by review.)
-TEST(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintainer) {
-  netpool::test::connection_registry registry;
-  netpool::test::factory_control factory(registry);
-  netpool::pool_config<tracked_conn> cfg;
-  cfg.factory = factory.function();
-  cfg.max_size = 2;
+class ResizeSurplusTest : public netpool::test::pool_fixture<netpool::test::std_pool> {};
+
+TEST_F(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintainer) {
+  auto cfg = config(2);
   cfg.max_connecting = 2;
-  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  auto pool = make(std::move(cfg));
   factory.close_gate();
   auto a = run_async([&] { return pool.get_for(patience); });
   auto b = run_async([&] { return pool.get_for(patience); });
@@ -172,14 +170,10 @@ TEST(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintainer)
 // from active_ alone, close the idle one, and once the doomed lease came back the pool had no
 // connection left with max_size 1. (A maintenance round after two dials in flight over a shrink
 // did the same in CI: it found one lease doomed by the shrink and the other back, idle.)
-TEST(ResizeSurplusTest, ALeaseAlreadyDoomedCoversTheSurplus) {
-  netpool::test::connection_registry registry;
-  netpool::test::factory_control factory(registry);
-  netpool::pool_config<tracked_conn> cfg;
-  cfg.factory = factory.function();
-  cfg.max_size = 2;
+TEST_F(ResizeSurplusTest, ALeaseAlreadyDoomedCoversTheSurplus) {
+  auto cfg = config(2);
   cfg.background_maintenance = false;
-  auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+  auto pool = make(std::move(cfg));
   auto doomed = pool.get();
   ASSERT_TRUE(doomed);
   pool.reset();                 // dooms it
