@@ -623,6 +623,13 @@ INSTANTIATE_TEST_SUITE_P(Matrix, LeanPoolStress,
                          ::testing::Combine(::testing::Values<std::size_t>(1, 4, 64),
                                             ::testing::Values(2, 8, 16)),
                          matrix_names{});
+// Slots over two words of the idle bitmap (INV12), with 8 threads each holding one or two.
+INSTANTIATE_TEST_SUITE_P(TwoBitmapWords, PoolStress,
+                         ::testing::Combine(::testing::Values<std::size_t>(100), ::testing::Values(8)),
+                         matrix_names{});
+INSTANTIATE_TEST_SUITE_P(TwoBitmapWords, LeanPoolStress,
+                         ::testing::Combine(::testing::Values<std::size_t>(100), ::testing::Values(8)),
+                         matrix_names{});
 
 TEST(PoolStressBackoff, FailingFactoryWithBackoffMax4) {
   stress_run<netpool::pool<tracked_conn>>({4, 8, variant::backoff}).run();

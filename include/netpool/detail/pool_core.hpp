@@ -43,6 +43,18 @@
 //         active_ (seq_cst RMW in reserve_count()) and, once it has its connection, loads the flag
 //         in after_dial(). Either the maintainer sees the connection and runs another round, or
 //         the dial sees the flag and wakes it: a pool with open connections keeps its tick moving.
+//   INV12 No idle connection is invisible to the miss path: a slot that is idle, or leased with
+//         its `unlisted` flag clear, has its bit set in listed_, except (a) while its owner holds
+//         it in transit, having made it idle, before relist() sets the bit, and (b) while a
+//         scanner that cleared the bit has yet to reload the slot's word. Only take_listed() and
+//         unlist() clear bits, and always set `unlisted` first, then check that the flag is
+//         still set (a relist() in between is undone by the clear: start over) and reload the
+//         word: a slot idle by then is taken by the scanner itself. A put that makes a slot idle loads
+//         `unlisted` after its seq_cst CAS and, if set, relists before it looks for waiters
+//         (INV6); slow paths relist always. In the single total order, either the put sees the
+//         flag or the scanner's reload sees the put. The fast get leaves the bit set (a leased
+//         slot may be listed: scanners unlist it when they meet it), so the hot path writes no
+//         shared line; the fast put reads only its own slot's flag.
 //   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
 //         reference, and the orphan sweep adds one per slot that was still leased or busy when the
 //         handle went away; that slot's owner drops it when it returns the slot.
@@ -53,6 +65,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cassert>
 #include <chrono>
 #include <concepts>
@@ -168,7 +181,7 @@ class pool_core {
     const config_problem problem = check(config, kind);
     if (problem != config_problem::none) return errc::invalid_config;
     std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
-    if (!core || !core->slots_ || (core->leak_ns_ != 0 && !core->lent_) ||
+    if (!core || !core->slots_ || !core->listed_ || (core->leak_ns_ != 0 && !core->lent_) ||
         (core->max_dialers_ != 0 && !core->jobs_)) {
       return std::make_error_code(std::errc::not_enough_memory);
     }
@@ -278,11 +291,16 @@ class pool_core {
     const std::uint64_t idle = owned - (word::leased - word::idle);  // same generation, no flags
     // idle has no flags, so + is | here; as an add the compiler folds it into one lea from owned.
     const std::uint64_t idle_in_transit = idle + word::transit;
-    // Nobody waits (relaxed: a shortcut; INV6 rests on the seq_cst pair): publish the slot as idle
-    // in transit. seq_cst: INV6; its release part publishes the connection and idle_since.
-    if (waiters_.load(std::memory_order_relaxed) == 0 &&
-        s.state.compare_exchange_strong(w, idle_in_transit, std::memory_order_seq_cst,
+    // Publish the slot as idle in transit. seq_cst: INV6; its release part publishes the
+    // connection and idle_since. No look at waiters_ first: one who waits is served from transit
+    // below, in the same order as by make_idle_slow()'s grant (nobody can take a slot in transit),
+    // and the look cost the hot path 3 instructions, which INV12's flag test (below) now uses.
+    if (s.state.compare_exchange_strong(w, idle_in_transit, std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) [[likely]] {
+      // seq_cst: INV12, after our CAS, with a scanner's unlist() (then its reload of the word). On
+      // the slot's own line, which the CAS has just written: no miss, no shared write.
+      if (s.unlisted.load(std::memory_order_seq_cst) != 0) [[unlikely]]
+        relist_returned(s);
       if (waiters_.load(std::memory_order_seq_cst) == 0) [[likely]] {  // seq_cst: INV6
         // release: clears transit; our last access to the core (INV5).
         s.state.store(idle, std::memory_order_release);
@@ -488,6 +506,10 @@ class pool_core {
  private:
   struct alignas(cache_line) slot_type {
     std::atomic<std::uint64_t> state{0};
+    // INV12: 1 when this slot's bit in listed_ may be clear while it holds a connection, so that
+    // whoever next makes it idle must set the bit again (relist()). On the slot's own line: the
+    // put that reads it has just written `state`.
+    std::atomic<std::uint8_t> unlisted{0};
     // Tick at which the connection last became idle (standard pool). Written by the owner before
     // the release CAS that publishes the slot; read by the next owner or the maintainer after an
     // acquire on the same word. relaxed atomic only so that stats-free readers are race-free.
@@ -557,6 +579,8 @@ class pool_core {
         tick_period_(tick_period_of(config_)),
         epoch_(config_.clock ? config_.clock() : clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]),
+        listed_words_((capacity_ + 63) / 64),
+        listed_(new (std::nothrow) std::atomic<std::uint64_t>[listed_words_]()),
         lent_(leak_ns_ != 0 ? new (std::nothrow) lent_info[capacity_] : nullptr),
         limit_(config_.max_size),
         min_(config_.min_size),
@@ -794,27 +818,79 @@ class pool_core {
     return user_checked && clock::now() >= deadline;
   }
 
-  // Takes the first idle slot at index `from` or later, waiting out transit on idle slots so that
-  // a waiter's re-scan cannot miss a connection being returned right now (INV6). Returns its index
-  // and new (leased) word, or capacity_ when there is none.
+  // Takes the first idle slot at index `from` or later, lowest first (so that the slots past the
+  // ones in use stay idle long enough for max_idle_time to close them), waiting out transit on idle
+  // slots so that a waiter's re-scan cannot miss a connection being returned right now (INV6).
+  // Only listed slots are looked at (INV12). Returns its index and new (leased) word, or capacity_
+  // when there is none.
   std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t from) noexcept {
-    for (std::uint32_t i = from; i < capacity_; ++i) {
-      slot_type& s = slots_[i];
-      // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
-      // before it (INV6).
+    for (std::uint32_t k = from / 64; k < listed_words_; ++k) {
+      // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move before
+      // it; and in INV12's single order with relist()'s RMW (INV6).
+      std::uint64_t bits = listed_[k].load(std::memory_order_seq_cst);
+      if (k == from / 64) bits &= ~std::uint64_t{0} << (from % 64);
+      for (; bits != 0; bits &= bits - 1) {
+        const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
+        if (const std::optional<std::uint64_t> mine = take_listed(i)) return {i, *mine};
+      }
+    }
+    return {capacity_, 0};
+  }
+
+  // Slot i was listed: take it if it is idle; if it is not, unlist it (INV12), unless it came back
+  // meanwhile, in which case take it after all. Returns the new (leased) word if it is ours.
+  std::optional<std::uint64_t> take_listed(std::uint32_t i) noexcept {
+    slot_type& s = slots_[i];
+    for (;;) {
+      // seq_cst: INV6 (see take_next_idle()) and INV12 (the reload after unlist()).
       std::uint64_t w = s.state.load(std::memory_order_seq_cst);
       while (word::phase(w) == word::idle && (w & word::transit) != 0) {
         std::this_thread::yield();
         w = s.state.load(std::memory_order_seq_cst);
       }
-      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
-      const std::uint64_t mine = word::next_owner(w, word::leased);
-      // acquire: pairs with make_idle()'s release CAS (the connection's state).
-      if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
-        return {i, mine};
+      if (word::phase(w) == word::idle) {
+        if ((w & word::flag_mask) != 0) return std::nullopt;  // closed: nobody takes it any more
+        const std::uint64_t mine = word::next_owner(w, word::leased);
+        // acquire: pairs with make_idle()'s release CAS (the connection's state).
+        if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
+          unlist(i);  // ours now; our put lists it again (INV12)
+          return mine;
+        }
+        continue;  // taken first: look at what it is now
       }
+      // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
+      // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter that
+      // finds its bit clear would sleep beside an idle connection.
+      unlist(i);
+      // A put that relisted the slot between our flag and our clear (its flag cleared, its bit
+      // cleared by us) would leave it listed nowhere once its owner took it back through the fast
+      // path, which looks at neither: start over, and flag it again. seq_cst: after our RMW, which
+      // read the relist's RMW if it came first (INV12).
+      if (s.unlisted.load(std::memory_order_seq_cst) == 0) continue;
+      // seq_cst: after unlist()'s RMW, in INV12's single order with the owner's release CAS.
+      const std::uint64_t now = s.state.load(std::memory_order_seq_cst);
+      if (word::phase(now) != word::idle) return std::nullopt;
     }
-    return {capacity_, 0};
+  }
+
+  // INV12: slot i's bit is cleared only after its `unlisted` flag is set, so that whoever makes the
+  // slot idle next lists it again. seq_cst both: a Dekker pair with a put's CAS on the slot word
+  // followed by its load of the flag (put_back(), relist()); see take_listed().
+  void unlist(std::uint32_t i) noexcept {
+    slots_[i].unlisted.store(1, std::memory_order_seq_cst);
+    listed_[i / 64].fetch_and(~(std::uint64_t{1} << (i % 64)), std::memory_order_seq_cst);
+  }
+
+  // relist() for put_back(): out of line and cold, so that the hot put stays small enough for
+  // ~lease() to be inlined into the caller (inlined, this branch made it a call: +17 instructions).
+  [[gnu::noinline, gnu::cold]] void relist_returned(slot_type& s) noexcept { relist(index_of(s)); }
+
+  // INV12: the owner makes slot i idle (it holds the slot in transit): set its bit, before it looks
+  // for waiters (INV6), so that a waiter that raised waiters_ after that look finds the bit.
+  void relist(std::uint32_t i) noexcept {
+    slots_[i].unlisted.store(0, std::memory_order_relaxed);  // the RMW below publishes it
+    // seq_cst: INV6/INV12, with a waiter's or scanner's loads of the word (take_next_idle()).
+    listed_[i / 64].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
   }
 
   // ---- slots for dialing --------------------------------------------------------------------
@@ -937,7 +1013,11 @@ class pool_core {
 
   // One dial: the factory, then on_connect. A refusal by on_connect is a failed dial (its error,
   // or errc::hook_rejected for a throw), and the connection is closed as close_reason::hook.
-  result<Conn> call_factory(clock::time_point deadline) noexcept {
+  // `callers_deadline`: `deadline` is a waiting caller's, earlier than the pool's own dial
+  // deadline. A dial that times out there says the caller ran out of patience, not that the
+  // backend is down: it starts no backoff and is not the last dial error (a get_for(30ms) against a
+  // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once).
+  result<Conn> call_factory(clock::time_point deadline, bool callers_deadline = false) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     std::error_code error;
     try {
@@ -955,8 +1035,13 @@ class pool_core {
       error = errc::factory_threw;
     }
     counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
+    if (callers_deadline && is_timeout(error) && clock::now() >= deadline) return errc::timeout;
     record_dial_result(error);
     return error;
+  }
+
+  static bool is_timeout(const std::error_code& error) noexcept {
+    return error == errc::timeout || error == std::errc::timed_out;
   }
 
   std::error_code run_on_connect(Conn& conn) noexcept {
@@ -991,16 +1076,25 @@ class pool_core {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
       return errc::timeout;
     }
-    result<Conn> made = call_factory(std::min(caller_deadline, dial_deadline(now)));
+    const clock::time_point pools_deadline = dial_deadline(now);
+    const bool callers_deadline = caller_deadline < pools_deadline;
+    result<Conn> made = call_factory(callers_deadline ? caller_deadline : pools_deadline, callers_deadline);
     if (!made) {
       release_slot(i);
       end_dial();
+      // Our own deadline cut the dial short (call_factory() kept it out of the backoff): this get
+      // timed out at its deadline, and counts as such.
+      if (callers_deadline && made.error() == errc::timeout && clock::now() >= caller_deadline)
+        counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
       return made.error();  // (stopped or not: why it failed says more)
     }
     end_dial();
     slot_type& s = slots_[i];
     s.conn.emplace(std::move(*made));
     stamp_new_connection(s);
+    // INV12: a slot dialed into may have its bit clear; our put lists it. Our own slot (INV1): the
+    // flag is read by ourselves, or by a waiter we hand it to, through that hand-off.
+    s.unlisted.store(1, std::memory_order_relaxed);
     std::uint64_t w = owned;
     const std::uint64_t leased = word::next_owner(owned, word::leased);
     // release: nothing to publish to others yet, but close()'s flags may have arrived: the CAS
@@ -1115,6 +1209,9 @@ class pool_core {
       retire_after_close(i, w);
       return put_status::closed;
     }
+    // Idle (in transit): listed before we look for waiters (INV12, INV6). Always here: the slot
+    // may come from busy (a dial, a keepalive check) or from a lease the miss path took.
+    relist(i);
     if (waiters_.load(std::memory_order_seq_cst) != 0) {  // seq_cst: INV6
       regrant_from_transit(i, idle_transit, waiter::granted_connection);
       return put_status::ok;
@@ -1358,6 +1455,9 @@ class pool_core {
       w = queue_.pop_front();
       if (w == nullptr) return false;
       theirs = word::next_owner(owned, kind == waiter::granted_dial ? word::busy : word::leased);
+      // INV12: a slot lent from busy (a fresh dial, a keepalive check) may have its bit clear; the
+      // waiter's put must list it. relaxed: published to the waiter by the CAS below.
+      if (kind != waiter::granted_dial) slots_[i].unlisted.store(1, std::memory_order_relaxed);
       std::uint64_t expect = owned;
       // seq_cst: release/acquire, as the waiter acquires the slot (and connection) through its
       // node's publication; and in the single order of keep_alive()'s reset check, whose hold a
@@ -1870,7 +1970,11 @@ class pool_core {
     }
     // Not all of it could be closed or doomed (dials still in flight, a walk cut short): soon again.
     if (surplus_left) return std::chrono::milliseconds(10);
-    if (uses_tick_ && active_.load(std::memory_order_relaxed) != 0) return tick_period_;
+    // With no connection open the maintainer thread may sleep until a dial wakes it (INV11). A
+    // caller that runs the rounds itself (background_maintenance = false) gets no such wake-up: a
+    // get that dials later would leave its ages unenforced, so it is told the tick period.
+    if (uses_tick_ && (active_.load(std::memory_order_relaxed) != 0 || !config_.background_maintenance))
+      return tick_period_;
     return std::chrono::nanoseconds::max();
   }
 
@@ -2202,6 +2306,12 @@ class pool_core {
   std::uint64_t next_keepalive_tick_ = 0;  // guarded by maintain_round_mutex_
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
+  // INV12: bit i % 64 of listed_[i / 64] is set when slot i may be idle. The miss path looks for
+  // idle connections here, 64 slots to a load, instead of reading every slot's own line, which
+  // made a get+put on a pool of 10 000 half in use ~60x one on a pool of 100. Packed 8 words to a
+  // line: the hot path never writes them (relist() and unlist() run on the miss path only).
+  const std::uint32_t listed_words_;
+  const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_;
   const std::unique_ptr<lent_info[]> lent_;  // leak detection only: who holds each lent slot
 
   // Read on every get and put; written only when callers start or stop waiting.
