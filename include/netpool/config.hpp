@@ -64,7 +64,11 @@ struct pool_config {
   // pool only: a connection older than this (since it was dialed) is closed when it comes back or
   // is found idle — never while lent. 0 turns it off. Must be >= 0. Each connection's limit is
   // shortened by a random fraction of up to lifetime_jitter, so that connections opened together
-  // do not all expire (and reconnect) together.
+  // do not all expire (and reconnect) together. Ages are counted by maintenance rounds: the round
+  // that sees a connection expired closes it if idle and marks it if lent. Until that round, the
+  // get fast path (a thread taking back the connection it returned last) does not look at its
+  // age, so an expired connection can be lent once more: for at most one tick with the maintainer
+  // thread; with background_maintenance = false, until your next maintain().
   std::chrono::nanoseconds max_lifetime = std::chrono::nanoseconds::zero();
   double lifetime_jitter = 0.05;  // in [0, 1]
 

@@ -218,7 +218,10 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   // One round of maintenance on the calling thread: advance the idle clock, close connections
   // idle longer than max_idle_time, dial up to min_size. For pools created with
   // background_maintenance = false; harmless otherwise. Returns how long until the next round is
-  // due (nanoseconds::max() when nothing is).
+  // due: nanoseconds::max() when nothing is (no time-based option is set, or, with a maintainer
+  // thread, no connection is open). With background_maintenance = false and max_idle_time,
+  // max_lifetime, keepalive_interval, probe_after or leak_threshold set, it is the tick period
+  // even while the pool is empty: a connection a get dials later needs the rounds to age it.
   std::chrono::nanoseconds maintain() noexcept {
     return this->core() != nullptr ? this->core()->maintain_once() : std::chrono::nanoseconds::max();
   }

@@ -414,6 +414,32 @@ TYPED_TEST(PoolTest, StopRequestedWhileThisThreadDialsIsAnsweredWithCancelled) {
   }
 }
 
+// A get dialing on its own thread passes its deadline to the factory when it is the earlier one.
+// A dial cut short there is that caller's timeout, not a backend failure: no backoff, no last
+// dial error, counted in `timeouts`; the next, patient get dials and succeeds. (It used to start
+// the backoff, and the next get failed at once with timeout.)
+TYPED_TEST(PoolTest, ADialCutShortByTheCallersOwnDeadlineStartsNoBackoff) {
+  auto cfg = this->config(2);
+  cfg.background_maintenance = false;
+  cfg.dial_backoff_floor = std::chrono::hours(1);  // a backoff, once started, would outlast the test
+  cfg.dial_backoff_cap = std::chrono::hours(1);
+  auto pool = this->make(std::move(cfg));
+  this->factory.close_gate();  // the factory waits until its deadline, then says errc::timeout
+  EXPECT_EQ(pool.get_for(20ms).error(), errc::timeout);
+  auto s = pool.stats();
+  EXPECT_EQ(s.timeouts, 1u);
+  EXPECT_EQ(s.dial_failures, 1u);
+  EXPECT_EQ(s.fast_failures, 0u);
+  EXPECT_FALSE(pool.last_dial_error()) << pool.last_dial_error().message();
+  this->factory.open_gate();
+  auto patient = pool.get_for(patience);
+  ASSERT_TRUE(patient) << patient.error().message();
+  EXPECT_EQ(this->factory.calls(), 2);
+  s = pool.stats();
+  EXPECT_EQ(s.fast_failures, 0u);
+  EXPECT_EQ(s.dials_ok, 1u);
+}
+
 // A stop already requested wins over an idle connection, whichever thread asks: the result must
 // not depend on whether this thread happens to hold the pool's fast-path hint.
 TYPED_TEST(PoolTest, StopRequestedBeforeTheCallWinsOverAnIdleConnection) {

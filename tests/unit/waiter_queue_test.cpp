@@ -87,4 +87,23 @@ TEST(WaiterQueueTest, UnlinkFromTheMiddleKeepsTheRestInOrder) {
   EXPECT_EQ(drain(q), (std::vector<waiter*>{&w[0], &w[2]}));
 }
 
+// insert_by_age() with a tie: a rejoining waiter goes "before every node that began waiting later
+// than it", so behind one that began waiting at the same instant (the existing tests use distinct
+// times only).
+TEST(WaiterQueueTest, InsertByAgeGoesBehindAWaiterOfTheSameAge) {
+  using netpool::detail::waiter;
+  std::array<waiter, 3> w;
+  const auto t = std::chrono::steady_clock::time_point(std::chrono::milliseconds(5));
+  w[0].waiting_since = t;
+  w[1].waiting_since = t + std::chrono::milliseconds(1);
+  w[2].waiting_since = t;  // rejoins: same age as w[0]
+  netpool::detail::waiter_queue q;
+  q.push_back(w[0]);
+  q.push_back(w[1]);
+  q.insert_by_age(w[2]);
+  std::vector<waiter*> order;
+  while (waiter* x = q.pop_front()) order.push_back(x);
+  EXPECT_EQ(order, (std::vector<waiter*>{&w[0], &w[2], &w[1]}));
+}
+
 }  // namespace
