@@ -64,6 +64,13 @@ class pool_cache {
     return nullptr;
   }
 
+  // The prepared contender, or nullptr when prepare failed (for Setup and Teardown callbacks).
+  template <class C>
+  static C* current() noexcept {
+    entry& s = get();
+    return s.type == &typeid(C) ? static_cast<C*>(s.object.get()) : nullptr;
+  }
+
   // Destroys the cached contender (closing its connections) and waits until the server has closed
   // its ends, so that the next benchmark starts from a quiet server.
   static void clear() noexcept;

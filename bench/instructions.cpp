@@ -1,6 +1,11 @@
 // netpool_bench_instructions: a get+put loop for counting instructions under callgrind.
 //
 //   valgrind --tool=callgrind ./netpool_bench_instructions basic 1000000
+//   valgrind --tool=callgrind ./netpool_bench_instructions basic-burst 1000000
+//
+// basic / standard: get and let the lease go, the fast path (the slot this thread returned last).
+// basic-burst / standard-burst: three gets, then the three puts; the second and third get miss the
+// thread's hint, so this counts the miss path too (per get+put: the difference / 3N).
 //
 // Wall-clock numbers on a shared 2-core VM move with the neighbours; instruction counts do not.
 // scripts/instructions.sh runs this twice (N and 2N iterations) and reports the difference / N:
@@ -28,8 +33,11 @@ netpool::result<netpool::socket> make_pair_socket(std::vector<netpool::socket>& 
   return netpool::socket(fds[0]);
 }
 
+// One function per loop shape, each out of line, so that neither loop's register allocation
+// depends on the other's (the single loop inlined next to the burst loop reloaded the pool
+// pointer from the stack on every iteration: one instruction more).
 template <class Pool>
-int run(netpool::pool_config<netpool::socket> cfg, long iterations) {
+[[gnu::noinline]] int run_single(netpool::pool_config<netpool::socket> cfg, long iterations) {
   auto pool = Pool::create(std::move(cfg));
   if (!pool) {
     std::fprintf(stderr, "create: %s\n", pool.error().message().c_str());
@@ -41,6 +49,28 @@ int run(netpool::pool_config<netpool::socket> cfg, long iterations) {
     served += lease ? 1 : 0;
   }
   return served == iterations ? 0 : 1;
+}
+
+template <class Pool>
+[[gnu::noinline]] int run_burst(netpool::pool_config<netpool::socket> cfg, long iterations) {
+  auto pool = Pool::create(std::move(cfg));
+  if (!pool) {
+    std::fprintf(stderr, "create: %s\n", pool.error().message().c_str());
+    return 1;
+  }
+  long served = 0;
+  for (long i = 0; i < iterations; ++i) {
+    auto a = pool->get();
+    auto b = pool->get();
+    auto c = pool->get();
+    served += (a && b && c) ? 1 : 0;
+  }
+  return served == iterations ? 0 : 1;
+}
+
+template <class Pool>
+int run(netpool::pool_config<netpool::socket> cfg, long iterations, bool burst) {
+  return burst ? run_burst<Pool>(std::move(cfg), iterations) : run_single<Pool>(std::move(cfg), iterations);
 }
 
 }  // namespace
@@ -55,15 +85,18 @@ int main(int argc, char** argv) {
   cfg.factory = [&peers](auto) { return make_pair_socket(peers); };
   cfg.max_size = 100;  // as in the comparison benchmark
   cfg.min_size = 50;
-  if (kind == "basic") return run<netpool::lean_pool<netpool::socket>>(std::move(cfg), iterations);
-  if (kind == "standard") {
+  const bool burst = kind.ends_with("-burst");
+  const std::string_view pool_kind = burst ? kind.substr(0, kind.size() - 6) : kind;
+  if (pool_kind == "basic")
+    return run<netpool::lean_pool<netpool::socket>>(std::move(cfg), iterations, burst);
+  if (pool_kind == "standard") {
     cfg.max_idle_time = std::chrono::minutes(1);  // idle tracking on, as in the benchmark
     // No maintainer thread: its rounds run on wall time, which valgrind stretches, and would add
     // a run-length-dependent count to every get+put. The hot path is the same (it reads the tick
     // the maintainer would advance).
     cfg.background_maintenance = false;
-    return run<netpool::pool<netpool::socket>>(std::move(cfg), iterations);
+    return run<netpool::pool<netpool::socket>>(std::move(cfg), iterations, burst);
   }
-  std::fprintf(stderr, "usage: %s basic|standard [iterations]\n", argv[0]);
+  std::fprintf(stderr, "usage: %s basic|standard|basic-burst|standard-burst [iterations]\n", argv[0]);
   return 2;
 }

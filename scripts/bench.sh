@@ -85,6 +85,7 @@ json="$results/results.json"
 if [[ $quick -eq 1 ]]; then
   run_flags=(--benchmark_filter='^get_put/' --benchmark_min_time=0.01 --benchmark_repetitions=1)
   command_line="scripts/bench.sh --quick"
+  report_flags=(--smoke)
   bench_timeout=120
   hard_limit=180
 else
@@ -95,6 +96,7 @@ else
   run_flags=(--benchmark_min_time=0.1 --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
     --benchmark_report_aggregates_only=true)
   command_line="scripts/bench.sh"
+  report_flags=()
   bench_timeout=1800
   hard_limit=1900
 fi
@@ -111,5 +113,5 @@ timeout --kill-after=30 "$hard_limit" "$bench_bin" "${run_flags[@]}" --bench_tim
 # ---- report -------------------------------------------------------------------------------------
 echo
 python3 "$root/scripts/bench_report.py" "$json" --out-dir "$results" --build-dir "$build" \
-  --command "$command_line" --run-flags "${run_flags[*]}"
+  --command "$command_line" --run-flags "${run_flags[*]}" "${report_flags[@]}"
 echo "==> wrote $results/results.md, $results/results.json and the charts in $results/"

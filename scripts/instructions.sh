@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Instructions per get+put, counted by callgrind (exact and repeatable, unlike wall time on a shared
-# machine). Builds netpool_bench_instructions (in build-bench/, as scripts/bench.sh does), runs each
-# pool for N and 2N iterations and prints (I(2N) - I(N)) / N.
+# Instructions and system calls per get+put, counted by callgrind and strace (exact and repeatable,
+# unlike wall time on a shared machine). Builds netpool_bench_instructions (in build-bench/, as
+# scripts/bench.sh does), runs each pool for N and 2N iterations and prints (I(2N) - I(N)) / N, and
+# the same difference of system calls (issue 4: "no system call on the fast path"). The -burst rows
+# hold three leases at once, so two of each three gets miss the thread's hint (the miss path).
 #
 #   bash scripts/instructions.sh [N]        # default N = 200000
 set -euo pipefail
@@ -9,11 +11,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$root/build-bench"
 n=${1:-200000}
 
-if ! command -v valgrind >/dev/null; then
+if ! command -v valgrind >/dev/null || ! command -v strace >/dev/null; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind strace
   else
-    echo "instructions.sh: valgrind is needed" >&2
+    echo "instructions.sh: valgrind and strace are needed" >&2
     exit 1
   fi
 fi
@@ -29,13 +31,30 @@ count() {  # kind iterations -> total instructions
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out" | head -1
 }
 
-echo "| pool | instructions per get+put |"
-echo "|---|---:|"
-for kind in basic standard; do
+syscalls() {  # kind iterations -> system calls of the whole process (strace -c's total)
+  local out
+  out=$(mktemp)
+  strace -f -c -o "$out" "$build/bench/netpool_bench_instructions" "$1" "$2" >/dev/null 2>&1
+  awk '$NF == "total" { print $(NF - 2) ~ /^[0-9]+$/ ? $(NF - 2) : $(NF - 1) }' "$out"
+  rm -f "$out"
+}
+
+per_op() {  # a(N) b(2N) ops-per-iteration -> (b - a) / (N * ops)
+  python3 -c "print(f'{($2 - $1) / ($n * $3):.1f}')"
+}
+
+echo "| loop | instructions per get+put | system calls per get+put |"
+echo "|---|---:|---:|"
+for kind in basic standard basic-burst standard-burst; do
+  ops=1
+  [[ $kind == *-burst ]] && ops=3
   a=$(count "$kind" "$n")
   b=$(count "$kind" $((2 * n)))
-  printf '| %s | %s |\n' "$kind" "$(python3 -c "print(f'{($b - $a) / $n:.1f}')")"
+  sa=$(syscalls "$kind" "$n")
+  sb=$(syscalls "$kind" $((2 * n)))
+  printf '| %s | %s | %s |\n' "$kind" "$(per_op "$a" "$b" "$ops")" "$(per_op "$sa" "$sb" "$ops")"
 done
 echo
-echo "($(c++ --version | head -1); -O2; callgrind, 1 thread; N = $n. Per iteration of the measuring"
-echo " loop, which adds about 5 of its own: counter, increment, compare, branch; docs/design.md has the split.)"
+echo "($(c++ --version | head -1); -O2; callgrind and strace -f -c, 1 thread; N = $n. Per get+put of"
+echo " the measuring loop, which adds about 5 instructions of its own per iteration (counter, increment,"
+echo " compare, branch); docs/design.md has the split. -burst: 3 gets then 3 puts per iteration.)"
