@@ -122,6 +122,9 @@ bool time_left(steady::time_point deadline, timeval& tv) noexcept {
 std::error_code system_resolver(std::string_view host, std::uint16_t port, std::vector<endpoint>& out) {
   // "[::1]" is the URL spelling of an IPv6 literal; getaddrinfo wants it bare.
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  // getaddrinfo reads a C string: "127.0.0.1\0.example" would resolve its first part. A name with a
+  // NUL in it names no host.
+  if (host.find('\0') != std::string_view::npos) return make_resolve_error(EAI_NONAME);
   const std::string name(host);
   char service[8] = {};
   std::to_chars(service, service + sizeof service - 1, port);

@@ -163,6 +163,16 @@ TEST(SystemResolverTest, Ipv4Literal) {
   EXPECT_EQ(ntohl(a->sin_addr.s_addr), INADDR_LOOPBACK);
 }
 
+// getaddrinfo reads a C string: a name with a NUL in it must not resolve as its first part (it
+// used to connect to 127.0.0.1 here). Nothing is looked up, so nothing leaves the machine.
+TEST(SystemResolverTest, ANameWithANulInItDoesNotResolve) {
+  using namespace std::string_view_literals;
+  std::vector<netpool::endpoint> out;
+  const std::error_code ec = netpool::system_resolver("127.0.0.1\0.example"sv, 6379, out);
+  EXPECT_EQ(ec, netpool::make_resolve_error(EAI_NONAME)) << ec.message();
+  EXPECT_TRUE(out.empty());
+}
+
 TEST(SystemResolverTest, Ipv6LiteralBareAndBracketed) {
   for (const char* host : {"::1", "[::1]"}) {
     std::vector<netpool::endpoint> out;
