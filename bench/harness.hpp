@@ -13,6 +13,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -130,6 +132,20 @@ void timed_loop(benchmark::State& state, op_counters& counters, Body&& body) {
     if (!body()) [[unlikely]]
       break;
   }
+}
+
+// One iteration of the burst benchmarks (get_put_burst/, scaling/get_put_burst/): get
+// burst_size connections, then give them all back. False if a get or a put failed.
+inline constexpr std::size_t burst_size = 3;
+template <class C>
+bool get_burst_then_put(C& pool) noexcept {
+  std::array<typename C::handle, burst_size> held{pool.acquire(), pool.acquire(), pool.acquire()};
+  bool ok = true;
+  for (auto& h : held) ok = ok && static_cast<bool>(h);
+  for (auto& h : held) {
+    if (h) ok = pool.release(h) && ok;
+  }
+  return ok;
 }
 
 // Registers `function` under `name` with real-time measurement and the given thread counts.
