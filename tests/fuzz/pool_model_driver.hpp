@@ -549,7 +549,10 @@ class pool_model {
       }
       return got;
     }
-    if (uses_tick_ && active() != 0) return tick_period_;
+    // The pools here run without a maintainer thread (background_maintenance = false), so a
+    // time-based option makes every round name the tick period, even on an empty pool: a get
+    // may dial later, and nothing else would run the rounds that age its connection.
+    if (uses_tick_) return tick_period_;
     return nanoseconds::max();
   }
 
