@@ -46,7 +46,9 @@
 //   INV12 No idle connection is invisible to the miss path: a slot that is idle, or leased with
 //         its `unlisted` flag clear, has its bit set in listed_, except (a) while its owner holds
 //         it in transit, having made it idle, before relist() sets the bit, and (b) while a
-//         scanner that cleared the bit has yet to reload the slot's word. Only take_listed() and
+//         scanner that cleared the bit has yet to reload the slot's word: until that scanner
+//         runs again (it may be descheduled), the slot is hidden from every other thread, and
+//         the scanner then takes it itself. Only take_listed() and
 //         unlist() clear bits, and always set `unlisted` first, then check that the flag is
 //         still set (a relist() in between is undone by the clear: start over) and reload the
 //         word: a slot idle by then is taken by the scanner itself. A put that makes a slot idle loads
@@ -867,7 +869,8 @@ class pool_core {
       // path, which looks at neither: start over, and flag it again. seq_cst: after our RMW, which
       // read the relist's RMW if it came first (INV12).
       if (s.unlisted.load(std::memory_order_seq_cst) == 0) continue;
-      // seq_cst: after unlist()'s RMW, in INV12's single order with the owner's release CAS.
+      // seq_cst: after unlist()'s RMW, in INV12's single order with the put's CAS on the word
+      // (seq_cst too: release alone would not order its later load of the flag).
       const std::uint64_t now = s.state.load(std::memory_order_seq_cst);
       if (word::phase(now) != word::idle) return std::nullopt;
     }
@@ -888,7 +891,10 @@ class pool_core {
   // INV12: the owner makes slot i idle (it holds the slot in transit): set its bit, before it looks
   // for waiters (INV6), so that a waiter that raised waiters_ after that look finds the bit.
   void relist(std::uint32_t i) noexcept {
-    slots_[i].unlisted.store(0, std::memory_order_relaxed);  // the RMW below publishes it
+    // relaxed: the RMW below publishes it. That holds only while every write to listed_ is an
+    // atomic RMW (a later clear then reads our fetch_or and sees this store): a plain store to
+    // the bitmap, say a bulk reset, would break take_listed()'s re-check of the flag.
+    slots_[i].unlisted.store(0, std::memory_order_relaxed);
     // seq_cst: INV6/INV12, with a waiter's or scanner's loads of the word (take_next_idle()).
     listed_[i / 64].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
   }
