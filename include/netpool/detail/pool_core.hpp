@@ -1022,7 +1022,8 @@ class pool_core {
   // `callers_deadline`: `deadline` is a waiting caller's, earlier than the pool's own dial
   // deadline. A dial that times out there says the caller ran out of patience, not that the
   // backend is down: it starts no backoff and is not the last dial error (a get_for(30ms) against a
-  // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once).
+  // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once),
+  // and it counts as that caller's timeout.
   result<Conn> call_factory(clock::time_point deadline, bool callers_deadline = false) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     std::error_code error;
@@ -1041,7 +1042,10 @@ class pool_core {
       error = errc::factory_threw;
     }
     counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
-    if (callers_deadline && is_timeout(error) && clock::now() >= deadline) return errc::timeout;
+    if (callers_deadline && is_timeout(error) && clock::now() >= deadline) {
+      counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
+      return errc::timeout;
+    }
     record_dial_result(error);
     return error;
   }
@@ -1088,10 +1092,6 @@ class pool_core {
     if (!made) {
       release_slot(i);
       end_dial();
-      // Our own deadline cut the dial short (call_factory() kept it out of the backoff): this get
-      // timed out at its deadline, and counts as such.
-      if (callers_deadline && made.error() == errc::timeout && clock::now() >= caller_deadline)
-        counters_.timeouts.fetch_add(1, std::memory_order_relaxed);
       return made.error();  // (stopped or not: why it failed says more)
     }
     end_dial();
