@@ -26,15 +26,21 @@
 // MaintainerWakeRaceTest: the maintainer deciding to sleep without a timeout while a get dials the
 // first connection.
 //
+// ListingSummaryRaceTest: the summary of the idle bitmap (INV13, pools of more than 512 slots): a
+// slot listed again while its word's summary bit is being cleared, and the summary after bursts
+// of gets and puts on four threads.
+//
 // Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
 // maintenance rounds are the standard pool's): the code under test is their shared core.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <future>
 #include <mutex>
+#include <random>
 #include <stop_token>
 #include <string_view>
 #include <thread>
@@ -569,6 +575,151 @@ TEST_F(MaintainerWakeRaceTest, AFirstDialWhileTheMaintainerGoesToSleepStillStart
       << "the connection outlived its 100 ms lifetime: maintainer rounds " << rounds_done.load();
   pool.close();
   EXPECT_EQ(registry.live(), 0);
+}
+
+template <class P>
+using ListingSummaryRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(ListingSummaryRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+using netpool::test::tracked_lease;
+
+// A pool of `max` connections, every one dialed and back idle (and listed).
+template <class P>
+void open_all(P& pool, std::size_t max) {
+  std::vector<tracked_lease> opened;
+  for (std::size_t i = 0; i < max; ++i) {
+    auto l = pool.get_for(patience);
+    ASSERT_TRUE(l) << l.error().message();
+    opened.push_back(std::move(*l));
+  }
+}
+
+// `n` leases taken by a new thread, which has no hint: the lowest listed idle slots, in order.
+template <class P>
+std::vector<tracked_lease> take_lowest(P& pool, std::size_t n) {
+  auto taken = run_async([&pool, n] {
+    std::vector<tracked_lease> out;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto l = pool.try_get();
+      if (!l) break;
+      out.push_back(std::move(*l));
+    }
+    return out;
+  });
+  EXPECT_TRUE(ready_within(taken));
+  return taken.get();
+}
+
+// The summary is only a hint: a lean walk that finds nothing falls back on the full walk, which
+// takes the same lowest idle slot. So these tests also watch the point where the lean walk comes
+// up empty (take_lowest_idle:none): with idle connections left, it must not be reached.
+
+// Word 0 emptied (its summary bit cleared), then one of its slots comes back: the put must set the
+// word's summary bit again, or the lean walk skips word 0.
+TYPED_TEST(ListingSummaryRaceTest, AWordListedAgainAfterItEmptiedIsNamedByTheSummary) {
+  constexpr std::size_t max = 600;  // 10 words of 64: summarized
+  auto pool = this->make(max);
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  std::vector<tracked_lease> held = take_lowest(pool, 64 * 9);  // words 0..8 empty
+  ASSERT_EQ(held.size(), 64u * 9);
+  const int returned = held[5]->id();
+  held[5].release();  // word 0 listed again, the only one but word 9
+  stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
+  active_stops = {&fell_back};
+  auto found = this->run_named("finder", [&] {
+    auto l = pool.try_get();
+    return l ? (*l)->id() : -1;
+  });
+  ASSERT_TRUE(ready_within(found));
+  EXPECT_EQ(found.get(), returned) << "the lowest idle slot (5) was not the one taken";
+  EXPECT_FALSE(fell_back.reached()) << "the lean walk missed word 0: its summary bit stayed clear";
+}
+
+// The get that empties word 0 is held after it saw the word empty and before it clears the word's
+// summary bit. Meanwhile slot 5 comes back: its put finds the summary bit still set and leaves it.
+// The clear must look at the word again and set the bit back; without that the bit stayed clear
+// with slot 5 listed, and the lean miss path skipped word 0 until it emptied and filled again.
+TYPED_TEST(ListingSummaryRaceTest, ASlotListedWhileItsWordsSummaryBitIsClearedKeepsTheWordNamed) {
+  constexpr std::size_t max = 600;  // 10 words: summarized
+  auto pool = this->make(max);
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  std::vector<tracked_lease> held = take_lowest(pool, 63);  // slots 0..62
+  ASSERT_EQ(held.size(), 63u);
+  stop_at emptying("emptier", "summary_emptied:start");
+  active_stops = {&emptying};
+  auto last = this->run_named("emptier", [&] { return pool.try_get(); });  // slot 63: word 0 empty
+  ASSERT_TRUE(emptying.reached_within());
+  const int returned = held[5]->id();
+  held[5].release();
+  emptying.let_go();
+  ASSERT_TRUE(ready_within(last));
+  auto emptied = last.get();
+  ASSERT_TRUE(emptied);
+  stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
+  active_stops = {&fell_back};
+  auto found = this->run_named("finder", [&] {
+    auto l = pool.try_get();
+    return l ? (*l)->id() : -1;
+  });
+  ASSERT_TRUE(ready_within(found));
+  EXPECT_EQ(found.get(), returned) << "the lowest idle slot (5) was not the one taken";
+  EXPECT_FALSE(fell_back.reached()) << "the lean walk missed word 0: its summary bit stayed clear";
+}
+
+// Four threads get and put bursts of up to 6 on a pool with 40 idle connections spread over ten
+// words, so that words empty and fill again all the time. Afterwards a new thread takes every idle
+// connection: if every listed word is named by the summary, its lean walk comes up empty once, at
+// the end, and never falls back on the full walk before. Bounded: 4 x 3000 bursts.
+TYPED_TEST(ListingSummaryRaceTest, AfterConcurrentBurstsTheSummaryNamesEveryListedWord) {
+  constexpr std::size_t max = 600;
+  auto pool = this->make(max);
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  std::vector<tracked_lease> held = take_lowest(pool, 560);
+  ASSERT_EQ(held.size(), 560u);
+  for (std::size_t i = 0; i < held.size(); i += 14) held[i].release();  // 40 idle, 4 or 5 a word
+  std::atomic<int> failures{0};
+  auto bursts = [&](unsigned seed) {
+    std::mt19937 random(seed);
+    for (int round = 0; round < 3000 && failures.load() == 0; ++round) {
+      std::vector<tracked_lease> mine;
+      const unsigned n = 1 + random() % 6;
+      for (unsigned i = 0; i < n; ++i) {
+        auto l = pool.get_for(patience);
+        if (!l) {
+          failures.fetch_add(1);
+          return;
+        }
+        mine.push_back(std::move(*l));
+      }
+      std::shuffle(mine.begin(), mine.end(), random);
+      if (random() % 16 == 0) mine.back().discard();  // a slot freed; the next get dials again
+    }
+  };
+  {
+    std::vector<std::jthread> threads;
+    for (unsigned t = 0; t < 4; ++t) threads.emplace_back(bursts, t + 1);
+  }
+  ASSERT_EQ(failures.load(), 0);
+  const std::size_t idle = pool.stats().idle;
+  stop_at walked_to_nothing("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
+  stop_at fell_back_early("finder", "take_lowest_idle:none", 2, /*let_go=*/true);
+  active_stops = {&walked_to_nothing, &fell_back_early};
+  auto found = this->run_named("finder", [&] {
+    std::vector<tracked_lease> all;
+    for (;;) {
+      auto l = pool.try_get();
+      if (!l) break;
+      all.push_back(std::move(*l));
+    }
+    return all.size();
+  });
+  ASSERT_TRUE(ready_within(found));
+  EXPECT_EQ(found.get(), idle);
+  EXPECT_TRUE(walked_to_nothing.reached()) << "the last try_get walks the summary too";
+  EXPECT_FALSE(fell_back_early.reached()) << "a listed word was missing from the summary";
 }
 
 }  // namespace

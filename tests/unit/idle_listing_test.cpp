@@ -223,12 +223,11 @@ TYPED_TEST(IdleListingTest, TwoThreadsHoldingThreeEachAreAlwaysServed) {
   EXPECT_EQ(idle_found_by_a_fresh_thread(pool), 16u);
 }
 
-// The same over slots spread across several bitmap words (130 slots: three words), with gets,
-// puts and discards in random order on three threads, each with its own hint: after every step
-// the miss path finds exactly the idle connections stats() counts.
-TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomSteps) {
-  constexpr std::size_t max = 130;
-  auto pool = this->make(max);
+// The same over slots spread across several bitmap words, with gets, puts and discards in random
+// order on three threads, each with its own hint: after every step the miss path finds exactly the
+// idle connections stats() counts. 130 slots: three words; 700: eleven, with a summary (INV13).
+template <class P>
+void miss_path_finds_every_idle_connection_after_random_steps(P& pool, std::size_t max, std::size_t burst) {
   ASSERT_NO_FATAL_FAILURE(open(pool, max));
   std::mt19937 random(12345);  // fixed: a failure replays
   std::vector<worker> threads(3);
@@ -236,7 +235,7 @@ TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomSteps)
   for (int step = 0; step < 150; ++step) {
     const std::size_t t = random() % threads.size();
     const unsigned action = random() % 8;
-    const std::size_t count = 1 + random() % 40;
+    const std::size_t count = 1 + random() % burst;
     threads[t].run([&, t] {
       auto& mine = held[t];
       for (std::size_t i = 0; i < count; ++i) {
@@ -259,6 +258,16 @@ TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomSteps)
     ASSERT_EQ(idle_found_by_a_fresh_thread(pool), s.idle) << "step " << step;
   }
   for (std::size_t t = 0; t < threads.size(); ++t) threads[t].run([&, t] { held[t].clear(); });
+}
+
+TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomSteps) {
+  auto pool = this->make(130);
+  miss_path_finds_every_idle_connection_after_random_steps(pool, 130, 40);
+}
+
+TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomStepsWithASummary) {
+  auto pool = this->make(700);
+  miss_path_finds_every_idle_connection_after_random_steps(pool, 700, 230);
 }
 
 }  // namespace
