@@ -48,15 +48,25 @@
 //         it in transit, having made it idle, before relist() sets the bit, and (b) while a
 //         scanner that cleared the bit has yet to reload the slot's word: until that scanner
 //         runs again (it may be descheduled), the slot is hidden from every other thread, and
-//         the scanner then takes it itself. Only take_listed() and
-//         unlist() clear bits, and always set `unlisted` first, then check that the flag is
-//         still set (a relist() in between is undone by the clear: start over) and reload the
-//         word: a slot idle by then is taken by the scanner itself. A put that makes a slot idle loads
+//         the scanner then takes it itself. Only unlist() and unlist_taken() clear bits, and
+//         always set `unlisted` first. unlist(), for a slot the scanner does not own, then checks
+//         that the flag is still set (a relist() in between is undone by the clear: start over)
+//         and reloads the word: a slot idle by then is taken by the scanner itself. unlist_taken()
+//         is for a slot the scanner has just taken: nobody else makes it idle, so it need not
+//         look again. A put that makes a slot idle loads
 //         `unlisted` after its seq_cst CAS and, if set, relists before it looks for waiters
 //         (INV6); slow paths relist always. In the single total order, either the put sees the
 //         flag or the scanner's reload sees the put. The fast get leaves the bit set (a leased
 //         slot may be listed: scanners unlist it when they meet it), so the hot path writes no
 //         shared line; the fast put reads only its own slot's flag.
+//   INV13 A pool of more than 8 bitmap words keeps a summary, one bit per word of listed_: once
+//         the relist() or clear in flight on a word is done, a non-empty word has its bit set.
+//         relist() sets the slot's bit, then loads the summary and sets the word's bit if clear;
+//         whoever sees a word empty after clearing a slot's bit clears the word's summary bit,
+//         then reloads the word and sets the bit back if the word is not empty (all seq_cst: one
+//         of the two sees the other). Only the lean miss walk (take_lowest_idle()) reads it, and
+//         falls back on the full walk when it finds nothing: a momentarily wrong summary costs a
+//         slower get, never a lost connection or wake-up (waiters never read it).
 //   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
 //         reference, and the orphan sweep adds one per slot that was still leased or busy when the
 //         handle went away; that slot's owner drops it when it returns the slot.
