@@ -904,8 +904,10 @@ class pool_core {
       // This thread's own hint, lent through the fast path (which leaves it listed): it comes back
       // to this thread's put soon (LIFO), and unlisting it would cost that put a relist, three
       // RMWs for every burst of gets. Leaving a leased slot listed is allowed (INV12); its line is
-      // ours already. A stale hint (another pool's slot once) never equals one of our slots.
-      if (&s == thread_hint_slot[hint_way_]) return not_taken;
+      // ours already. Only while leased: a hint slot closed or freed is unlisted like any other.
+      // A stale hint (a slot of a pool since destroyed, whose memory we reuse) can match: it
+      // only leaves a bit set, which is always allowed.
+      if (&s == thread_hint_slot[hint_way_] && word::phase(w) == word::leased) return not_taken;
       // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
       // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter that
       // finds its bit clear would sleep beside an idle connection.
@@ -1653,8 +1655,10 @@ class pool_core {
     // waits: the lowest listed idle connection, lent at once if it needs no check. Everything else
     // (waiters, checks, dials, errors) goes round acquire_or_wait(), which scans again.
     // relaxed: a fairness heuristic, as on the fast path; INV6 does not depend on it.
+    // Not once closed() is true: close() flags the slots one by one after that, and a get that
+    // starts then says pool_closed (pool.hpp), as acquire_or_wait() does (review 10, F1).
     if (!user_checked && (waiters_.load(std::memory_order_relaxed) & waiter_gate_) == 0 &&
-        (stop == nullptr || !stop->stop_requested())) {
+        (stop == nullptr || !stop->stop_requested()) && !is_closed()) {
       const auto [i, owned] = take_lowest_idle();
       if (i != capacity_) {
         slot_type& s = slots_[i];
