@@ -578,7 +578,22 @@ TEST_F(MaintainerWakeRaceTest, AFirstDialWhileTheMaintainerGoesToSleepStillStart
 }
 
 template <class P>
-using ListingSummaryRaceTest = SyncPointTest<P>;
+class ListingSummaryRaceTest : public SyncPointTest<P> {
+ protected:
+  // A new thread takes one connection: the one with id `expected` (slot 5, the lowest idle one),
+  // found by the lean walk without coming up empty (no fall back on the full walk).
+  void expect_lean_walk_takes(P& pool, int expected) {
+    stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
+    active_stops = {&fell_back};
+    auto found = this->run_named("finder", [&] {
+      auto l = pool.try_get();
+      return l ? (*l)->id() : -1;
+    });
+    ASSERT_TRUE(ready_within(found));
+    EXPECT_EQ(found.get(), expected) << "the lowest idle slot (5) was not the one taken";
+    EXPECT_FALSE(fell_back.reached()) << "the lean walk missed word 0: its summary bit stayed clear";
+  }
+};
 TYPED_TEST_SUITE(ListingSummaryRaceTest, netpool::test::both_pools, netpool::test::pool_names);
 
 using netpool::test::tracked_lease;
@@ -625,15 +640,7 @@ TYPED_TEST(ListingSummaryRaceTest, AWordListedAgainAfterItEmptiedIsNamedByTheSum
   ASSERT_EQ(held.size(), 64u * 9);
   const int returned = held[5]->id();
   held[5].release();  // word 0 listed again, the only one but word 9
-  stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
-  active_stops = {&fell_back};
-  auto found = this->run_named("finder", [&] {
-    auto l = pool.try_get();
-    return l ? (*l)->id() : -1;
-  });
-  ASSERT_TRUE(ready_within(found));
-  EXPECT_EQ(found.get(), returned) << "the lowest idle slot (5) was not the one taken";
-  EXPECT_FALSE(fell_back.reached()) << "the lean walk missed word 0: its summary bit stayed clear";
+  this->expect_lean_walk_takes(pool, returned);
 }
 
 // The get that empties word 0 is held after it saw the word empty and before it clears the word's
@@ -657,15 +664,7 @@ TYPED_TEST(ListingSummaryRaceTest, ASlotListedWhileItsWordsSummaryBitIsClearedKe
   ASSERT_TRUE(ready_within(last));
   auto emptied = last.get();
   ASSERT_TRUE(emptied);
-  stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
-  active_stops = {&fell_back};
-  auto found = this->run_named("finder", [&] {
-    auto l = pool.try_get();
-    return l ? (*l)->id() : -1;
-  });
-  ASSERT_TRUE(ready_within(found));
-  EXPECT_EQ(found.get(), returned) << "the lowest idle slot (5) was not the one taken";
-  EXPECT_FALSE(fell_back.reached()) << "the lean walk missed word 0: its summary bit stayed clear";
+  this->expect_lean_walk_takes(pool, returned);
 }
 
 // Four threads get and put bursts of up to 6 on a pool with 40 idle connections spread over ten

@@ -25,10 +25,6 @@ using netpool::test::run_async;
 using netpool::test::tracked_conn;
 using netpool::test::tracked_lease;
 
-template <class P>
-using LeanMissCloseTest = netpool::test::pool_fixture<P>;
-TYPED_TEST_SUITE(LeanMissCloseTest, netpool::test::both_pools, netpool::test::pool_names);
-
 // Holds close() inside its first on_close call until let_go().
 struct close_gate {
   std::mutex m;
@@ -55,67 +51,56 @@ struct close_gate {
   }
 };
 
+template <class P>
+class LeanMissCloseTest : public netpool::test::pool_fixture<P> {
+ protected:
+  // Opens 8 connections (all idle and listed), starts close() and holds it in its first on_close
+  // (slot 0; slots 1..7 not flagged yet), then runs `get` on a new thread, which has no hint (a
+  // miss), and returns what it got: empty if it was lent a connection.
+  template <class Get>
+  std::error_code miss_get_during_close(Get get) {
+    constexpr std::size_t max = 8;
+    close_gate gate;
+    auto config = this->config(max);
+    config.on_close = [&gate](tracked_conn&, netpool::close_reason) { gate.hook(); };
+    auto pool = P::create(std::move(config)).value();
+    {
+      std::vector<tracked_lease> opened;
+      for (std::size_t i = 0; i < max; ++i) {
+        auto l = pool.get_for(patience);
+        EXPECT_TRUE(l) << l.error().message();
+        if (l) opened.push_back(std::move(*l));
+      }
+    }
+    auto closer = run_async([&pool] { pool.close(); });
+    EXPECT_TRUE(gate.wait_entered());
+    EXPECT_TRUE(pool.closed());
+    auto got = run_async([&pool, &get]() -> std::error_code {
+      auto l = get(pool);
+      return l ? std::error_code{} : l.error();  // a lease goes back (and is closed) here
+    });
+    const bool got_ready = ready_within(got);
+    gate.let_go();
+    EXPECT_TRUE(ready_within(closer));
+    EXPECT_TRUE(got_ready);
+    return got_ready ? got.get() : make_error_code(errc::timeout);
+  }
+};
+TYPED_TEST_SUITE(LeanMissCloseTest, netpool::test::both_pools, netpool::test::pool_names);
+
 // A get that starts once closed() is true, from a thread with no hint, must say pool_closed
 // (pool.hpp: "get() returns pool_closed from now on"; acquire_or_wait() tests is_closed() first).
 TYPED_TEST(LeanMissCloseTest, AMissGetThatStartsAfterClosedIsTrueSaysPoolClosed) {
-  constexpr std::size_t max = 8;
-  close_gate gate;
-  auto config = this->config(max);
-  config.on_close = [&gate](tracked_conn&, netpool::close_reason) { gate.hook(); };
-  auto pool = TypeParam::create(std::move(config)).value();
-  {
-    std::vector<tracked_lease> opened;
-    for (std::size_t i = 0; i < max; ++i) {
-      auto l = pool.get_for(patience);
-      ASSERT_TRUE(l) << l.error().message();
-      opened.push_back(std::move(*l));
-    }
-  }  // all idle now, all listed
-  auto closer = run_async([&pool] { pool.close(); });
-  ASSERT_TRUE(gate.wait_entered());  // close() is closing slot 0: slots 1..7 not flagged yet
-  ASSERT_TRUE(pool.closed());
-  // A new thread: no hint, so its get is a miss.
-  auto got = run_async([&pool]() -> std::error_code {
-    auto l = pool.try_get();
-    if (l) return {};  // served; the lease goes back (and is closed) here
-    return l.error();
-  });
-  const bool got_ready = ready_within(got);
-  gate.let_go();
-  ASSERT_TRUE(ready_within(closer));
-  ASSERT_TRUE(got_ready);
-  EXPECT_EQ(got.get(), make_error_code(errc::pool_closed))
+  EXPECT_EQ(this->miss_get_during_close([](TypeParam& pool) { return pool.try_get(); }),
+            make_error_code(errc::pool_closed))
       << "a get that began after closed() was true was lent a connection (lean miss path)";
 }
 
 // The same through get_for() (acquire_mode::wait).
 TYPED_TEST(LeanMissCloseTest, AMissGetForThatStartsAfterClosedIsTrueSaysPoolClosed) {
-  constexpr std::size_t max = 8;
-  close_gate gate;
-  auto config = this->config(max);
-  config.on_close = [&gate](tracked_conn&, netpool::close_reason) { gate.hook(); };
-  auto pool = TypeParam::create(std::move(config)).value();
-  {
-    std::vector<tracked_lease> opened;
-    for (std::size_t i = 0; i < max; ++i) {
-      auto l = pool.get_for(patience);
-      ASSERT_TRUE(l) << l.error().message();
-      opened.push_back(std::move(*l));
-    }
-  }
-  auto closer = run_async([&pool] { pool.close(); });
-  ASSERT_TRUE(gate.wait_entered());
-  ASSERT_TRUE(pool.closed());
-  auto got = run_async([&pool]() -> std::error_code {
-    auto l = pool.get_for(std::chrono::milliseconds(100));
-    if (l) return {};
-    return l.error();
-  });
-  const bool got_ready = ready_within(got);
-  gate.let_go();
-  ASSERT_TRUE(ready_within(closer));
-  ASSERT_TRUE(got_ready);
-  EXPECT_EQ(got.get(), make_error_code(errc::pool_closed))
+  EXPECT_EQ(this->miss_get_during_close(
+                [](TypeParam& pool) { return pool.get_for(std::chrono::milliseconds(100)); }),
+            make_error_code(errc::pool_closed))
       << "a get that began after closed() was true was lent a connection (lean miss path)";
 }
 
