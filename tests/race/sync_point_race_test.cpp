@@ -598,17 +598,6 @@ TYPED_TEST_SUITE(ListingSummaryRaceTest, netpool::test::both_pools, netpool::tes
 
 using netpool::test::tracked_lease;
 
-// A pool of `max` connections, every one dialed and back idle (and listed).
-template <class P>
-void open_all(P& pool, std::size_t max) {
-  std::vector<tracked_lease> opened;
-  for (std::size_t i = 0; i < max; ++i) {
-    auto l = pool.get_for(patience);
-    ASSERT_TRUE(l) << l.error().message();
-    opened.push_back(std::move(*l));
-  }
-}
-
 // `n` leases taken by a new thread, which has no hint: the lowest listed idle slots, in order.
 template <class P>
 std::vector<tracked_lease> take_lowest(P& pool, std::size_t n) {
@@ -635,7 +624,7 @@ TYPED_TEST(ListingSummaryRaceTest, AWordListedAgainAfterItEmptiedIsNamedByTheSum
   constexpr std::size_t max = 600;  // 10 words of 64: summarized
   auto pool = this->make(max);
   netpool::test::close_on_exit guard(pool);
-  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
   std::vector<tracked_lease> held = take_lowest(pool, 64 * 9);  // words 0..8 empty
   ASSERT_EQ(held.size(), 64u * 9);
   const int returned = held[5]->id();
@@ -651,7 +640,7 @@ TYPED_TEST(ListingSummaryRaceTest, ASlotListedWhileItsWordsSummaryBitIsClearedKe
   constexpr std::size_t max = 600;  // 10 words: summarized
   auto pool = this->make(max);
   netpool::test::close_on_exit guard(pool);
-  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
   std::vector<tracked_lease> held = take_lowest(pool, 63);  // slots 0..62
   ASSERT_EQ(held.size(), 63u);
   stop_at emptying("emptier", "summary_emptied:start");
@@ -675,7 +664,7 @@ TYPED_TEST(ListingSummaryRaceTest, AfterConcurrentBurstsTheSummaryNamesEveryList
   constexpr std::size_t max = 600;
   auto pool = this->make(max);
   netpool::test::close_on_exit guard(pool);
-  ASSERT_NO_FATAL_FAILURE(open_all(pool, max));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
   std::vector<tracked_lease> held = take_lowest(pool, 560);
   ASSERT_EQ(held.size(), 560u);
   for (std::size_t i = 0; i < held.size(); i += 14) held[i].release();  // 40 idle, 4 or 5 a word

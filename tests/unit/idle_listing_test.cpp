@@ -104,18 +104,6 @@ std::size_t idle_found_by_a_fresh_thread(P& pool) {
   });
 }
 
-// Opens n connections (all idle afterwards) from the test's own thread. Each get finds no idle
-// connection (all are held) and dials: no get here depends on the listing.
-template <class P>
-void open(P& pool, std::size_t n) {
-  std::vector<lease_type> opened;
-  for (std::size_t i = 0; i < n; ++i) {
-    auto l = pool.get_for(netpool::test::patience);
-    ASSERT_TRUE(l) << l.error().message();
-    opened.push_back(std::move(*l));
-  }
-}
-
 template <class P>
 class IdleListingTest : public netpool::test::pool_fixture<P> {};
 TYPED_TEST_SUITE(IdleListingTest, netpool::test::both_pools, netpool::test::pool_names);
@@ -124,7 +112,7 @@ TYPED_TEST_SUITE(IdleListingTest, netpool::test::both_pools, netpool::test::pool
 // hint). It must be listed again: the fresh thread finds both idle connections.
 TYPED_TEST(IdleListingTest, ALeaseTakenByTheMissPathIsListedAgainByTheFastPut) {
   auto pool = this->make(2);
-  ASSERT_NO_FATAL_FAILURE(open(pool, 2));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 2));
   {
     worker owner;
     owner.run([&pool] {
@@ -141,7 +129,7 @@ TYPED_TEST(IdleListingTest, ALeaseTakenByTheMissPathIsListedAgainByTheFastPut) {
 // Returned through the fast path, it must be listed again.
 TYPED_TEST(IdleListingTest, ALeaseAScannerUnlistedIsListedAgainByTheFastPut) {
   auto pool = this->make(2);
-  ASSERT_NO_FATAL_FAILURE(open(pool, 2));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 2));
   worker owner;
   owner.run([&pool] {
     auto first = pool.try_get();  // miss path, then back through the fast path: the hint is set
@@ -228,7 +216,7 @@ TYPED_TEST(IdleListingTest, TwoThreadsHoldingThreeEachAreAlwaysServed) {
 // idle connections stats() counts. 130 slots: three words; 700: eleven, with a summary (INV13).
 template <class P>
 void miss_path_finds_every_idle_connection_after_random_steps(P& pool, std::size_t max, std::size_t burst) {
-  ASSERT_NO_FATAL_FAILURE(open(pool, max));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
   std::mt19937 random(12345);  // fixed: a failure replays
   std::vector<worker> threads(3);
   std::vector<std::vector<lease_type>> held(threads.size());

@@ -6,50 +6,20 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
-#include <mutex>
-#include <thread>
-#include <vector>
 
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "pool_test_helpers.hpp"
+#include "test_support.hpp"
 
 namespace {
 
 using netpool::errc;
-using netpool::test::patience;
 using netpool::test::ready_within;
 using netpool::test::run_async;
 using netpool::test::tracked_conn;
-using netpool::test::tracked_lease;
-
-// Holds close() inside its first on_close call until let_go().
-struct close_gate {
-  std::mutex m;
-  std::condition_variable cv;
-  bool entered = false;
-  bool open = false;
-  void hook() {
-    std::unique_lock lock(m);
-    if (entered) return;  // only the first close blocks
-    entered = true;
-    cv.notify_all();
-    cv.wait_for(lock, patience, [this] { return open; });
-  }
-  bool wait_entered() {
-    std::unique_lock lock(m);
-    return cv.wait_for(lock, patience, [this] { return entered; });
-  }
-  void let_go() {
-    {
-      std::lock_guard lock(m);
-      open = true;
-    }
-    cv.notify_all();
-  }
-};
+using netpool::test::wait_for;
 
 template <class P>
 class LeanMissCloseTest : public netpool::test::pool_fixture<P> {
@@ -60,27 +30,25 @@ class LeanMissCloseTest : public netpool::test::pool_fixture<P> {
   template <class Get>
   std::error_code miss_get_during_close(Get get) {
     constexpr std::size_t max = 8;
-    close_gate gate;
+    std::atomic<bool> closing{false};  // close() is in its first on_close
+    std::atomic<bool> let_go{false};
     auto config = this->config(max);
-    config.on_close = [&gate](tracked_conn&, netpool::close_reason) { gate.hook(); };
+    config.on_close = [&](tracked_conn&, netpool::close_reason) {
+      if (closing.exchange(true)) return;  // only the first close is held
+      (void)wait_for([&] { return let_go.load(); });
+    };
     auto pool = P::create(std::move(config)).value();
-    {
-      std::vector<tracked_lease> opened;
-      for (std::size_t i = 0; i < max; ++i) {
-        auto l = pool.get_for(patience);
-        EXPECT_TRUE(l) << l.error().message();
-        if (l) opened.push_back(std::move(*l));
-      }
-    }
+    netpool::test::open_idle(pool, max);
+    if (::testing::Test::HasFatalFailure()) return make_error_code(errc::dial_failed);
     auto closer = run_async([&pool] { pool.close(); });
-    EXPECT_TRUE(gate.wait_entered());
+    EXPECT_TRUE(wait_for([&] { return closing.load(); }));
     EXPECT_TRUE(pool.closed());
     auto got = run_async([&pool, &get]() -> std::error_code {
       auto l = get(pool);
       return l ? std::error_code{} : l.error();  // a lease goes back (and is closed) here
     });
     const bool got_ready = ready_within(got);
-    gate.let_go();
+    let_go.store(true);
     EXPECT_TRUE(ready_within(closer));
     EXPECT_TRUE(got_ready);
     return got_ready ? got.get() : make_error_code(errc::timeout);

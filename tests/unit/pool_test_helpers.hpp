@@ -116,6 +116,18 @@ class close_on_exit {
   P& pool_;
 };
 
+// Opens n connections, all idle (and listed) afterwards, from the calling thread: each get finds
+// every connection held and dials. Fails the test if one cannot be opened within `patience`.
+template <class P>
+void open_idle(P& pool, std::size_t n) {
+  std::vector<tracked_lease> opened;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto l = pool.get_for(patience);
+    ASSERT_TRUE(l) << l.error().message();
+    opened.push_back(std::move(*l));
+  }
+}
+
 template <class F>
 auto run_async(F f) {
   return std::async(std::launch::async, std::move(f));
