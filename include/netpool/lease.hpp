@@ -62,7 +62,9 @@ class lease {
   }
   lease(const lease&) = delete;
   lease& operator=(const lease&) = delete;
-  ~lease() {
+  // always_inline, as release(): the put's fast path is a CAS and a few loads; left to the
+  // compiler, a function that ends several leases got calls instead (docs/design.md).
+  [[gnu::always_inline]] ~lease() {
     if (core_ != nullptr) (void)core_->put_back(slot_, word_);
   }
 
@@ -76,7 +78,7 @@ class lease {
   [[nodiscard]] bool empty() const noexcept { return core_ == nullptr; }
 
   // Returns the connection to the pool for reuse (pool::put). The lease becomes empty.
-  std::error_code release() noexcept {
+  [[gnu::always_inline]] std::error_code release() noexcept {
     if (core_ == nullptr) return errc::empty_lease;
     conn_ = nullptr;
     return detail::to_error_code(std::exchange(core_, nullptr)->put_back(slot_, word_));
