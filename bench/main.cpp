@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "build_info.hpp"
 #include "environment.hpp"
 #include "harness.hpp"
 #include "sections.hpp"
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
     bench::environment environment;  // forks the server: before any thread exists
     watchdog guard(timeout);
 
+    bench::record_build_info();
     benchmark::AddCustomContext("netpool_bench.busy_work_ns_per_iteration",
                                 std::to_string(bench::busy_work_ns_per_iteration()));
     benchmark::AddCustomContext("netpool_bench.work_100ns_iterations",

@@ -102,13 +102,19 @@ else
 fi
 # shellcheck disable=SC2206  # BENCH_EXTRA_ARGS is deliberately split into words
 run_flags+=(${BENCH_EXTRA_ARGS:-})
+# moodycamel's header has no version macro (the binary records the other contenders' own): the
+# Debian package's, into the results' context, as installed for this run.
+context_flags=()
+if queue_version=$(dpkg-query -W -f='${Version}' libconcurrentqueue-dev 2>/dev/null) && [[ -n $queue_version ]]; then
+  context_flags=(--benchmark_context="netpool_bench.concurrentqueue_version=$queue_version")
+fi
 
 # Pools of 10 000 connections need 10 000+ descriptors (netpool_bench also raises its own limit).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "==> running $bench_bin ${run_flags[*]}"
-timeout --kill-after=30 "$hard_limit" "$bench_bin" "${run_flags[@]}" --bench_timeout="$bench_timeout" \
-  --benchmark_out="$json" --benchmark_out_format=json
+timeout --kill-after=30 "$hard_limit" "$bench_bin" "${run_flags[@]}" "${context_flags[@]}" \
+  --bench_timeout="$bench_timeout" --benchmark_out="$json" --benchmark_out_format=json
 
 # ---- report -------------------------------------------------------------------------------------
 echo

@@ -567,11 +567,15 @@ def run(cmd):
 
 
 def method(context, args):
-    model = ""
-    for line in run(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    cpus = run(["nproc"]) or str(context.get("num_cpus", "?"))
+    # The machine and the compiler as the run recorded them (bench/build_info.cpp); the reporting
+    # host's only for a results.json from before they were recorded.
+    model = context.get("netpool_bench.cpu_model", "")
+    if not model:
+        for line in run(["lscpu"]).splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    cpus = str(context.get("num_cpus", "")) or run(["nproc"]) or "?"
+    kernel = context.get("netpool_bench.kernel") or f"{platform.system()} {platform.release()}"
     compiler, flags = "", ""
     if args.build_dir:
         cc_path = os.path.join(args.build_dir, "compile_commands.json")
@@ -581,18 +585,24 @@ def method(context, args):
                     if entry.get("file", "").endswith(os.path.join("bench", "main.cpp")):
                         cmd = entry.get("command") or " ".join(entry.get("arguments", []))
                         words = cmd.split()
-                        compiler = run([words[0], "--version"]).splitlines()[0] if words else ""
+                        if words and "netpool_bench.compiler" not in context:
+                            compiler = (run([words[0], "--version"]).splitlines() or [""])[0]
                         flags = " ".join(w for w in words[1:]
                                          if w.startswith(("-O", "-std", "-f", "-m", "-W", "-g")) or w == "-DNDEBUG")
                         break
+    compiler = context.get("netpool_bench.compiler") or compiler
     lines = [
-        f"- Machine: {model or platform.processor() or '?'}, {cpus} CPUs (`nproc`), "
-        f"{platform.system()} {platform.release()}",
+        f"- Machine: {model or platform.processor() or '?'}, {cpus} CPUs, {kernel}",
         f"- Compiler: {compiler or '?'}",
         f"- Flags: `{flags or '?'}`",
         f"- Google Benchmark{(' ' + context['library_version']) if context.get('library_version') else ''} "
         f"(library built as {context.get('library_build_type', '?')}), run {context.get('date', '?')}",
     ]
+    versions = [(name, context.get(f"netpool_bench.{key}_version")) for name, key in
+                (("Poco", "poco"), ("APR", "apr"), ("APR-util", "apr_util"), ("oneTBB", "tbb"),
+                 ("concurrentqueue", "concurrentqueue"))]
+    if any(v for _, v in versions):
+        lines.append("- Contenders built against: " + ", ".join(f"{n} {v or '?'}" for n, v in versions))
     load = context.get("load_avg")
     if load:
         lines.append(f"- Load average when the run started: {', '.join(f'{x:.2f}' for x in load)} "
