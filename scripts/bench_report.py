@@ -576,7 +576,7 @@ def method(context, args):
                 model = line.split(":", 1)[1].strip()
     cpus = str(context.get("num_cpus", "")) or run(["nproc"]) or "?"
     kernel = context.get("netpool_bench.kernel") or f"{platform.system()} {platform.release()}"
-    compiler, flags = "", ""
+    compiler, flags = context.get("netpool_bench.compiler", ""), ""
     if args.build_dir:
         cc_path = os.path.join(args.build_dir, "compile_commands.json")
         if os.path.exists(cc_path):
@@ -585,12 +585,11 @@ def method(context, args):
                     if entry.get("file", "").endswith(os.path.join("bench", "main.cpp")):
                         cmd = entry.get("command") or " ".join(entry.get("arguments", []))
                         words = cmd.split()
-                        if words and "netpool_bench.compiler" not in context:
+                        if words and not compiler:
                             compiler = (run([words[0], "--version"]).splitlines() or [""])[0]
                         flags = " ".join(w for w in words[1:]
                                          if w.startswith(("-O", "-std", "-f", "-m", "-W", "-g")) or w == "-DNDEBUG")
                         break
-    compiler = context.get("netpool_bench.compiler") or compiler
     lines = [
         f"- Machine: {model or platform.processor() or '?'}, {cpus} CPUs, {kernel}",
         f"- Compiler: {compiler or '?'}",
