@@ -36,8 +36,11 @@ std::string cpu_model() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);) {
     if (line.rfind("model name", 0) == 0) {
+      // "model name\t: AMD EPYC": the text after the colon and its spaces (none: an empty name).
       const auto colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+      if (colon == std::string::npos) continue;
+      const auto start = line.find_first_not_of(' ', colon + 1);
+      return start == std::string::npos ? std::string() : line.substr(start);
     }
   }
   return "unknown";
