@@ -30,6 +30,9 @@
 // slot listed again while its word's summary bit is being cleared, and the summary after bursts
 // of gets and puts on four threads.
 //
+// HintListingRaceTest: a scanner that cleared the bit of its own hint slot (INV12) and then finds
+// it leased must leave it flagged, or its return leaves an idle connection no other thread sees.
+//
 // Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
 // maintenance rounds are the standard pool's): the code under test is their shared core.
 #include <gtest/gtest.h>
@@ -40,6 +43,7 @@
 #include <cstddef>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stop_token>
 #include <string_view>
@@ -49,6 +53,7 @@
 
 #include "../unit/manual_clock.hpp"
 #include "../unit/pool_test_helpers.hpp"
+#include "../unit/worker_thread.hpp"
 #include "netpool/detail/sync_point.hpp"
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
@@ -708,6 +713,64 @@ TYPED_TEST(ListingSummaryRaceTest, AfterConcurrentBurstsTheSummaryNamesEveryList
   EXPECT_EQ(found.get(), idle);
   EXPECT_TRUE(walked_to_nothing.reached()) << "the last try_get walks the summary too";
   EXPECT_FALSE(fell_back_early.reached()) << "a listed word was missing from the summary";
+}
+
+// INV12's hint exception: a scanner leaves its own hint slot listed while it is leased, but not
+// once it has cleared that slot's bit itself. Here `b`, whose hint is the only slot, meets the slot
+// free (its lease was discarded), flags it and is held before clearing its bit. Meanwhile `a` dials
+// a new connection into the slot and returns it, which lists it again (flag off, bit on), and takes
+// it back through its fast path. Let go, `b` clears the bit, finds the flag off and looks again:
+// the slot is leased, and it is b's hint. b used to leave it there with neither bit nor flag, so
+// a's return left the connection idle where neither the miss path nor a waiter looks: a thread
+// without the hint was told `exhausted` beside it (and in a stress run under ASan, two threads
+// waited in get() beside it for good).
+template <class P>
+using HintListingRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(HintListingRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(HintListingRaceTest, AScannerThatClearedItsHintsBitLeavesItFlaggedForItsOwner) {
+  auto cfg = this->config(1);
+  cfg.background_maintenance = false;  // nothing but a and b touches the slot
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  stop_at b_flagged("b", "unlist:flagged");
+  active_stops = {&b_flagged};
+  netpool::test::worker a;
+  netpool::test::worker b;
+  b.run([] { thread_name = "b"; });
+  auto get_and_return = [&] {
+    auto l = pool.get_for(patience);
+    ASSERT_TRUE(l) << l.error().message();
+  };
+  a.run(get_and_return);  // dials; the slot is now a's hint
+  b.run(get_and_return);  // and b's
+  a.run([&] {
+    auto l = pool.try_get();  // a's fast path: the slot stays listed while lent
+    ASSERT_TRUE(l) << l.error().message();
+    EXPECT_FALSE(l->discard());  // free, and still listed
+  });
+
+  auto b_get = b.post([&] { return pool.try_get(); });  // meets the slot free: flags it, held
+  ASSERT_TRUE(b_flagged.reached_within());
+  std::optional<tracked_lease> held;
+  a.run(get_and_return);  // dials into the slot; the return lists it again
+  a.run([&] {
+    auto l = pool.try_get();  // the fast path again
+    ASSERT_TRUE(l) << l.error().message();
+    held.emplace(std::move(*l));
+  });
+  ASSERT_TRUE(held);
+  b_flagged.let_go();  // b clears the bit, finds the flag off, and finds the slot leased
+  ASSERT_TRUE(ready_within(b_get));
+  auto b_got = b_get.get();
+  ASSERT_FALSE(b_got);
+  EXPECT_EQ(b_got.error(), netpool::errc::exhausted);
+
+  a.run([&] { held.reset(); });  // back through the fast path: idle
+  ASSERT_EQ(pool.stats().idle, 1u);
+  netpool::test::worker fresh;  // no hint: the miss path alone
+  auto found = fresh.run([&] { return pool.try_get(); });
+  EXPECT_TRUE(found) << "idle, yet unlisted: " << found.error().message();
 }
 
 }  // namespace

@@ -10,12 +10,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <future>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <stop_token>
@@ -27,63 +23,14 @@
 #include "netpool/pool.hpp"
 #include "pool_test_helpers.hpp"
 #include "test_support.hpp"
+#include "worker_thread.hpp"
 
 namespace {
 
 using netpool::errc;
 using netpool::test::tracked_conn;
+using netpool::test::worker;
 using lease_type = netpool::lease<tracked_conn>;
-
-// A thread that runs the functions given to it, one at a time, in order: its thread-local hint
-// persists between them, as a real caller's would.
-class worker {
- public:
-  worker() : thread_([this] { loop(); }) {}
-  worker(const worker&) = delete;
-  worker& operator=(const worker&) = delete;
-  ~worker() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
-  // Runs f on this worker and returns its result.
-  template <class F>
-  auto run(F f) -> decltype(f()) {
-    std::packaged_task<decltype(f())()> task(std::move(f));
-    auto result = task.get_future();
-    {
-      std::lock_guard lock(mutex_);
-      queue_.emplace_back([&task] { task(); });
-    }
-    cv_.notify_one();
-    return result.get();
-  }
-
- private:
-  void loop() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [this] { return done_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = std::move(queue_.front());
-        queue_.erase(queue_.begin());
-      }
-      job();
-    }
-  }
-
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::vector<std::function<void()>> queue_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 // Takes every idle connection with try_get() from a thread that has never used the pool (no hint:
 // the miss path alone), gives them back, and returns how many it got.

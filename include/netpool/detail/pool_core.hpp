@@ -58,7 +58,9 @@
 //         (INV6); slow paths relist always. In the single total order, either the put sees the
 //         flag or the scanner's reload sees the put. The fast get leaves the bit set (a leased
 //         slot may be listed: scanners unlist it when they meet it), so the hot path writes no
-//         shared line; the fast put reads only its own slot's flag.
+//         shared line; the fast put reads only its own slot's flag. A scanner may leave its own
+//         hint slot listed while it is leased, but only if the scanner has not cleared its bit:
+//         after a clear, it leaves a slot only with the flag set.
 //   INV13 A pool of more than 8 bitmap words keeps a summary, one bit per word of listed_: once
 //         the relist() or clear in flight on a word is done, a non-empty word has its bit set.
 //         relist() sets the slot's bit, then loads the summary and sets the word's bit if clear;
@@ -900,6 +902,9 @@ class pool_core {
   static_assert(word::leased != 0);
   std::uint64_t take_listed(std::uint32_t i) noexcept {
     slot_type& s = slots_[i];
+    // Set once our unlist() has cleared the slot's bit: from then on INV12 is ours to keep, and we
+    // may only leave the slot with its flag set (or take it), never through the hint exception.
+    bool cleared_by_us = false;
     for (;;) {
       // seq_cst: INV6 (see take_next_idle()) and INV12 (the reload after unlist()).
       std::uint64_t w = s.state.load(std::memory_order_seq_cst);
@@ -922,12 +927,17 @@ class pool_core {
       // RMWs for every burst of gets. Leaving a leased slot listed is allowed (INV12); its line is
       // ours already. Only while leased: a hint slot closed or freed is unlisted like any other.
       // A stale hint (a slot of a pool since destroyed, whose memory we reuse) can match: it
-      // only leaves a bit set, which is always allowed.
-      if (&s == thread_hint_slot[hint_way_] && word::phase(w) == word::leased) return not_taken;
+      // only leaves a bit set, which is always allowed. Not once we have cleared the bit
+      // ourselves (a relist undone by our clear, below): leaving then would leave the slot with
+      // neither its bit nor its flag, and once its owner returned it through the fast path it
+      // would sit idle where no scanner or waiter looks (a stress run's hang: idle 1, waiters 2).
+      if (!cleared_by_us && &s == thread_hint_slot[hint_way_] && word::phase(w) == word::leased)
+        return not_taken;
       // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
       // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter that
       // finds its bit clear would sleep beside an idle connection.
       unlist(i);
+      cleared_by_us = true;
       // A put that relisted the slot between our flag and our clear (its flag cleared, its bit
       // cleared by us) would leave it listed nowhere once its owner took it back through the fast
       // path, which looks at neither: start over, and flag it again. seq_cst: after our RMW, which
@@ -945,6 +955,7 @@ class pool_core {
   // followed by its load of the flag (put_back(), relist()); see take_listed().
   void unlist(std::uint32_t i) noexcept {
     slots_[i].unlisted.store(1, std::memory_order_seq_cst);
+    NETPOOL_SYNC_POINT("unlist:flagged");  // a relist() now would be undone by our clear
     clear_listed_bit(i);
   }
 
