@@ -902,16 +902,18 @@ class pool_core {
   static_assert(word::leased != 0);
   std::uint64_t take_listed(std::uint32_t i) noexcept {
     slot_type& s = slots_[i];
-    // Set once our unlist() has cleared the slot's bit: from then on INV12 is ours to keep, and we
-    // may only leave the slot with its flag set (or take it), never through the hint exception.
-    bool cleared_by_us = false;
+    std::uint64_t w = settled_word(s);
+    // This thread's own hint, lent through the fast path (which leaves it listed): it comes back
+    // to this thread's put soon (LIFO), and unlisting it would cost that put a relist, three
+    // RMWs for every burst of gets. Leaving a leased slot listed is allowed (INV12); its line is
+    // ours already. Only while leased: a hint slot closed or freed is unlisted like any other.
+    // A stale hint (a slot of a pool since destroyed, whose memory we reuse) can match: it
+    // only leaves a bit set, which is always allowed. On the first look only: once our unlist()
+    // has cleared the bit (below), leaving without the flag would leave the slot with neither,
+    // and once its owner returned it through the fast path it would sit idle where no scanner or
+    // waiter looks (a stress run's hang: idle 1, waiters 2; HintListingRaceTest).
+    if (&s == thread_hint_slot[hint_way_] && word::phase(w) == word::leased) return not_taken;
     for (;;) {
-      // seq_cst: INV6 (see take_next_idle()) and INV12 (the reload after unlist()).
-      std::uint64_t w = s.state.load(std::memory_order_seq_cst);
-      while (word::phase(w) == word::idle && (w & word::transit) != 0) {
-        std::this_thread::yield();
-        w = s.state.load(std::memory_order_seq_cst);
-      }
       if (word::phase(w) == word::idle) {
         if ((w & word::flag_mask) != 0) return not_taken;  // closed: nobody takes it any more
         const std::uint64_t mine = word::next_owner(w, word::leased);
@@ -920,34 +922,36 @@ class pool_core {
           unlist_taken(i);  // ours now; our put lists it again (INV12)
           return mine;
         }
-        continue;  // taken first: look at what it is now
+        // Taken first: look at what it is now.
+      } else {
+        // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
+        // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter
+        // that finds its bit clear would sleep beside an idle connection.
+        unlist(i);
+        // A put that relisted the slot between our flag and our clear (its flag cleared, its bit
+        // cleared by us) would leave it listed nowhere once its owner took it back through the
+        // fast path, which looks at neither: look again, and flag it again. seq_cst: after our
+        // RMW, which read the relist's RMW if it came first (INV12).
+        if (s.unlisted.load(std::memory_order_seq_cst) != 0) {
+          // seq_cst: after unlist()'s RMW, in INV12's single order with the put's CAS on the word
+          // (seq_cst too: release alone would not order its later load of the flag).
+          const std::uint64_t now = s.state.load(std::memory_order_seq_cst);
+          if (word::phase(now) != word::idle) return not_taken;
+        }
       }
-      // This thread's own hint, lent through the fast path (which leaves it listed): it comes back
-      // to this thread's put soon (LIFO), and unlisting it would cost that put a relist, three
-      // RMWs for every burst of gets. Leaving a leased slot listed is allowed (INV12); its line is
-      // ours already. Only while leased: a hint slot closed or freed is unlisted like any other.
-      // A stale hint (a slot of a pool since destroyed, whose memory we reuse) can match: it
-      // only leaves a bit set, which is always allowed. Not once we have cleared the bit
-      // ourselves (a relist undone by our clear, below): leaving then would leave the slot with
-      // neither its bit nor its flag, and once its owner returned it through the fast path it
-      // would sit idle where no scanner or waiter looks (a stress run's hang: idle 1, waiters 2).
-      if (!cleared_by_us && &s == thread_hint_slot[hint_way_] && word::phase(w) == word::leased)
-        return not_taken;
-      // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
-      // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter that
-      // finds its bit clear would sleep beside an idle connection.
-      unlist(i);
-      cleared_by_us = true;
-      // A put that relisted the slot between our flag and our clear (its flag cleared, its bit
-      // cleared by us) would leave it listed nowhere once its owner took it back through the fast
-      // path, which looks at neither: start over, and flag it again. seq_cst: after our RMW, which
-      // read the relist's RMW if it came first (INV12).
-      if (s.unlisted.load(std::memory_order_seq_cst) == 0) continue;
-      // seq_cst: after unlist()'s RMW, in INV12's single order with the put's CAS on the word
-      // (seq_cst too: release alone would not order its later load of the flag).
-      const std::uint64_t now = s.state.load(std::memory_order_seq_cst);
-      if (word::phase(now) != word::idle) return not_taken;
+      w = settled_word(s);
     }
+  }
+
+  // Slot s's word, once no transit on an idle slot is in progress. seq_cst: INV6 (see
+  // take_next_idle()) and INV12 (the reload after unlist()).
+  std::uint64_t settled_word(slot_type& s) noexcept {
+    std::uint64_t w = s.state.load(std::memory_order_seq_cst);
+    while (word::phase(w) == word::idle && (w & word::transit) != 0) {
+      std::this_thread::yield();
+      w = s.state.load(std::memory_order_seq_cst);
+    }
+    return w;
   }
 
   // INV12: slot i's bit is cleared only after its `unlisted` flag is set, so that whoever makes the
