@@ -29,6 +29,12 @@ namespace netpool {
 // Opens one connection, giving up at `deadline`. Any callable of this shape works: the built-in
 // tcp_dialer / unix_dialer, or a lambda that builds your own client object. It may fail by
 // returning an error or by throwing (the pool catches it: errc::factory_threw).
+// The error it returns is the one a get that needed the dial returns, unchanged. Return
+// make_dial_error(errno) (or errc::dial_failed) for a connection that could not be made, so that
+// callers' `ec == netpool::condition::dial_failed` recognises it: a plain std::errc or
+// system_category() code is passed through as it is and does not match that condition.
+// A connection type with `bool is_open() const` (netpool::socket) is checked: one returned not
+// open (a socket of fd -1) is a failed dial, errc::dial_failed, and is never lent.
 template <class Conn>
 using factory_function = std::function<result<Conn>(std::chrono::steady_clock::time_point deadline)>;
 

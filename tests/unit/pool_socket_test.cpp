@@ -170,6 +170,39 @@ TYPED_TEST(PoolSocketTest, RefusedPortIsADialFailureAndFreesTheSlot) {
   }
 }
 
+// A factory that "succeeds" with a socket that is not open (fd -1, say a wrapper that forgot to
+// check a call's result) has failed: lent, it would fail the caller's first I/O with EBADF instead.
+TYPED_TEST(PoolSocketTest, AFactoryThatReturnsAClosedSocketIsAFailedDial) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    std::atomic<bool> broken{true};
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = [&broken, dial = netpool::tcp_dialer(server.host(), server.port())](
+                      clock_type::time_point deadline) -> netpool::result<netpool::socket> {
+      if (broken.load()) return netpool::socket();
+      return dial(deadline);
+    };
+    cfg.max_size = 1;
+    cfg.dial_backoff_floor = 0ns;  // the second get dials again at once
+    cfg.dial_backoff_cap = 0ns;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    auto r = pool.get_for(10s);
+    ASSERT_FALSE(r) << "an empty socket was lent";
+    EXPECT_EQ(r.error(), errc::dial_failed) << r.error().message();
+    EXPECT_EQ(r.error(), netpool::condition::dial_failed);
+    auto s = pool.stats();
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(s.dial_failures, 1u);
+    EXPECT_EQ(s.dials_ok, 0u);
+    // The slot was freed: a working factory fills it.
+    broken.store(false);
+    auto conn = pool.get_for(10s);
+    ASSERT_TRUE(conn) << conn.error().message();
+    EXPECT_TRUE(round_trip(**conn, "open"));
+  }
+}
+
 TYPED_TEST(PoolSocketTest, DialTimeoutAgainstAFullAcceptQueue) {
   const fd_leak_check fds;
   netpool::test::full_backlog_listener stuck;

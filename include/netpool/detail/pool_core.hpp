@@ -651,6 +651,10 @@ class pool_core {
   static constexpr bool is_probeable = requires(const Conn& c) {
     { c.probe() } -> std::same_as<liveness>;
   };
+  // Conn has `bool is_open() const` (netpool::socket): call_factory() checks what a factory made.
+  static constexpr bool can_say_open = requires(const Conn& c) {
+    { c.is_open() } -> std::same_as<bool>;
+  };
   static constexpr std::uint64_t no_limit = ~std::uint64_t{0};
 
   static std::uint64_t to_ticks_or_zero(std::chrono::nanoseconds d) noexcept {
@@ -1156,6 +1160,11 @@ class pool_core {
     std::error_code error;
     try {
       result<Conn> made = config_.factory(deadline);
+      // A connection that says it is not open (a netpool::socket of fd -1) is no connection: lent,
+      // it would fail the caller's first I/O (EBADF) instead of the get.
+      if constexpr (can_say_open) {
+        if (made && !made->is_open()) made = errc::dial_failed;
+      }
       if (made && config_.on_connect) error = run_on_connect(*made);
       if (made && !error) {
         counters_.dials_ok.fetch_add(1, std::memory_order_relaxed);
