@@ -33,6 +33,9 @@
 // HintListingRaceTest: a scanner that cleared the bit of its own hint slot (INV12) and then finds
 // it leased must leave it flagged, or its return leaves an idle connection no other thread sees.
 //
+// DialFailureRaceTest: a dialer thread whose dial failed tells the waiter only once the slot is
+// free, so that the caller's stats() right after its failed get show nothing of the dial.
+//
 // Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
 // maintenance rounds are the standard pool's): the code under test is their shared core.
 #include <gtest/gtest.h>
@@ -47,6 +50,7 @@
 #include <random>
 #include <stop_token>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -578,6 +582,49 @@ TEST_F(MaintainerWakeRaceTest, AFirstDialWhileTheMaintainerGoesToSleepStillStart
   let_go = true;
   EXPECT_TRUE(wait_for([&] { return pool.stats().closed_lifetime == 1; }))
       << "the connection outlived its 100 ms lifetime: maintainer rounds " << rounds_done.load();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// A dialer thread whose dial failed frees the slot and its dial token, and only then tells the
+// waiter (INV8). Held in between, the caller is still waiting, and stats() shows nothing of the
+// dial. It used to tell the waiter first: a caller that read stats() right after its failed get
+// could find `active 1, dialing 1` (user review). A dialer is not a named thread: a hook of its own.
+class DialFailureRaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    reached = false;
+    let_go = false;
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      if (std::string_view(where) != "dial_for_pool:freed") return;
+      reached = true;
+      (void)wait_for([] { return let_go.load(); }, patience);
+    };
+  }
+  void TearDown() override { netpool::detail::sync_point_hook = nullptr; }
+
+  static inline std::atomic<bool> reached{false};  // a dialer got there
+  static inline std::atomic<bool> let_go{false};
+};
+
+TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  factory.fail_with(std::make_error_code(std::errc::connection_refused));
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 1;
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  // A deadline sooner than the dial's: the dial goes to a dialer thread, the caller in line.
+  auto caller = run_async([&] { return pool.get_for(patience / 2); });
+  ASSERT_TRUE(wait_for([] { return reached.load(); }));
+  EXPECT_FALSE(ready_within(caller, 100ms)) << "the waiter was told before the slot was freed";
+  const netpool::pool_stats held = pool.stats();
+  EXPECT_EQ(held.active, 0u);
+  EXPECT_EQ(held.dialing, 0u);
+  let_go = true;
+  ASSERT_TRUE(ready_within(caller));
+  EXPECT_EQ(caller.get().error(), std::errc::connection_refused);
   pool.close();
   EXPECT_EQ(registry.live(), 0);
 }

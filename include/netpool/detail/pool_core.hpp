@@ -32,8 +32,9 @@
 //         waiters_; a waiter raises waiters_ then tries reserve_slot() (seq_cst CAS on active_).
 //   INV8  waiters_ == number of nodes in queue_; both change only under wait_mutex_. A waiter node
 //         taken off the queue by a granter (or close) waits, without deadline, for the grant to be
-//         published: the granter's last access to the core is unlocking wait_mutex_, after which
-//         it only writes the waiter's node and wakes its address.
+//         published: the granter's last access to the core comes before it publishes (unlocking
+//         wait_mutex_, or, for a failed dial, freeing the slot: dial_for_pool()), after which it
+//         only writes the waiter's node and wakes its address.
 //   INV10 No lost wake-up for dial tokens (max_connecting): end_dial() lowers connecting_
 //         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
 //         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
@@ -2286,9 +2287,15 @@ class pool_core {
   bool dial_for_pool(std::uint32_t i, std::uint64_t owned, bool for_waiter = false) noexcept {
     result<Conn> made = call_factory(dial_deadline(clock::now()));
     if (!made) {
-      if (for_waiter) fail_oldest_waiter(made.error());
+      // The oldest waiter gets the error: out of line before the slot is released (or the slot
+      // would go to it, to dial again), told after (so that a caller whose get failed does not
+      // find the dial still in stats()). A node off the line waits for its outcome (INV8); the
+      // core outlives this thread (destroy_handle() joins it).
+      waiter* failed = for_waiter ? take_oldest_waiter() : nullptr;
       release_slot(i);
       end_dial();
+      NETPOOL_SYNC_POINT("dial_for_pool:freed");
+      if (failed != nullptr) tell_dial_failed(*failed, made.error());
       return false;
     }
     slots_[i].conn.emplace(std::move(*made));
@@ -2419,11 +2426,10 @@ class pool_core {
     }
   }
 
-  void fail_oldest_waiter(const std::error_code& error) noexcept {
-    waiter* w = take_oldest_waiter();
-    if (w == nullptr) return;
-    w->error = error;  // published by the release in publish()
-    publish(*w, waiter::dial_failed);
+  // A waiter taken off the line: the dial it waited for failed with `error`.
+  void tell_dial_failed(waiter& w, const std::error_code& error) noexcept {
+    w.error = error;  // published by the release in publish()
+    publish(w, waiter::dial_failed);
   }
 
   // Waits for the dials in flight (each bounded by dial_timeout); jobs not started are retired.
