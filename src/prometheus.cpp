@@ -91,13 +91,15 @@ bool valid_labels(label_span labels) noexcept {
   return true;
 }
 
-// Whether two label sets (each with unique names, checked first) are equal, in whatever order.
+// Whether two label sets (each with unique names, checked first) name the same series, in
+// whatever order. A label with an empty value is no label to Prometheus: {pool=""} is {}.
 bool same_label_set(label_span a, label_span b) noexcept {
-  if (a.size() != b.size()) return false;
+  const auto is_set = [](const prometheus_label& l) { return !l.value.empty(); };
+  if (std::count_if(a.begin(), a.end(), is_set) != std::count_if(b.begin(), b.end(), is_set)) return false;
   return std::all_of(a.begin(), a.end(), [b](const prometheus_label& la) {
-    return std::any_of(b.begin(), b.end(), [&la](const prometheus_label& lb) {
-      return lb.name == la.name && lb.value == la.value;
-    });
+    return la.value.empty() || std::any_of(b.begin(), b.end(), [&la](const prometheus_label& lb) {
+             return lb.name == la.name && lb.value == la.value;
+           });
   });
 }
 

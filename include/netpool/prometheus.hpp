@@ -34,8 +34,9 @@
 //                                one netpool uses itself (state, kind, result, reason, le) or appears
 //                                twice for one pool; a label value is not valid UTF-8; a
 //                                labelled_stats has no stats; or two pools have the same label set
-//                                (Prometheus would reject their samples as duplicates). Nothing is
-//                                written.
+//                                (Prometheus would reject their samples as duplicates; a label with
+//                                an empty value counts as absent, as Prometheus reads it, so {} and
+//                                {pool=""} are the same set). Nothing is written.
 //   std::errc::not_enough_memory the text could not be allocated. Nothing is written.
 //   std::errc::io_error          `out` was already failed, failed while writing, or threw (an
 //                                exception mask set with out.exceptions()): some of the text may
@@ -68,7 +69,7 @@ struct prometheus_label {
 };
 
 // One pool of a multi-pool scrape. stats must not be null; labels tell the pools apart (two pools
-// with the same label set are rejected).
+// with the same label set are rejected; an empty value is no label, as in Prometheus).
 struct labelled_stats {
   const pool_stats* stats = nullptr;
   std::span<const prometheus_label> labels;

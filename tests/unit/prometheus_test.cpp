@@ -289,6 +289,28 @@ TEST(PrometheusTest, RejectsDuplicateNamesInvalidUtf8NullStatsAndDuplicateSeries
     const labelled_stats unlabelled[] = {{&s, {}}, {&s, {}}};
     expect_rejected(unlabelled, "two pools without labels");
   }
+  {
+    // Prometheus reads a label with an empty value as no label: {pool=""} is the series {}.
+    const prometheus_label empty[] = {{"pool", ""}};
+    const labelled_stats two[] = {{&s, {}}, {&s, empty}};
+    expect_rejected(two, "{} and {pool=\"\"}");
+    const prometheus_label a[] = {{"pool", ""}, {"zone", "1"}};
+    const prometheus_label b[] = {{"zone", "1"}, {"shard", ""}};
+    const labelled_stats also_two[] = {{&s, a}, {&s, b}};
+    expect_rejected(also_two, "{pool=\"\",zone=\"1\"} and {zone=\"1\",shard=\"\"}");
+  }
+}
+
+TEST(PrometheusTest, AnEmptyLabelValueIsNoLabelOnlyForTheDuplicateCheck) {
+  const pool_stats s = sample_stats();
+  const prometheus_label empty[] = {{"pool", ""}};
+  const prometheus_label named[] = {{"pool", "x"}};
+  const labelled_stats two[] = {{&s, empty}, {&s, named}};
+  std::ostringstream out;
+  EXPECT_FALSE(write_prometheus(out, std::span<const labelled_stats>(two)));
+  // Written as given: Prometheus drops the empty label when it reads the sample.
+  EXPECT_NE(out.str().find("netpool_waiters{pool=\"\"} 4\n"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("netpool_waiters{pool=\"x\"} 4\n"), std::string::npos) << out.str();
 }
 
 // For each family (named by its TYPE line): how many HELP and TYPE lines it has, and the order of
