@@ -254,7 +254,8 @@ void exposition::write_all() {
 
   // --- counters ---
   family("netpool_gets_total", "counter",
-         "Connections handed out by get: kind=immediate without blocking, kind=waited after blocking.");
+         "Connections handed out by get: kind=waited after waiting in line (every connection in use, or the "
+         "dial on a dialer thread), kind=immediate otherwise (a dial on the caller's own thread included).");
   for (const labelled_stats& pool : pools_) {
     const pool_stats& s = *pool.stats;
     // gets = gets_immediate + the gets served after waiting, two counters that only grow (pool

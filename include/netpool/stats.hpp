@@ -42,9 +42,13 @@ struct pool_stats {
   // Counters since creation. Hot-path counts live in each slot's own cache line and are summed
   // here; the rest are written only on slow paths (waiting, dialing, closing).
   std::uint64_t gets = 0;                 // connections handed out
-  std::uint64_t gets_immediate = 0;       // of those, handed out without blocking
-  std::uint64_t gets_waited = 0;          // gets that had to block before being served (or failing)
-  std::chrono::nanoseconds wait_time{0};  // total time spent blocked by those gets
+  std::uint64_t gets_immediate = 0;       // of those, handed out without waiting in line: a get that
+                                          // dialed on its own thread counts here, however long it took
+  std::uint64_t gets_waited = 0;          // gets that waited in line before being served (or failing):
+                                          // every connection was in use, or (pool) their dial ran on
+                                          // a dialer thread, as it does for a get that may give up
+                                          // first (a deadline sooner than dial_timeout, a stop token)
+  std::chrono::nanoseconds wait_time{0};  // total time spent in line by those gets
   std::chrono::nanoseconds max_wait{0};   // the longest single block
   // gets_waited by how long they blocked: wait_histogram[i] counts waits <= wait_bucket_bounds[i]
   // (and > the bound before); the last entry counts waits past the last bound. Not cumulative.

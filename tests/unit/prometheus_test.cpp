@@ -128,7 +128,7 @@ netpool_connections_min{pool="orders"} 2
 # HELP netpool_waiters Callers blocked in get, waiting for a connection.
 # TYPE netpool_waiters gauge
 netpool_waiters{pool="orders"} 4
-# HELP netpool_gets_total Connections handed out by get: kind=immediate without blocking, kind=waited after blocking.
+# HELP netpool_gets_total Connections handed out by get: kind=waited after waiting in line (every connection in use, or the dial on a dialer thread), kind=immediate otherwise (a dial on the caller's own thread included).
 # TYPE netpool_gets_total counter
 netpool_gets_total{pool="orders",kind="immediate"} 90
 netpool_gets_total{pool="orders",kind="waited"} 10
