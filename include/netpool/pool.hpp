@@ -222,6 +222,9 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   // thread, no connection is open). With background_maintenance = false and max_idle_time,
   // max_lifetime, keepalive_interval, probe_after or leak_threshold set, it is the tick period
   // even while the pool is empty: a connection a get dials later needs the rounds to age it.
+  // The tick period is the finest of max_idle_time / 8, probe_after / 4 (Conn with probe()),
+  // keepalive_interval / 4, leak_threshold / 4 and, for max_lifetime, a quarter of its jitter
+  // window (at least 1 % of it), or an eighth of it without jitter; within [1 ms, 1 s].
   std::chrono::nanoseconds maintain() noexcept {
     return this->core() != nullptr ? this->core()->maintain_once() : std::chrono::nanoseconds::max();
   }

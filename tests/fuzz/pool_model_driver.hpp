@@ -571,16 +571,13 @@ class pool_model {
   std::uint64_t idle_ticks(int i) { return ticks_since(tick_, at(i).idle_since); }
 
   // maintain()'s period when time-based features are on: fine enough for the finest of them
-  // (design.md: max_idle_time / 8, probe_after / 4, a quarter of the lifetime jitter window,
-  // keepalive_interval / 4), at most 1 s and at least 1 ms.
+  // (design.md: max_idle_time / 8, probe_after / 4, a quarter of the lifetime jitter window or,
+  // without jitter, max_lifetime / 8, keepalive_interval / 4), at most 1 s and at least 1 ms.
   static nanoseconds tick_period_of(const settings& s) {
     nanoseconds p = 1s;
     if (!s.lean && s.max_idle > 0ns) p = std::min(p, s.max_idle / 8);
     if (s.probe_after > 0ns && s.probe_after != nanoseconds::max()) p = std::min(p, s.probe_after / 4);
-    if (s.max_lifetime > 0ns) {
-      const double window = 0.01 * static_cast<double>(s.max_lifetime.count());  // jitter 0: 1 % floor
-      p = std::min(p, nanoseconds(static_cast<std::int64_t>(window / 4)));
-    }
+    if (s.max_lifetime > 0ns) p = std::min(p, s.max_lifetime / 8);  // jitter 0: no spread to keep
     if (s.keepalive > 0ns) p = std::min(p, s.keepalive / 4);
     return std::max<nanoseconds>(p, 1ms);
   }

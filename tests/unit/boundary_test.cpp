@@ -190,4 +190,21 @@ TEST_F(BoundaryTest, MaintainOnAnEmptyPoolWithoutAMaintainerSaysWhenToComeBack) 
   EXPECT_EQ(plain.maintain(), std::chrono::nanoseconds::max());
 }
 
+// The round period follows the finest time-based option. A lifetime with jitter is rounded to a
+// quarter of its jitter window, so that the spread survives; one without jitter has no spread, and
+// an eighth of it is as fine as max_idle_time's rounds. It used to be a quarter of a 1 % window:
+// 200 ms without jitter asked for a round every 1 ms (user review).
+TEST_F(BoundaryTest, ALifetimeWithoutJitterAsksForRoundsOfAnEighthOfIt) {
+  auto exact = manual(2);
+  exact.max_lifetime = 200ms;
+  exact.lifetime_jitter = 0.0;
+  auto pool = make(std::move(exact));
+  EXPECT_EQ(pool.maintain(), 25ms);
+  auto jittered = manual(2);
+  jittered.max_lifetime = 200ms;
+  jittered.lifetime_jitter = 0.2;  // a 40 ms window
+  auto spread = make(std::move(jittered));
+  EXPECT_EQ(spread.maintain(), 10ms);
+}
+
 }  // namespace

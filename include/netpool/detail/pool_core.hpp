@@ -674,9 +674,15 @@ class pool_core {
       p = std::min(p, c.probe_after / 4);
     }
     if (c.max_lifetime > nanoseconds::zero()) {
-      // A quarter of the jitter window, so that a cohort's spread survives the rounding.
-      const double window = std::max(c.lifetime_jitter, 0.01) * static_cast<double>(c.max_lifetime.count());
-      p = std::min(p, nanoseconds(static_cast<std::int64_t>(window / 4)));
+      // A quarter of the jitter window, so that a cohort's spread survives the rounding. Without
+      // jitter there is no spread to keep: an eighth of the lifetime, as for max_idle_time (the
+      // 1 % floor alone asked for 1 ms rounds for any lifetime under 400 ms).
+      if (c.lifetime_jitter > 0.0) {
+        const double window = std::max(c.lifetime_jitter, 0.01) * static_cast<double>(c.max_lifetime.count());
+        p = std::min(p, nanoseconds(static_cast<std::int64_t>(window / 4)));
+      } else {
+        p = std::min(p, c.max_lifetime / 8);
+      }
     }
     if (c.keepalive_interval > nanoseconds::zero()) p = std::min(p, c.keepalive_interval / 4);
     if (c.leak_threshold > nanoseconds::zero()) p = std::min(p, c.leak_threshold / 4);
