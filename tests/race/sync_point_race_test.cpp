@@ -36,8 +36,10 @@
 // DialFailureRaceTest: a dialer thread whose dial failed tells the waiter only once the slot is
 // free, so that the caller's stats() right after its failed get show nothing of the dial.
 //
-// Both pools run every test but DoomRaceTest and ShrinkRaceTest (max lifetime, reset() and
-// maintenance rounds are the standard pool's): the code under test is their shared core.
+// Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
+// ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest and
+// DialFailureRaceTest run the standard pool only (max lifetime, reset(), maintenance rounds,
+// health checks, leak reports and dialer threads are its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -587,16 +589,17 @@ TEST_F(MaintainerWakeRaceTest, AFirstDialWhileTheMaintainerGoesToSleepStillStart
 }
 
 // A dialer thread whose dial failed frees the slot and its dial token, and only then tells the
-// waiter (INV8). Held in between, the caller is still waiting, and stats() shows nothing of the
-// dial. It used to tell the waiter first: a caller that read stats() right after its failed get
-// could find `active 1, dialing 1` (user review). A dialer is not a named thread: a hook of its own.
+// waiter (INV8). The dialer is held just before it frees the slot: the caller must still be in
+// line, and once let go, the stats the caller reads right after its failed get must show nothing
+// of the dial. The dialer used to tell the waiter first: held there, the caller returned at once
+// and read `active 1, dialing 1` (user review). A dialer is not a named thread: a hook of its own.
 class DialFailureRaceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     reached = false;
     let_go = false;
     netpool::detail::sync_point_hook = [](const char* where) noexcept {
-      if (std::string_view(where) != "dial_for_pool:freed") return;
+      if (std::string_view(where) != "dial_for_pool:failed") return;
       reached = true;
       (void)wait_for([] { return let_go.load(); }, patience);
     };
@@ -614,17 +617,22 @@ TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
   netpool::pool_config<netpool::test::tracked_conn> cfg;
   cfg.factory = factory.function();
   cfg.max_size = 1;
+  cfg.dial_timeout = 3 * patience;
   auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
-  // A deadline sooner than the dial's: the dial goes to a dialer thread, the caller in line.
-  auto caller = run_async([&] { return pool.get_for(patience / 2); });
+  // A deadline sooner than the dial's: the dial goes to a dialer thread, the caller in line (the
+  // only waiter, so the freed slot is not handed on to another's dial).
+  auto caller = run_async([&] {
+    auto got = pool.get_for(patience / 2);
+    return std::make_pair(got ? std::error_code() : got.error(), pool.stats());
+  });
   ASSERT_TRUE(wait_for([] { return reached.load(); }));
   EXPECT_FALSE(ready_within(caller, 100ms)) << "the waiter was told before the slot was freed";
-  const netpool::pool_stats held = pool.stats();
-  EXPECT_EQ(held.active, 0u);
-  EXPECT_EQ(held.dialing, 0u);
   let_go = true;
   ASSERT_TRUE(ready_within(caller));
-  EXPECT_EQ(caller.get().error(), std::errc::connection_refused);
+  const auto [error, seen] = caller.get();
+  EXPECT_EQ(error, std::errc::connection_refused);
+  EXPECT_EQ(seen.active, 0u) << "the caller's stats() still counted the failed dial";
+  EXPECT_EQ(seen.dialing, 0u);
   pool.close();
   EXPECT_EQ(registry.live(), 0);
 }

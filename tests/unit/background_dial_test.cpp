@@ -111,7 +111,9 @@ TEST_F(BackgroundDialTest, ACancelledCallerLeavesTheDialRunning) {
 }
 
 TEST_F(BackgroundDialTest, AFailedDialFailsTheOldestWaiterWithItsError) {
-  auto pool = make(1);
+  auto cfg = config(1);
+  cfg.dial_timeout = 3 * patience;  // the caller's deadline is sooner: a dialer thread dials
+  auto pool = make(std::move(cfg));
   factory.close_gate();
   factory.fail_with(std::make_error_code(std::errc::connection_refused));
   auto caller = run_async([&] { return pool.get_for(patience / 2); });
@@ -119,7 +121,8 @@ TEST_F(BackgroundDialTest, AFailedDialFailsTheOldestWaiterWithItsError) {
   factory.open_gate();
   ASSERT_TRUE(ready_within(caller));
   EXPECT_EQ(caller.get().error(), std::errc::connection_refused) << "not a bare timeout";
-  // The dialer frees the slot before it tells the waiter: nothing is left of the dial.
+  // The dialer frees the slot before it tells the waiter: with nobody else in line, nothing is
+  // left of the dial.
   const auto after = pool.stats();
   EXPECT_EQ(after.active, 0u);
   EXPECT_EQ(after.dialing, 0u);

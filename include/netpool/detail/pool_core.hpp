@@ -31,10 +31,14 @@
 //   INV7  No lost wake-up for free slots: release_slot() lowers active_ (seq_cst) then loads
 //         waiters_; a waiter raises waiters_ then tries reserve_slot() (seq_cst CAS on active_).
 //   INV8  waiters_ == number of nodes in queue_; both change only under wait_mutex_. A waiter node
-//         taken off the queue by a granter (or close) waits, without deadline, for the grant to be
-//         published: the granter's last access to the core comes before it publishes (unlocking
-//         wait_mutex_, or, for a failed dial, freeing the slot: dial_for_pool()), after which it
-//         only writes the waiter's node and wakes its address.
+//         taken off the queue by a granter (or close) waits, without deadline, for its outcome to
+//         be published, so the granter may unlock wait_mutex_ before it writes the node. The node
+//         lives on the waiter's stack: once the outcome is published the granter writes nothing
+//         more to it (it only wakes its address). Whatever core access follows is covered by the
+//         granter's own hold on the core (INV5, a lease's or the handle's reference, INV9; a
+//         dialer thread is joined by destroy_handle()). A dialer whose dial failed publishes only
+//         after release_slot() and end_dial() (dial_for_pool()), so the imminent publication
+//         also waits for those: bounded, no user code, no wait on the waiter.
 //   INV10 No lost wake-up for dial tokens (max_connecting): end_dial() lowers connecting_
 //         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
 //         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
@@ -2298,9 +2302,9 @@ class pool_core {
       // find the dial still in stats()). A node off the line waits for its outcome (INV8); the
       // core outlives this thread (destroy_handle() joins it).
       waiter* failed = for_waiter ? take_oldest_waiter() : nullptr;
+      NETPOOL_SYNC_POINT("dial_for_pool:failed");  // the waiter, if any, must not be told yet
       release_slot(i);
       end_dial();
-      NETPOOL_SYNC_POINT("dial_for_pool:freed");
       if (failed != nullptr) tell_dial_failed(*failed, made.error());
       return false;
     }
