@@ -619,20 +619,20 @@ class pool_core {
         tick_period_(tick_period_of(config_)),
         epoch_(config_.clock ? config_.clock() : clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]),
-        listed_words_((capacity_ + 63) / 64),
-        listed_(new (std::nothrow) std::atomic<std::uint64_t>[listed_words_]()),
-        summarized_(listed_words_ > words_per_line),
-        summary_words_(summarized_ ? (listed_words_ + 63) / 64 : 0),
+        bitmap_words_((capacity_ + 63) / 64),
+        listed_(new (std::nothrow) std::atomic<std::uint64_t>[bitmap_words_]()),
+        summarized_(bitmap_words_ > words_per_line),
+        summary_words_(summarized_ ? (bitmap_words_ + 63) / 64 : 0),
         listed_summary_(summarized_ ? new (std::nothrow) std::atomic<std::uint64_t>[summary_words_]()
                                     : nullptr),
-        free_(new (std::nothrow) std::atomic<std::uint64_t>[listed_words_]()),
+        free_(new (std::nothrow) std::atomic<std::uint64_t>[bitmap_words_]()),
         lent_(leak_ns_ != 0 ? new (std::nothrow) lent_info[capacity_] : nullptr),
         limit_(config_.max_size),
         min_(config_.min_size),
         jitter_(static_cast<std::uint32_t>(id_ * 2654435761u)),
         jobs_(max_dialers_ != 0 ? new (std::nothrow) dial_job[max_dialers_] : nullptr) {
     if (!free_) return;                                  // create() reports it
-    for (std::uint32_t k = 0; k < listed_words_; ++k) {  // every slot starts free (INV14)
+    for (std::uint32_t k = 0; k < bitmap_words_; ++k) {  // every slot starts free (INV14)
       const std::uint32_t in_word = std::min<std::uint32_t>(capacity_ - k * 64, 64);
       free_[k].store(in_word == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << in_word) - 1,
                      std::memory_order_relaxed);  // relaxed: published with the core
@@ -892,7 +892,7 @@ class pool_core {
   // Only listed slots are looked at (INV12). Returns its index and new (leased) word, or capacity_
   // when there is none.
   std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t from) noexcept {
-    for (std::uint32_t k = from / 64; k < listed_words_; ++k) {
+    for (std::uint32_t k = from / 64; k < bitmap_words_; ++k) {
       // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move before
       // it; and in INV12's single order with relist()'s RMW (INV6).
       std::uint64_t bits = listed_[k].load(std::memory_order_seq_cst);
@@ -1078,7 +1078,7 @@ class pool_core {
 
     // The lowest free slot the bitmap knows of (INV14), else any free slot: a bit may be read
     // late, and a slot freed this instant is still in transit.
-    for (std::uint32_t k = 0; k < listed_words_; ++k) {
+    for (std::uint32_t k = 0; k < bitmap_words_; ++k) {
       // relaxed: a hint (INV14); the slot's CAS decides.
       for (std::uint64_t bits = free_[k].load(std::memory_order_relaxed); bits != 0; bits &= bits - 1) {
         const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
@@ -2542,7 +2542,7 @@ class pool_core {
   // idle connections here, 64 slots to a load, instead of reading every slot's own line, which
   // made a get+put on a pool of 10 000 half in use ~60x one on a pool of 100. Packed 8 words to a
   // line: the hot path never writes them (relist() and unlist() run on the miss path only).
-  const std::uint32_t listed_words_;
+  const std::uint32_t bitmap_words_;  // of each bitmap over the slots: listed_, free_
   const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_;
   // INV13: bit k % 64 of listed_summary_[k / 64] is set when listed_[k] may be non-zero, so that
   // the lean miss walk (take_lowest_idle()) skips 64 empty words to a load: on a pool of 10 000
