@@ -1,6 +1,7 @@
 // netpool_bench_fill: the cost of a dial as a pool fills up, which is where finding a free slot
 // shows (INV14 in detail/pool_core.hpp: a bitmap of free slots, instead of a scan from slot 0).
 //
+//   cmake --build build-bench --target netpool_bench_fill   # build-bench/: as scripts/bench.sh makes it
 //   build-bench/bench/netpool_bench_fill [connections]      # default 9000
 //
 // One thread takes `connections` leases from a lean_pool of that size and holds them all, so that
