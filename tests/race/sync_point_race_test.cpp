@@ -644,8 +644,7 @@ TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
 // INV14: a dial finds its free slot through the bitmap of free slots, and falls back on looking
 // at every slot only when the bitmap shows none. Freed slots (discarded connections, failed dials)
 // must be listed again, or dials into them would take the slow scan: 200 slots (4 words), all
-// dialed, a quarter discarded, then dialed again, twice over. (Not covered here: the slot a
-// release meant for a waiter and could not give it, regrant_from_transit()'s mark_free.)
+// dialed, a quarter discarded, then dialed again, twice over.
 template <class P>
 using FreeSlotBitmapTest = SyncPointTest<P>;
 TYPED_TEST_SUITE(FreeSlotBitmapTest, netpool::test::both_pools, netpool::test::pool_names);
@@ -683,6 +682,36 @@ TYPED_TEST(FreeSlotBitmapTest, EveryFreedSlotIsFoundWithoutAScan) {
   EXPECT_EQ(done.get(), "");
   EXPECT_FALSE(scanned.reached()) << "a dial found no free slot in the bitmap and scanned every slot";
   EXPECT_EQ(pool.stats().active, slots);
+}
+
+// The other place a slot is left free: a release meant for a waiter that cannot take it. `b`'s
+// dial holds the only dial token while `w` waits in line; the test thread discards the other
+// connection, and the release, finding no token for `w`, leaves the slot free
+// (regrant_from_transit()). When `b`'s dial ends, its end_dial() reserves that slot for `w`:
+// through the bitmap, not the scan.
+TYPED_TEST(FreeSlotBitmapTest, ASlotFreedForAWaiterWithoutATokenIsFoundWithoutAScan) {
+  auto cfg = this->config(2);
+  cfg.max_connecting = 1;
+  auto pool = this->make(std::move(cfg));
+  auto first = pool.get_for(patience);  // slot 0
+  ASSERT_TRUE(first);
+  this->factory.close_gate();
+  stop_at scanned("b", "reserve_slot:scan", 1, /*let_go=*/true);
+  active_stops = {&scanned};
+  auto b = this->run_named("b", [&] { return pool.get(); });  // dials slot 1, holding the token
+  ASSERT_TRUE(wait_for([&] { return this->factory.at_gate() == 1; }));
+  auto w = this->run_named("w", [&] { return pool.get(); });  // no idle, no token: in line
+  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+  first->discard();  // slot 0 freed while `w` waits, but no token for it: left free
+  this->factory.open_gate();
+  ASSERT_TRUE(ready_within(b));
+  ASSERT_TRUE(ready_within(w));
+  auto b_lease = b.get();
+  auto w_lease = w.get();
+  ASSERT_TRUE(b_lease) << b_lease.error().message();
+  ASSERT_TRUE(w_lease) << w_lease.error().message();
+  EXPECT_EQ(this->factory.calls(), 3);
+  EXPECT_FALSE(scanned.reached()) << "the slot freed for a waiter was not in the bitmap";
 }
 
 template <class P>
