@@ -10,9 +10,7 @@
 // quarters cost more (each dial passes every slot in use); with the bitmap they cost the same.
 // Each connection holds two descriptors: the soft limit is raised to the hard one first.
 #include <sys/resource.h>
-#include <sys/socket.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +18,8 @@
 #include <vector>
 
 #include <netpool/netpool.hpp>
+
+#include "socketpair_connection.hpp"
 
 int main(int argc, char** argv) {
   const long wanted = argc > 1 ? std::atol(argv[1]) : 9000;
@@ -37,14 +37,7 @@ int main(int argc, char** argv) {
   std::vector<netpool::socket> peers;  // the other ends, closed at exit
   peers.reserve(n);
   netpool::pool_config<netpool::socket> cfg;
-  cfg.factory = [&peers](auto) -> netpool::result<netpool::socket> {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-      return netpool::make_dial_error(errno);
-    }
-    peers.emplace_back(fds[1]);
-    return netpool::socket(fds[0]);
-  };
+  cfg.factory = [&peers](auto) { return bench::socketpair_connection(peers); };
   cfg.max_size = n;
   auto pool = netpool::lean_pool<netpool::socket>::create(std::move(cfg));
   if (!pool) {

@@ -11,8 +11,6 @@
 // scripts/instructions.sh runs this twice (N and 2N iterations) and reports the difference / N:
 // the cost of one get+put with start-up and tear-down cancelled out. The loop body is what a user
 // writes: get() and let the lease go out of scope.
-#include <sys/socket.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -21,17 +19,9 @@
 
 #include <netpool/netpool.hpp>
 
-namespace {
+#include "socketpair_connection.hpp"
 
-// Real descriptors without a server: each connection is one end of a Unix socketpair.
-netpool::result<netpool::socket> make_pair_socket(std::vector<netpool::socket>& peers) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    return std::make_error_code(std::errc::too_many_files_open);
-  }
-  peers.emplace_back(fds[1]);
-  return netpool::socket(fds[0]);
-}
+namespace {
 
 // One function per loop shape, each out of line, with the pool a local of the function that runs
 // the loop. The counts are sensitive to this shape: the same library code counts 52 with the
@@ -85,7 +75,8 @@ int main(int argc, char** argv) {
   peers.reserve(200);
 
   netpool::pool_config<netpool::socket> cfg;
-  cfg.factory = [&peers](auto) { return make_pair_socket(peers); };
+  // Real descriptors without a server: each connection is one end of a Unix socketpair.
+  cfg.factory = [&peers](auto) { return bench::socketpair_connection(peers); };
   cfg.max_size = 100;  // as in the comparison benchmark
   cfg.min_size = 50;
   const bool burst = kind.ends_with("-burst");
