@@ -109,7 +109,8 @@ class [[nodiscard]] result {
     T value_;
     std::error_code error_;
   };
-  bool has_value_;
+  // Every constructor sets it; the initializer only tells clang-tidy so for the delegating one.
+  bool has_value_ = false;
 };
 
 }  // namespace netpool

@@ -21,6 +21,9 @@ class manual_clock {
   manual_clock() = default;
   manual_clock(const manual_clock&) = delete;
   manual_clock& operator=(const manual_clock&) = delete;
+  manual_clock(manual_clock&&) = delete;  // function() hands out `this`
+  manual_clock& operator=(manual_clock&&) = delete;
+  ~manual_clock() = default;
 
   // For pool_config::clock. `this` must outlive the pool.
   [[nodiscard]] std::function<std::chrono::steady_clock::time_point()> function() {
