@@ -71,7 +71,8 @@ struct keyed_pool_config {
 
   // Connections across all keys at most (open + being dialed); 0: no global limit. When it is
   // reached, a dial first closes an idle connection of another key (least recently used key
-  // first), and otherwise waits for one to close until the dial's own deadline; then the get
+  // first), or else one of its own key returned while it waited, and otherwise waits for one to
+  // close until the dial's own deadline; then the get
   // fails with errc::exhausted (or errc::timeout, if the get's deadline came first). Such a failed
   // dial starts the key's dial backoff like any other (docs/design.md, "Keyed pools"). Any value
   // is accepted; below per_key_max it is the tighter of the two.
@@ -155,7 +156,7 @@ struct keyed_pool_stats {
   std::uint64_t pools_removed = 0;     // closed by remove()
   std::uint64_t global_waits = 0;      // dials that found no global token free at first
   std::uint64_t global_exhausted = 0;  // of those, dials that gave up at their deadline (exhausted)
-  std::uint64_t reclaimed = 0;         // idle connections of other keys closed to free a token
+  std::uint64_t reclaimed = 0;         // idle connections closed to free a token for a dial
 };
 
 template <class Key, class Conn = socket, class Hash = std::hash<Key>, class KeyEq = std::equal_to<Key>>

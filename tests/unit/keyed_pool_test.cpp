@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -423,6 +424,63 @@ TEST_F(KeyedPoolTest, OnConnectRefusalClosesTheConnectionAndGivesItsTokenBack) {
   EXPECT_EQ(pools.stats().open, 0u);
   auto ok = pools.get_for(key(0), 10s);
   ASSERT_TRUE(ok) << ok.error().message();
+}
+
+// A factory that returns a socket that is not open made no connection: the core fails that dial
+// (errc::dial_failed) and destroys the socket without on_close. The wrapped factory must give the
+// global token back itself: it used to keep it, and the limit shrank by one for good.
+TEST_F(KeyedPoolTest, AFactoryThatReturnsAClosedSocketLosesNoToken) {
+  keyed_config cfg = config(2, 1);
+  cfg.make_config = [inner = cfg.make_config, broken = key(1)](const endpoint& e) {
+    auto c = inner(e);
+    if (e == broken) {
+      c.factory = [](std::chrono::steady_clock::time_point) -> netpool::result<netpool::socket> {
+        return netpool::socket();  // fd -1
+      };
+    }
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto failed = pools.get_for(key(1), 10s);
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error(), errc::dial_failed);
+  EXPECT_EQ(pools.stats().open, 0u);
+  auto ok = pools.get_for(key(0), 10s);  // the only token is free again
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_TRUE(echoes(ok->get()));
+  EXPECT_EQ(pools.stats().open, 1u);
+}
+
+// A get whose dial waits for a global token, while a connection of its own key comes back idle:
+// the get waits in its dial, not in its sub-pool's line, so nothing hands it that connection. The
+// dial closes it (as it would one of another key) and takes its token. It used to sleep beside it
+// until the dial's deadline and fail with exhausted.
+TEST_F(KeyedPoolTest, ADialWaitingForATokenReclaimsAConnectionOfItsOwnKey) {
+  keyed_config cfg = config(2, 1);  // global_max below per_key_max: a key's second get waits
+  cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
+    auto c = inner(e);
+    c.dial_timeout = 30s;  // beyond the wait below: only a reclaim ends the dial's wait in time
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  auto held = pools.get(key(0));
+  ASSERT_TRUE(held);
+  // No deadline: the get dials on its own thread, and that dial waits for the only token.
+  auto second = std::async(std::launch::async, [&] { return pools.get(key(0)); });
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+  ASSERT_FALSE(held->release());  // idle, in the key whose dial waits
+
+  ASSERT_EQ(second.wait_for(20s), std::future_status::ready)
+      << "the get slept beside an idle connection of its key";
+  auto got = second.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_TRUE(echoes(got->get()));
+  const netpool::keyed_pool_stats s = pools.stats();
+  EXPECT_EQ(s.open, 1u);
+  EXPECT_EQ(s.reclaimed, 1u);
+  EXPECT_EQ(s.total.active, 1u);
+  EXPECT_EQ(server(0).accepted_total(), 2u);
+  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 1; }));  // the idle one closed
 }
 
 TEST_F(KeyedPoolTest, IdleSubPoolsAreEvictedBusyOnesAreNot) {

@@ -299,10 +299,25 @@ class keyed_state {
 
   // ---- reclaiming ----------------------------------------------------------------------------
 
-  // Closes one idle connection of a sub-pool other than `requester`, least recently used key first,
-  // so that its budget token comes back. Returns whether it closed one. The victim counts it as a
-  // get and a discard (closed_error; on_close sees close_reason::error).
-  bool reclaim_idle(const entry* requester) noexcept {
+  // Closes one idle connection so that its budget token comes back: of a sub-pool other than
+  // `requester`, least recently used key first, else of `requester` itself. Returns whether it
+  // closed one. The victim counts it as a get and a discard (closed_error; on_close sees
+  // close_reason::error).
+  // The requester's own idle connection comes last: one is there only if it was returned while
+  // this dial waited (a get dials only when its key has none idle). Its get still waits in this
+  // dial, not in its sub-pool's line, so nothing else hands it that connection; left alone, with
+  // every other token lent, the get would sleep beside it until the dial's deadline and fail with
+  // exhausted. Closing it and dialing anew costs a handshake, and serves the get now.
+  bool reclaim_idle(entry* requester) noexcept {
+    keyed_reclaiming = true;
+    const scope_guard reset([] { keyed_reclaiming = false; });
+    const auto reclaim_from = [this](entry& victim) {
+      auto taken = victim.sub->try_get();
+      if (!taken) return false;
+      (void)taken->discard();
+      reclaimed_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    };
     try {
       std::vector<std::pair<std::int64_t, entry_ptr>> candidates;
       {
@@ -316,18 +331,14 @@ class keyed_state {
       }
       std::sort(candidates.begin(), candidates.end(),
                 [](const auto& a, const auto& b) { return a.first < b.first; });
-      keyed_reclaiming = true;
-      const scope_guard reset([] { keyed_reclaiming = false; });
       for (auto& c : candidates) {
-        if (auto taken = c.second->sub->try_get()) {
-          (void)taken->discard();
-          reclaimed_.fetch_add(1, std::memory_order_relaxed);
-          return true;
-        }
+        if (reclaim_from(*c.second)) return true;
       }
-    } catch (...) {  // bad_alloc building the candidate list: nothing reclaimed this time
+    } catch (...) {  // bad_alloc building the candidate list: only our own sub-pool this time
     }
-    return false;
+    // KS5: our own entry outlives this call (its factory is running). Its sub-pool is engaged:
+    // only a get on a published entry waits for a token (min_size is 0 with a global limit).
+    return requester->sub.has_value() && reclaim_from(*requester);
   }
 
   // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).
@@ -452,7 +463,7 @@ class keyed_state {
 
   // KS4: the budget's hooks around the user's factory, on_close, and (for reclaiming, which must
   // not run user checks on a connection it is about to close) on_borrow and health_check.
-  void wrap_config(pool_config<Conn>& config, const entry* self) {
+  void wrap_config(pool_config<Conn>& config, entry* self) {
     config.factory = [user = std::move(config.factory), budget = budget_, state = this,
                       self](clock::time_point deadline) -> result<Conn> {
       // KS5: `state` outlives every call of this factory.
@@ -463,7 +474,9 @@ class keyed_state {
       if (std::error_code ec = budget->take(deadline, reclaim, abandoned)) return ec;
       scope_guard token([&budget] { budget->give_back(); });  // the dial failed or threw: KB1
       result<Conn> made = user(deadline);
-      if (made) token.dismiss();  // from now on the connection holds the token (on_close gives it back)
+      // From now on the connection holds the token (on_close gives it back). Not one that says it
+      // is closed: the core fails that dial and destroys it without on_close.
+      if (made && !made_closed(*made)) token.dismiss();
       return made;
     };
     config.on_close = [user = std::move(config.on_close), budget = budget_](Conn& c, close_reason why) {

@@ -187,6 +187,22 @@ inline void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t value) noexcep
 // Unique for the life of the process (never reused, unlike an address), starting at 1.
 std::uint64_t next_pool_id() noexcept;
 
+// A connection that says it is not open (a netpool::socket of fd -1, from a Conn with
+// `bool is_open() const`) is no connection: lent, it would fail the caller's first I/O (EBADF)
+// instead of the get. The factory's result is then a failed dial: call_factory() says so, and
+// keyed_pool's wrapped factory gives back the global token it took for it (KB1). May throw if
+// is_open() does (both callers run it inside the factory's try).
+template <class Conn>
+bool made_closed(const Conn& conn) {
+  if constexpr (requires {
+                  { conn.is_open() } -> std::same_as<bool>;
+                }) {
+    return !conn.is_open();
+  } else {
+    return false;
+  }
+}
+
 enum class pool_kind { standard, lean };
 
 template <class Conn>
@@ -672,10 +688,6 @@ class pool_core {
 
   static constexpr bool is_probeable = requires(const Conn& c) {
     { c.probe() } -> std::same_as<liveness>;
-  };
-  // Conn has `bool is_open() const` (netpool::socket): call_factory() checks what a factory made.
-  static constexpr bool can_say_open = requires(const Conn& c) {
-    { c.is_open() } -> std::same_as<bool>;
   };
   static constexpr std::uint64_t no_limit = ~std::uint64_t{0};
 
@@ -1221,11 +1233,7 @@ class pool_core {
     std::error_code error;
     try {
       result<Conn> made = config_.factory(deadline);
-      // A connection that says it is not open (a netpool::socket of fd -1) is no connection: lent,
-      // it would fail the caller's first I/O (EBADF) instead of the get.
-      if constexpr (can_say_open) {
-        if (made && !made->is_open()) made = errc::dial_failed;
-      }
+      if (made && made_closed(*made)) made = errc::dial_failed;
       if (made && config_.on_connect) error = run_on_connect(*made);
       if (made && !error) {
         counters_.dials_ok.fetch_add(1, std::memory_order_relaxed);
