@@ -39,6 +39,11 @@
 // FreeSlotBitmapTest: not a race, but needs a sync point: every freed slot is found again through
 // the bitmap of free slots (INV14), without the scan of every slot behind it.
 //
+// KeyedRaceTest: keyed pools (keyed_state.hpp). An eviction that waits for the map's lock while a
+// get touches the key it is about to evict must keep the key and come back to it; a sub-pool
+// removed with a lease out must be destroyed once the lease is back, even by a sweeper that had
+// nothing due and slept without a timeout.
+//
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
 // ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest and
 // DialFailureRaceTest run the standard pool only (max lifetime, reset(), maintenance rounds,
@@ -50,6 +55,7 @@
 #include <chrono>
 #include <cstddef>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -66,6 +72,7 @@
 #include "../unit/worker_thread.hpp"
 #include "netpool/detail/sync_point.hpp"
 #include "netpool/error.hpp"
+#include "netpool/keyed_pool.hpp"
 #include "netpool/pool.hpp"
 #include "test_support.hpp"
 
@@ -118,17 +125,27 @@ class stop_at {
 // futures go out of scope) before the stops do.
 std::vector<stop_at*> active_stops;
 
+// Passes a point on to the running test's stops. The pool's own threads (dialers, maintainer, a
+// keyed pool's sweeper) pass points too, possibly after a test's stops are gone; only the test's
+// named threads, all joined before then, look at them.
+void pass_to_stops(const char* where) noexcept {
+  if (thread_name.empty()) return;
+  for (stop_at* stop : active_stops) stop->on_pass(where);
+}
+
+// Runs `f` on a new thread named `name`.
+template <class F>
+auto run_named(std::string_view name, F f) {
+  return run_async([name, f = std::move(f)]() mutable {
+    thread_name = name;
+    return f();
+  });
+}
+
 template <class P>
 class SyncPointTest : public netpool::test::pool_fixture<P> {
  protected:
-  void SetUp() override {
-    netpool::detail::sync_point_hook = [](const char* where) noexcept {
-      // The pool's own threads (dialers, maintainer) pass points too, possibly after a test's
-      // stops are gone; only the test's named threads, all joined before then, look at them.
-      if (thread_name.empty()) return;
-      for (stop_at* stop : active_stops) stop->on_pass(where);
-    };
-  }
+  void SetUp() override { netpool::detail::sync_point_hook = pass_to_stops; }
   void TearDown() override {
     netpool::detail::sync_point_hook = nullptr;
     active_stops.clear();
@@ -143,14 +160,6 @@ class SyncPointTest : public netpool::test::pool_fixture<P> {
     return this->make(std::move(cfg));
   }
 
-  // Runs `f` on a new thread named `name`.
-  template <class F>
-  static auto run_named(std::string_view name, F f) {
-    return run_async([name, f = std::move(f)]() mutable {
-      thread_name = name;
-      return f();
-    });
-  }
   // `first` is served while `second` still waits; once `first` gives its connection back,
   // `second` is served too. `if_not` says what went wrong when `first` is not served.
   template <class T>
@@ -184,9 +193,9 @@ TYPED_TEST(WokenWaiterRaceTest, AWaiterThatLosesTheRaceKeepsItsPlaceAtTheFront) 
 
   auto held = pool.get();
   ASSERT_TRUE(held);
-  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  auto first = run_named("first", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(first_asleep.reached_within());
-  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  auto second = run_named("second", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(second_asleep.reached_within());
   held->release();  // idle; `first` is woken to compete for it...
   ASSERT_TRUE(first_woken.reached_within());
@@ -215,9 +224,9 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckThatTakesTheConnectionItWasWokenForKeeps
 
   auto held = pool.get();
   ASSERT_TRUE(held);
-  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  auto first = run_named("first", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(queued.reached_within());
-  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  auto second = run_named("second", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(second_asleep.reached_within());
   held->release();  // idle, and the front of the line, `first`, is taken off it to compete
   EXPECT_EQ(pool.stats().waiters, 1u);
@@ -244,9 +253,9 @@ TYPED_TEST(WokenWaiterRaceTest, AWokenWaiterCancelledBeforeItCompetesWakesTheNex
   auto held = pool.get();
   ASSERT_TRUE(held);
   std::stop_source stop;
-  auto first = this->run_named("first", [&] { return pool.get(stop.get_token()); });
+  auto first = run_named("first", [&] { return pool.get(stop.get_token()); });
   ASSERT_TRUE(first_asleep.reached_within());
-  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  auto second = run_named("second", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(second_asleep.reached_within());
   held->release();  // idle; `first` is woken to compete for it...
   ASSERT_TRUE(first_woken.reached_within());
@@ -275,12 +284,12 @@ TYPED_TEST(WokenWaiterRaceTest, ARecheckWokenForAnotherConnectionPassesTheWakeUp
   auto x = pool.get();
   auto y = pool.get();
   ASSERT_TRUE(x && y);
-  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  auto first = run_named("first", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(not_yet_in_line.reached_within());
   y->release();  // idle, and nobody in line to wake
   not_yet_in_line.let_go();
   ASSERT_TRUE(took_idle.reached_within());  // `first` joined the line, and its re-check took `y`
-  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  auto second = run_named("second", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(second_asleep.reached_within());
   ASSERT_EQ(pool.stats().waiters, 2u);
   x->release();  // idle; `first`, still at the front, is woken to compete for it
@@ -311,7 +320,7 @@ TYPED_TEST(WaitSpinTest, AHandOffDuringTheSpinIsTakenWithoutSleeping) {
   active_stops = {&spinning, &slept};
   auto held = pool.get();
   ASSERT_TRUE(held);
-  auto waiter = this->run_named("waiter", [&] { return pool.get_for(patience); });
+  auto waiter = run_named("waiter", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(spinning.reached_within());
   held->release();  // granted to the waiter, which is spinning
   spinning.let_go();
@@ -330,7 +339,7 @@ TYPED_TEST(WaitSpinTest, WithoutASpinTheWaiterSleepsAtOnce) {
   active_stops = {&spinning, &slept};
   auto held = pool.get();
   ASSERT_TRUE(held);
-  auto waiter = this->run_named("waiter", [&] { return pool.get_for(patience); });
+  auto waiter = run_named("waiter", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(slept.reached_within());
   EXPECT_FALSE(spinning.reached());
   held->release();
@@ -356,9 +365,9 @@ TYPED_TEST(DialTokenRaceTest, AFreedSlotRefusedTheTokenIsServedByTheTokensHolder
 
   auto lent = pool.get();
   ASSERT_TRUE(lent);
-  auto first = this->run_named("first", [&] { return pool.get_for(patience); });
+  auto first = run_named("first", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(holding_token.reached_within());
-  auto second = this->run_named("second", [&] { return pool.get_for(patience); });
+  auto second = run_named("second", [&] { return pool.get_for(patience); });
   ASSERT_TRUE(second_asleep.reached_within());  // found no token: in line for good
   ASSERT_EQ(pool.stats().waiters, 2u);
   (void)lent->discard();  // frees the only slot; no token to grant it with
@@ -657,7 +666,7 @@ TYPED_TEST(FreeSlotBitmapTest, EveryFreedSlotIsFoundWithoutAScan) {
   auto pool = this->make(std::move(cfg));
   stop_at scanned("dialer", "reserve_slot:scan", 1, /*let_go=*/true);
   active_stops = {&scanned};
-  auto done = this->run_named("dialer", [&] {
+  auto done = run_named("dialer", [&] {
     std::vector<netpool::test::tracked_lease> held;
     for (std::size_t i = 0; i < slots; ++i) {
       auto l = pool.get_for(patience);
@@ -698,9 +707,9 @@ TYPED_TEST(FreeSlotBitmapTest, ASlotFreedForAWaiterWithoutATokenIsFoundWithoutAS
   this->factory.close_gate();
   stop_at scanned("b", "reserve_slot:scan", 1, /*let_go=*/true);
   active_stops = {&scanned};
-  auto b = this->run_named("b", [&] { return pool.get(); });  // dials slot 1, holding the token
+  auto b = run_named("b", [&] { return pool.get(); });  // dials slot 1, holding the token
   ASSERT_TRUE(wait_for([&] { return this->factory.at_gate() == 1; }));
-  auto w = this->run_named("w", [&] { return pool.get(); });  // no idle, no token: in line
+  auto w = run_named("w", [&] { return pool.get(); });  // no idle, no token: in line
   ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
   first->discard();  // slot 0 freed while `w` waits, but no token for it: left free
   this->factory.open_gate();
@@ -722,7 +731,7 @@ class ListingSummaryRaceTest : public SyncPointTest<P> {
   void expect_lean_walk_takes(P& pool, int expected) {
     stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
     active_stops = {&fell_back};
-    auto found = this->run_named("finder", [&] {
+    auto found = run_named("finder", [&] {
       auto l = pool.try_get();
       return l ? (*l)->id() : -1;
     });
@@ -782,7 +791,7 @@ TYPED_TEST(ListingSummaryRaceTest, ASlotListedWhileItsWordsSummaryBitIsClearedKe
   ASSERT_EQ(held.size(), 63u);
   stop_at emptying("emptier", "summary_emptied:start");
   active_stops = {&emptying};
-  auto last = this->run_named("emptier", [&] { return pool.try_get(); });  // slot 63: word 0 empty
+  auto last = run_named("emptier", [&] { return pool.try_get(); });  // slot 63: word 0 empty
   ASSERT_TRUE(emptying.reached_within());
   const int returned = held[5]->id();
   held[5].release();
@@ -832,7 +841,7 @@ TYPED_TEST(ListingSummaryRaceTest, AfterConcurrentBurstsTheSummaryNamesEveryList
   stop_at walked_to_nothing("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
   stop_at fell_back_early("finder", "take_lowest_idle:none", 2, /*let_go=*/true);
   active_stops = {&walked_to_nothing, &fell_back_early};
-  auto found = this->run_named("finder", [&] {
+  auto found = run_named("finder", [&] {
     std::vector<tracked_lease> all;
     for (;;) {
       auto l = pool.try_get();
@@ -903,6 +912,104 @@ TYPED_TEST(HintListingRaceTest, AScannerThatClearedItsHintsBitLeavesItFlaggedFor
   netpool::test::worker fresh;  // no hint: the miss path alone
   auto found = fresh.run([&] { return pool.try_get(); });
   EXPECT_TRUE(found) << "idle, yet unlisted: " << found.error().message();
+}
+
+// Keyed pools of tracked connections. The sweeper is the keyed pool's own thread, unnamed: its
+// point is counted, not held.
+class KeyedRaceTest : public ::testing::Test {
+ protected:
+  using keyed = netpool::keyed_pool<int, netpool::test::tracked_conn>;
+
+  void SetUp() override {
+    sweeper_sleeps = 0;
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      if (std::string_view(where) == "keyed_sweeper:sleep") sweeper_sleeps.fetch_add(1);
+      pass_to_stops(where);
+    };
+  }
+  void TearDown() override {
+    netpool::detail::sync_point_hook = nullptr;
+    active_stops.clear();
+  }
+
+  netpool::keyed_pool_config<int, netpool::test::tracked_conn> config() {
+    netpool::keyed_pool_config<int, netpool::test::tracked_conn> cfg;
+    cfg.make_config = [this](const int&) {
+      netpool::pool_config<netpool::test::tracked_conn> c;
+      c.factory = factory.function();
+      return c;
+    };
+    return cfg;
+  }
+
+  // Times the sweeper went to sleep with nothing due (without a timeout).
+  static inline std::atomic<int> sweeper_sleeps{0};
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory{registry};
+};
+
+// A round found key 1 quiet and goes to evict it; before it takes the map's lock, a get uses the
+// key (KS2: touched under the shared lock), so the eviction keeps it. The round must say when to
+// look at it again: it said nothing (nanoseconds::max()), and with nothing else due the sweeper
+// slept without a timeout, and the key was never evicted (until another key was created).
+TEST_F(KeyedRaceTest, AKeyUsedWhileItsEvictionWaitsForTheLockIsLookedAtAgain) {
+  auto cfg = config();
+  cfg.background_maintenance = false;  // rounds run on this test's "round" thread
+  cfg.evict_idle_after = 500ms;        // the eviction re-checks the touch within this: generous
+  auto pools = keyed::create(std::move(cfg)).value();
+  {
+    auto l = pools.get(1);
+    ASSERT_TRUE(l);
+  }
+  std::this_thread::sleep_for(800ms);  // quiet for longer than evict_idle_after and its resolution
+  stop_at locking("round", "keyed_evict:lock");
+  active_stops = {&locking};
+  auto round = run_named("round", [&] { return pools.maintain(); });
+  ASSERT_TRUE(locking.reached_within());
+  {
+    auto l = pools.try_get(1);  // used again, just before the eviction locks the map
+    ASSERT_TRUE(l);
+  }
+  locking.let_go();
+  ASSERT_TRUE(ready_within(round));
+  const std::chrono::nanoseconds next = round.get();
+  EXPECT_EQ(pools.size(), 1u) << "evicted although a get had just used it";
+  EXPECT_NE(next, std::chrono::nanoseconds::max()) << "the round forgot the key it kept";
+  EXPECT_LT(next, 1s);
+  EXPECT_TRUE(wait_for([&] {
+    (void)pools.maintain();
+    return pools.size() == 0;
+  }));
+  pools.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// remove() with a lease out leaves the sub-pool in the graveyard until the lease comes back; the
+// sweeper must then destroy it (its threads joined, its config let go). remove() did not wake the
+// sweeper, which had nothing due and slept without a timeout: the sub-pool lived on until another
+// key was created or the keyed pool closed.
+TEST_F(KeyedRaceTest, ARemovedSubPoolIsDestroyedOnceItsLastLeaseIsBack) {
+  auto cfg = config();            // a sweeper; no eviction, no sub-pool it maintains: nothing is ever due
+  std::weak_ptr<int> sub_config;  // alive as long as key 1's sub-pool (its config) is
+  cfg.make_config = [inner = cfg.make_config, &sub_config](const int& key) {
+    auto c = inner(key);
+    auto marker = std::make_shared<int>(0);
+    sub_config = marker;  // make_config runs on the getting thread: this one
+    c.on_borrow = [marker](netpool::test::tracked_conn&) { return true; };
+    return c;
+  };
+  auto pools = keyed::create(std::move(cfg)).value();
+  ASSERT_TRUE(wait_for([] { return sweeper_sleeps.load() >= 1; }));  // its first round: nothing
+  auto held = pools.get(1);
+  ASSERT_TRUE(held);
+  // The round after the creation's kick has nothing due either: the sweeper sleeps until kicked.
+  ASSERT_TRUE(wait_for([] { return sweeper_sleeps.load() >= 2; }));
+  EXPECT_TRUE(pools.remove(1));
+  EXPECT_FALSE(sub_config.expired());  // its lease is out: it stays for now
+  EXPECT_EQ(held->release(), netpool::errc::pool_closed);
+  EXPECT_TRUE(wait_for([&] { return sub_config.expired(); })) << "the removed sub-pool was never destroyed";
+  pools.close();
+  EXPECT_EQ(registry.live(), 0);
 }
 
 }  // namespace

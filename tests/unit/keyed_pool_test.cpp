@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "netpool/detail/keyed_state.hpp"
 #include "netpool/dialer.hpp"
 #include "netpool/error.hpp"
 #include "netpool/keyed_pool.hpp"
@@ -1038,6 +1039,77 @@ TEST(KeyedPoolCounters, EvictIdleAfterMaxNeverEvicts) {
   (void)made->maintain();
   EXPECT_EQ(made->size(), 1u);
   EXPECT_EQ(made->stats().pools_evicted, 0u);
+}
+
+// evict_idle_after = 60 min: a quiet sub-pool is due in 67.5 min (its touch resolution added). The
+// sweeper waited without a timeout for any due time of an hour or more, so such sub-pools were
+// evicted only if another key was created meanwhile. It sleeps at most an hour at a time now, and
+// without a timeout only when nothing at all is due.
+TEST(KeyedPoolEviction, TheSweeperSleepsAtMostAnHourAndForeverOnlyWhenNothingIsDue) {
+  using netpool::detail::keyed_sweeper_wait;
+  EXPECT_EQ(keyed_sweeper_wait(std::chrono::nanoseconds::max()), std::nullopt);
+  EXPECT_EQ(keyed_sweeper_wait(5ms), std::chrono::nanoseconds(5ms));
+  EXPECT_EQ(keyed_sweeper_wait(1h), std::chrono::nanoseconds(1h));
+  EXPECT_EQ(keyed_sweeper_wait(std::chrono::nanoseconds::max() - 1ns), std::chrono::nanoseconds(1h));
+
+  auto cfg = plain_keyed_config();
+  cfg.background_maintenance = false;
+  cfg.evict_idle_after = 60min;
+  auto made = plain_keyed::create(std::move(cfg));
+  ASSERT_TRUE(made);
+  {
+    auto l = made->get("a");
+    ASSERT_TRUE(l);
+  }
+  const std::chrono::nanoseconds next = made->maintain();
+  EXPECT_GT(next, 60min);                                             // what the round says...
+  EXPECT_EQ(keyed_sweeper_wait(next), std::chrono::nanoseconds(1h));  // ...and how long the sweeper sleeps
+}
+
+// A Hash that throws while an eviction holds the map's lock (here: on the second key's lookup)
+// must not strand the first key: it was erased from the map already, and the exception used to
+// skip its close and its burial, so its connection stayed open and its counters left total().
+struct flaky_hash {
+  static inline std::atomic<bool> throw_for_b{false};
+  std::size_t operator()(const std::string& key) const {
+    if (key == "b" && throw_for_b.load()) throw std::runtime_error("flaky_hash");
+    return std::hash<std::string>{}(key);
+  }
+};
+
+TEST(KeyedPoolEviction, AHashThatThrowsDuringAnEvictionStrandsNoSubPool) {
+  using flaky_keyed = netpool::keyed_pool<std::string, plain_conn, flaky_hash>;
+  netpool::keyed_pool_config<std::string, plain_conn> cfg = plain_keyed_config();
+  cfg.background_maintenance = false;
+  cfg.evict_idle_after = 1ms;
+  auto made = flaky_keyed::create(std::move(cfg));
+  ASSERT_TRUE(made);
+  flaky_keyed& pools = *made;
+  for (const char* key : {"a", "b"}) {
+    auto l = pools.get(key);
+    ASSERT_TRUE(l);
+  }
+  flaky_hash::throw_for_b = true;
+  // Key "a" is evicted; "b" cannot be looked up while its hash throws, and stays.
+  EXPECT_TRUE(wait_for([&] {
+    try {
+      (void)pools.maintain();
+    } catch (const std::runtime_error&) {
+    }
+    return pools.stats().pools_evicted >= 1;
+  }));
+  flaky_hash::throw_for_b = false;
+  EXPECT_EQ(pools.stats().pools_evicted, 1u);
+  EXPECT_EQ(pools.size(), 1u);
+  const netpool::keyed_pool_stats s = pools.stats();
+  EXPECT_EQ(s.total.gets, 2u) << "the evicted sub-pool's counters left total()";
+  EXPECT_EQ(s.total.closed_pool, 1u) << "the evicted sub-pool's idle connection was not closed";
+  EXPECT_EQ(s.open, 1u);
+  // Once the hash works again, "b" goes too.
+  EXPECT_TRUE(wait_for([&] {
+    (void)pools.maintain();
+    return pools.size() == 0;
+  }));
 }
 
 }  // namespace

@@ -74,6 +74,7 @@
 #include "netpool/config.hpp"
 #include "netpool/detail/keyed_budget.hpp"
 #include "netpool/detail/keyed_stats_sum.hpp"
+#include "netpool/detail/sync_point.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
 #include "netpool/lease.hpp"
@@ -87,6 +88,15 @@ namespace netpool::detail {
 // hand-out, so the wrapped on_borrow and health_check let it through without running user code on
 // a connection about to be closed.
 inline thread_local bool keyed_reclaiming = false;
+
+// How long the sweeper sleeps after a round that says the next is due in `next`: that long, but
+// at most an hour (wait_for adds it to now(), which a due time of centuries would overflow; the
+// round after an hour's sleep computes the rest), and without a timeout only when nothing at all
+// is due (nanoseconds::max()).
+inline std::optional<std::chrono::nanoseconds> keyed_sweeper_wait(std::chrono::nanoseconds next) noexcept {
+  if (next == std::chrono::nanoseconds::max()) return std::nullopt;
+  return std::min<std::chrono::nanoseconds>(next, std::chrono::hours(1));
+}
 
 template <class Key, class Conn>
 struct keyed_entry {
@@ -220,6 +230,14 @@ class keyed_state {
     retire(*gone);
     bury(std::move(gone));
     collect();  // KS6: destroyed here (its threads joined) unless a get still holds it
+    // Still held (a lease out, a dial or a get in flight): the sweeper's rounds look for its end,
+    // but it may be waiting without a timeout (nothing was due before this entry).
+    bool held = false;
+    {
+      std::lock_guard lock(graveyard_mutex_);
+      held = !graveyard_.empty();
+    }
+    if (held) kick_sweeper();
     return true;
   }
 
@@ -281,7 +299,7 @@ class keyed_state {
         next = std::min(next, std::max<std::int64_t>(touch_resolution_, min_period_ns));  // look again
       }
     }
-    if (!idle.empty()) evict(idle);
+    if (!idle.empty()) next = std::min(next, evict(idle));
     all.clear();
     idle.clear();
     collect();
@@ -500,15 +518,32 @@ class keyed_state {
     }
   }
 
-  void evict(const std::vector<entry_ptr>& idle) {
+  // Retires the entries of `idle` that are still quiet under the exclusive lock. Returns how long
+  // until one it kept (a get touched it meanwhile) is due for another look, or the maximum if it
+  // kept none: the round would otherwise forget it, and with nothing else due the sweeper would
+  // wait without a timeout while that key stays in the map for good.
+  std::int64_t evict(const std::vector<entry_ptr>& idle) {
+    std::int64_t next = std::numeric_limits<std::int64_t>::max();
     std::vector<entry_ptr> gone;
+    gone.reserve(idle.size());  // before the lock: nothing below throws once an entry left the map
+    NETPOOL_SYNC_POINT("keyed_evict:lock");  // a get now touches an entry found quiet
     {
       std::unique_lock lock(map_mutex_);
       const std::int64_t now = now_ns();
       for (const entry_ptr& e : idle) {
         // KS2: a get that found it since our check refreshed last_get before we took the lock.
-        if (now - e->last_get.load(std::memory_order_relaxed) < quiet_needed_) continue;
-        auto it = map_.find(e->key);
+        if (const std::int64_t quiet = now - e->last_get.load(std::memory_order_relaxed);
+            quiet < quiet_needed_) {
+          next = std::min(next, quiet_needed_ - quiet);
+          continue;
+        }
+        typename std::unordered_map<Key, entry_ptr, Hash, KeyEq>::iterator it;
+        try {
+          it = map_.find(e->key);
+        } catch (...) {  // a throwing Hash or KeyEq: leave this one, and look again next round
+          next = std::min(next, std::max<std::int64_t>(touch_resolution_, min_period_ns));
+          continue;
+        }
         if (it == map_.end() || it->second != e) continue;  // removed or replaced meanwhile
         e->evicted.store(true, std::memory_order_relaxed);  // KS1
         e->retired.store(true, std::memory_order_relaxed);
@@ -522,6 +557,7 @@ class keyed_state {
       retire(*e);
       bury(std::move(e));
     }
+    return next;
   }
 
   // KS6: keeps a retired entry until collect() finds nobody else holding it. Out of memory for the
@@ -602,10 +638,11 @@ class keyed_state {
       }
       lock.lock();
       const auto woken = [this] { return stop_ || kicked_; };
-      if (next >= std::chrono::hours(1)) {
-        sweep_cv_.wait(lock, woken);  // nothing to do until a sub-pool is created (or close)
+      if (const std::optional<std::chrono::nanoseconds> wait = keyed_sweeper_wait(next)) {
+        sweep_cv_.wait_for(lock, *wait, woken);
       } else {
-        sweep_cv_.wait_for(lock, next, woken);
+        NETPOOL_SYNC_POINT("keyed_sweeper:sleep");  // with nothing due, until kicked
+        sweep_cv_.wait(lock, woken);  // nothing due until a sub-pool is created or removed (or close)
       }
     }
   }
