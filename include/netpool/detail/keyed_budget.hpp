@@ -92,7 +92,13 @@ class keyed_budget {
     // Bounded by the deadline (each pass either takes a token, or sleeps, or reaches it) and by
     // close(); a pass that reclaimed a connection someone else then took sleeps no less.
     for (;;) {
-      if (closed_ || abandoned()) return errc::pool_closed;
+      if (closed_) return errc::pool_closed;
+      if (abandoned()) {
+        // give_back()'s notify_one may have picked us for a token we will not take: pass it on,
+        // or another waiter sleeps beside that token until its next poll.
+        cv_.notify_one();
+        return errc::pool_closed;
+      }
       if (try_take()) return {};  // KB3: under mutex_, right before sleeping or reclaiming
       lock.unlock();
       // Outside the lock: reclaiming closes a connection, whose on_close calls give_back().
