@@ -58,6 +58,12 @@ class loopback_listener {
   std::uint16_t port_ = 0;
 };
 
+}  // namespace
+
+extern "C" int netpool_plugin_round_trip(std::uint16_t port);  // plugin.cpp, a shared library
+
+namespace {
+
 void print(const netpool::pool_stats& s) {
   std::printf("active=%zu idle=%zu in_use=%zu max=%zu gets=%llu dials=%llu dial_failures=%llu\n", s.active,
               s.idle, s.in_use, s.max, static_cast<unsigned long long>(s.gets),
@@ -104,6 +110,11 @@ int main() {
   if (after || after.error() != netpool::errc::pool_closed)
     return fail("try_get after close did not fail with pool_closed");
   if (pool.stats().idle != 0) return fail("idle connections survived close()");
+
+  if (const int step = netpool_plugin_round_trip(listener.port()); step != 0) {
+    std::fprintf(stderr, "FAIL: the pool inside a shared library, step %d\n", step);
+    return 1;
+  }
 
   std::puts("find_package consumer: OK");
   return 0;
