@@ -38,7 +38,8 @@
 //   without errno                   that does not resolve)
 //
 // So a failed dial compares equal to netpool::condition::dial_failed unless it timed out (or memory
-// ran out), like the built-in dialers' errors. After a failed command, hiredis's own text is in
+// ran out), like the built-in dialers' errors; a pool reports a timeout on its own dial deadline
+// as make_dial_error(ETIMEDOUT), which does. After a failed command, hiredis's own text is in
 // get()->errstr; a failed dial's context is freed at once, and only the code remains. An error
 // *reply* (-ERR ...) is not a broken connection: command() returns it as a reply of type
 // REDIS_REPLY_ERROR; select() turns one into errc::hook_rejected.

@@ -32,7 +32,9 @@ namespace netpool {
 // The error it returns is the one a get that needed the dial returns, unchanged. Return
 // make_dial_error(errno) (or errc::dial_failed) for a connection that could not be made, so that
 // callers' `ec == netpool::condition::dial_failed` recognises it: a plain std::errc or
-// system_category() code is passed through as it is and does not match that condition.
+// system_category() code is passed through as it is and does not match that condition. A timeout
+// (errc::timeout or std::errc::timed_out) when the deadline given was the pool's own (dial_timeout)
+// becomes make_dial_error(ETIMEDOUT); when it was the caller's sooner one, errc::timeout.
 // A connection type with `bool is_open() const` (netpool::socket) is checked: one returned not
 // open (a socket of fd -1) is a failed dial, errc::dial_failed, and is never lent.
 template <class Conn>

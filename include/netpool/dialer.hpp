@@ -11,7 +11,8 @@
 // Thread safety: a dialer is immutable after construction; concurrent calls are safe.
 // Blocking: a call blocks until connected, refused, or the deadline passes (then errc::timeout).
 // Errors: dial_category() codes with the errno of the last address tried (ECONNREFUSED, ...),
-// make_resolve_error() codes for resolver failures, errc::timeout when the deadline passes.
+// make_resolve_error() codes for resolver failures, errc::timeout when the deadline passes (a pool
+// reports that as make_dial_error(ETIMEDOUT) when the deadline was its dial_timeout).
 #pragma once
 
 #include <sys/socket.h>

@@ -9,15 +9,21 @@
 //   if (!conn) {
 //     if (conn.error() == netpool::errc::timeout) { /* every connection busy: retry later */ }
 //     else if (conn.error() == netpool::condition::dial_failed) {
-//       // the backend refused or could not be reached; conn.error().value() is the errno
+//       // the backend refused, could not be reached, or did not answer within dial_timeout;
+//       // conn.error().value() is the errno
 //       log("backend down: ", conn.error().message());   // "dial failed: Connection refused"
 //     }
 //     else if (conn.error() == netpool::errc::pool_closed) { /* shutting down */ }
 //   }
 //
+// A dial that runs out of the pool's dial_timeout is a dial failure, make_dial_error(ETIMEDOUT)
+// ("dial failed: Connection timed out", == std::errc::timed_out), whatever the factory reported for
+// it; errc::timeout is only ever the get's own deadline (including a dial cut short by it).
+//
 // Which errors are worth retrying: timeout, exhausted and cancelled say nothing about the backend
-// and may succeed later; dial_failed codes may succeed once the backend is back; pool_closed,
-// invalid_config, empty_lease and wrong_pool are programming or lifecycle errors and will not.
+// and may succeed later; dial_failed codes may succeed once the backend is back; invalid_config,
+// empty_lease and wrong_pool are programming errors and will not; pool_closed will not on the same
+// pool (after keyed_pool::remove(key), a get of that key builds a new sub-pool).
 #pragma once
 
 #include <string>
@@ -28,7 +34,8 @@ namespace netpool {
 // Errors raised by netpool itself (netpool_category()).
 enum class errc : int {
   pool_closed = 1,          // the pool was closed (or destroyed) before or while the call ran
-  timeout = 2,              // a deadline passed: waiting for a connection, or dialing one
+  timeout = 2,              // the get's own deadline passed: waiting for a connection, or while
+                            // its dial ran (a dial's own dial_timeout is ETIMEDOUT, a dial failure)
   cancelled = 3,            // the caller's std::stop_token asked to stop
   exhausted = 4,            // try_get(): no idle connection to hand out now (it never dials); keyed
                             // pool: a dial waited for the global limit until its own deadline

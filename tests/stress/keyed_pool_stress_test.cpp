@@ -112,7 +112,9 @@ struct tally {
   std::atomic<int> last_unexpected{0};
 
   void failed(const std::error_code& ec) {
-    if (ec == errc::timeout) {
+    // A get's own deadline, or a dial's (a loopback connect slowed by a busy machine, reported as
+    // a dial failure that timed out).
+    if (ec == errc::timeout || ec == std::errc::timed_out) {
       timeouts.fetch_add(1);
     } else if (ec == errc::exhausted) {
       exhausted.fetch_add(1);

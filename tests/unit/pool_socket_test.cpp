@@ -224,12 +224,24 @@ TYPED_TEST(PoolSocketTest, DialTimeoutAgainstAFullAcceptQueue) {
     auto r = pool.get();
     const auto elapsed = clock_type::now() - t0;
     ASSERT_FALSE(r);
-    EXPECT_EQ(r.error(), errc::timeout) << r.error().message();
+    // The backend did not answer within dial_timeout: a failed dial that timed out, not the get's
+    // own timeout (it had none), which would read as "every connection busy".
+    EXPECT_EQ(r.error(), std::errc::timed_out) << r.error().message();
+    EXPECT_EQ(r.error(), netpool::condition::dial_failed) << r.error().message();
+    EXPECT_NE(r.error(), errc::timeout);
+    EXPECT_EQ(pool.last_dial_error(), r.error());
     EXPECT_GE(dial_deadline.load(), t0 + 500ms) << "the dial was not given dial_timeout";
     EXPECT_LE(dial_deadline.load(), t0 + elapsed + 500ms) << "the dial was not given dial_timeout";
     EXPECT_LT(elapsed, 30s) << "the dial did not end at its deadline";
     EXPECT_EQ(pool.stats().active, 0u);
     EXPECT_EQ(pool.stats().dial_failures, 1u);
+    EXPECT_EQ(pool.stats().timeouts, 0u);
+    // The next get fails at once during the backoff, or dials and times out again: either way it
+    // says the same.
+    auto again = pool.get();
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error(), netpool::condition::dial_failed) << again.error().message();
+    EXPECT_EQ(again.error(), std::errc::timed_out) << again.error().message();
   }
 }
 

@@ -94,6 +94,7 @@
 #include <atomic>
 #include <bit>
 #include <cassert>
+#include <cerrno>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -1251,6 +1252,12 @@ class pool_core {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
       return errc::timeout;
     }
+    // Otherwise a timeout is the dial's own (dial_timeout, or the factory's inner limits): the
+    // backend did not answer in time. That says something about the backend, which errc::timeout
+    // (a get's own deadline: every connection busy) does not, so it becomes a dial failure,
+    // ETIMEDOUT: `== condition::dial_failed` and `== std::errc::timed_out` hold, `== errc::timeout`
+    // does not, for this get and for the gets that fail fast with it during the backoff.
+    if (is_timeout(error)) error = make_dial_error(ETIMEDOUT);
     record_dial_result(error);
     return error;
   }
