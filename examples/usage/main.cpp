@@ -24,8 +24,9 @@ int main() {
     return 1;
   }
 
-  // An idle connection, or a fresh dial if none is idle; waits at most 1 s while all 4 are busy.
-  auto conn = pool->get_for(std::chrono::seconds(1));
+  // An idle connection, or a fresh dial (on this thread: 2 s is longer than the dial timeout) if
+  // none is idle; waits at most 2 s while all 4 are busy.
+  auto conn = pool->get_for(std::chrono::seconds(2));
   if (!conn) {
     std::cerr << "get: " << conn.error().message() << '\n';  // timeout, dial failure, ...
     return 1;
