@@ -133,8 +133,8 @@ def render(records, build_dir, command):
                          f"300 ms); the longest get {r.get('max_get_ms', '?')} ms.")
     out.append("")
     out.append("Gets counts every get attempted (including the checks after the fault). Errors are the "
-               "codes get() returned: `ECONNREFUSED`, `EAI_NONAME`… are dial failures (`condition::"
-               "dial_failed`; while the pool backs off after a failed dial, gets fail at once with that "
+               "codes get() returned: `ECONNREFUSED`, `ETIMEDOUT` (a dial that ran out of dial_timeout), "
+               "`EAI_NONAME`… are dial failures (`condition::dial_failed`; while the pool backs off after a failed dial, gets fail at once with that "
                "last error), `timeout` and `factory_threw` are `netpool::errc`. Failed round trips are "
                "what the clients' own I/O saw on a lent connection (`EAGAIN`: the client's read timeout; "
                "`eof`: the server closed) before returning it with `put_with_error`. Descriptors are "
