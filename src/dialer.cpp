@@ -186,11 +186,15 @@ result<socket> unix_dialer::operator()(steady::time_point deadline) const {
 
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  // The kernel needs room for the terminating NUL; an empty path names nothing.
-  if (path_.size() >= sizeof address.sun_path) return make_dial_error(ENAMETOOLONG);
+  // A name that starts with a NUL byte is in Linux's abstract namespace: it is exactly its bytes
+  // (a terminating NUL would be one more byte of the name, and another name), and may fill
+  // sun_path. A path needs room for its terminating NUL. An empty path names nothing.
+  const bool abstract = !path_.empty() && path_.front() == '\0';
+  if (path_.size() + (abstract ? 0 : 1) > sizeof address.sun_path) return make_dial_error(ENAMETOOLONG);
   if (path_.empty()) return make_dial_error(ENOENT);
   std::memcpy(address.sun_path, path_.data(), path_.size());
-  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size() + 1);
+  const auto length =
+      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size() + (abstract ? 0 : 1));
 
   // Unlike TCP, a non-blocking connect to a Unix socket whose accept queue is full fails at once
   // with EAGAIN; there is nothing to poll for. So connect in blocking mode, bounded by

@@ -76,11 +76,14 @@ class tcp_dialer {
 
 class unix_dialer {
  public:
+  // A filesystem path, or a Linux abstract-namespace name: one that starts with a NUL byte
+  // (std::string("\0name", 5)), used as its exact bytes.
   explicit unix_dialer(std::string path);
 
   // Connects to the Unix-domain stream socket at `path` (CLOEXEC, blocking once connected). Waits
   // while the listener's accept queue is full, until `deadline` (then errc::timeout). Errors:
-  // ENAMETOOLONG if `path` does not fit in sockaddr_un, ENOENT for a missing (or empty) path,
+  // ENAMETOOLONG if `path` does not fit in sockaddr_un (107 bytes for a path, which needs its NUL;
+  // 108 for an abstract name), ENOENT for a missing (or empty) path,
   // ECONNREFUSED when nothing listens there, as dial_category() codes.
   result<socket> operator()(std::chrono::steady_clock::time_point deadline) const;
 

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -441,6 +442,42 @@ TEST(UnixDialerTest, Connects) {
   ASSERT_EQ(::getsockopt(s->native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, &length), 0);
   EXPECT_EQ(tv.tv_sec, 0);
   EXPECT_EQ(tv.tv_usec, 0);
+}
+
+// Linux's abstract namespace: a name that starts with a NUL byte, bound and dialed with exactly
+// its bytes as the address length. The dialer used to add one for a terminating NUL, which made it
+// another name (ECONNREFUSED), and refused a name that filled sun_path (ENAMETOOLONG).
+TEST(UnixDialerTest, ConnectsToAnAbstractName) {
+  for (const std::size_t size : {std::size_t{24}, sizeof(sockaddr_un{}.sun_path)}) {
+    SCOPED_TRACE("name of " + std::to_string(size) + " bytes");
+    std::string name(1, '\0');
+    name += "netpool-test-" + std::to_string(::getpid()) + "-";
+    name.resize(size, 'a');
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, name.data(), name.size());
+    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+    ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&address), length), 0)
+        << std::strerror(errno);
+    ASSERT_EQ(::listen(listener, 4), 0);
+
+    auto s = netpool::unix_dialer(name)(steady::now() + 10s);
+    EXPECT_TRUE(s) << s.error().message();
+    if (s) {
+      const int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      EXPECT_GE(accepted, 0) << "connected, but not to our listener";
+      if (accepted >= 0) ::close(accepted);
+    }
+    ::close(listener);
+  }
+  // One byte more does not fit.
+  std::string too_long(sizeof(sockaddr_un{}.sun_path) + 1, 'a');
+  too_long.front() = '\0';
+  auto s = netpool::unix_dialer(too_long)(steady::now() + 10s);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error(), netpool::make_dial_error(ENAMETOOLONG));
 }
 
 TEST(UnixDialerTest, MissingPathGivesEnoent) {
