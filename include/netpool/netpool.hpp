@@ -6,7 +6,7 @@
 //   cfg.factory = netpool::tcp_dialer("127.0.0.1", 6379);
 //   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
 //   if (auto conn = pool.get_for(std::chrono::seconds(1))) {
-//     (*conn)->send_all("PING\r\n");
+//     if ((*conn)->send_all("PING\r\n")) conn->discard();  // broken: closed, its slot freed
 //   }  // returned to the pool here
 //
 // The pieces, one concept per header:

@@ -239,7 +239,8 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   // Blocks until min_size connections are open, the deadline passes, or the pool closes; returns
   // how many are open. create() does not wait for the warm-up unless background_maintenance is
   // false (and a failed warm-up dial never fails creation); call this when a service should not
-  // take traffic before it is warm.
+  // take traffic before it is warm. It dials nothing itself: with background_maintenance = false
+  // only maintain() refills, so this just waits out the deadline for a pool below min_size.
   std::size_t wait_for_min_size(std::chrono::steady_clock::time_point deadline) noexcept {
     return this->core() != nullptr ? this->core()->wait_for_min_size(deadline) : 0;
   }

@@ -71,7 +71,9 @@ struct pool_stats {
   std::uint64_t closed_pool = 0;      // closed because the pool was closed
   std::uint64_t closed_lifetime = 0;  // closed for exceeding max_lifetime
   std::uint64_t closed_reset = 0;     // closed by reset()
-  std::uint64_t closed_hook = 0;      // refused by on_connect, on_borrow or on_return (or it threw)
+  std::uint64_t closed_hook = 0;      // refused by on_connect, on_borrow or on_return (or it threw).
+                                      // An on_connect refusal counts here and in dial_failures, never
+                                      // in dials_ok: dials_ok - (sum of closed) is active minus those
   std::uint64_t closed_resize = 0;    // closed because set_max_size() shrank the pool
 };
 
