@@ -100,7 +100,8 @@ struct pool_config {
   // doubles with each further failure up to dial_backoff_cap (with jitter: each wait is drawn from
   // [backoff/2, backoff]). Meanwhile gets that would have to dial fail at once with the last dial
   // error instead of each hammering a backend that is down. A success resets it. A floor of 0
-  // turns backoff off. Must be >= 0, and cap >= floor.
+  // turns backoff off. Must be >= 0, and cap >= floor. A factory that fails with errc::exhausted
+  // (it had no capacity to dial: keyed_pool's global limit) starts no backoff.
   std::chrono::nanoseconds dial_backoff_floor = std::chrono::milliseconds(10);
   std::chrono::nanoseconds dial_backoff_cap = std::chrono::seconds(1);
 

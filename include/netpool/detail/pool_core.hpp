@@ -1228,7 +1228,8 @@ class pool_core {
   // deadline. A dial that times out there says the caller ran out of patience, not that the
   // backend is down: it starts no backoff and is not the last dial error (a get_for(30ms) against a
   // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once),
-  // and it counts as that caller's timeout.
+  // and it counts as that caller's timeout. A timeout on the pool's own deadline is a failed dial,
+  // ETIMEDOUT; errc::exhausted (no capacity to dial) starts no backoff.
   result<Conn> call_factory(clock::time_point deadline, bool callers_deadline = false) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     std::error_code error;
@@ -1252,6 +1253,10 @@ class pool_core {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
       return errc::timeout;
     }
+    // No capacity to dial (keyed_pool: its global limit held until this dial's deadline) says
+    // nothing about the backend: no backoff, and not the last dial error, or gets of this key
+    // would fail fast with it after capacity came back.
+    if (error == errc::exhausted) return error;
     // Otherwise a timeout is the dial's own (dial_timeout, or the factory's inner limits): the
     // backend did not answer in time. That says something about the backend, which errc::timeout
     // (a get's own deadline: every connection busy) does not, so it becomes a dial failure,
