@@ -87,6 +87,8 @@ const char* to_string(close_reason reason) noexcept {
       return "hook";
     case close_reason::resize:
       return "resize";
+    case close_reason::reclaimed:
+      return "reclaimed";
   }
   return "unknown";
 }

@@ -61,8 +61,10 @@ enum class close_reason : unsigned char {
   pool_closed,  // the pool was closed (or destroyed)
   hook,         // on_connect, on_borrow or on_return refused it (or threw)
   resize,       // set_max_size() shrank the pool below the number open
+  reclaimed,    // an idle one closed to free room elsewhere: pool::reclaim_idle(), as keyed_pool
+                // does for its global limit
 };
-inline constexpr std::size_t close_reason_count = 8;
+inline constexpr std::size_t close_reason_count = 9;
 
 // "idle", "lifetime", ...: stable names, used as Prometheus label values.
 [[nodiscard]] const char* to_string(close_reason reason) noexcept;

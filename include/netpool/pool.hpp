@@ -132,6 +132,11 @@ class pool_handle {
     return l.discard();
   }
 
+  // Closes one idle connection now, the least recently used, to give its resources back (another
+  // pool's room under a shared limit: keyed_pool's global_max). Returns whether there was one. It
+  // is not a get: no hook but on_close runs (close_reason::reclaimed), counted in closed_reclaimed.
+  bool reclaim_idle() noexcept { return core_ != nullptr && core_->reclaim_idle(); }
+
   [[nodiscard]] pool_stats stats() const noexcept { return core_ != nullptr ? core_->stats() : pool_stats{}; }
   // Idle connections (the original's Len()).
   [[nodiscard]] std::size_t len() const noexcept { return core_ != nullptr ? core_->idle_count() : 0; }

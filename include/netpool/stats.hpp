@@ -65,16 +65,17 @@ struct pool_stats {
   // Connections closed, by reason (closed[static_cast<size_t>(close_reason::idle)], ...). The
   // named fields below are the same numbers, kept for readability.
   std::array<std::uint64_t, close_reason_count> closed{};
-  std::uint64_t closed_idle = 0;      // closed for exceeding max_idle_time
-  std::uint64_t closed_health = 0;    // closed because the probe or health check said dead (or threw)
-  std::uint64_t closed_error = 0;     // closed by put_with_error / lease::discard
-  std::uint64_t closed_pool = 0;      // closed because the pool was closed
-  std::uint64_t closed_lifetime = 0;  // closed for exceeding max_lifetime
-  std::uint64_t closed_reset = 0;     // closed by reset()
-  std::uint64_t closed_hook = 0;      // refused by on_connect, on_borrow or on_return (or it threw).
-                                      // An on_connect refusal counts here and in dial_failures, never
-                                      // in dials_ok: dials_ok - (sum of closed) is active minus those
-  std::uint64_t closed_resize = 0;    // closed because set_max_size() shrank the pool
+  std::uint64_t closed_idle = 0;       // closed for exceeding max_idle_time
+  std::uint64_t closed_health = 0;     // closed because the probe or health check said dead (or threw)
+  std::uint64_t closed_error = 0;      // closed by put_with_error / lease::discard
+  std::uint64_t closed_pool = 0;       // closed because the pool was closed
+  std::uint64_t closed_lifetime = 0;   // closed for exceeding max_lifetime
+  std::uint64_t closed_reset = 0;      // closed by reset()
+  std::uint64_t closed_hook = 0;       // refused by on_connect, on_borrow or on_return (or it threw).
+                                       // An on_connect refusal counts here and in dial_failures, never
+                                       // in dials_ok: dials_ok - (sum of closed) is active minus those
+  std::uint64_t closed_resize = 0;     // closed because set_max_size() shrank the pool
+  std::uint64_t closed_reclaimed = 0;  // idle, closed by reclaim_idle() (keyed_pool's global limit)
 };
 
 }  // namespace netpool

@@ -326,6 +326,7 @@ TEST(HookNames, CloseReasonsHaveStableNames) {
   EXPECT_STREQ(netpool::to_string(close_reason::pool_closed), "pool_closed");
   EXPECT_STREQ(netpool::to_string(close_reason::hook), "hook");
   EXPECT_STREQ(netpool::to_string(close_reason::resize), "resize");
+  EXPECT_STREQ(netpool::to_string(close_reason::reclaimed), "reclaimed");
 }
 
 }  // namespace

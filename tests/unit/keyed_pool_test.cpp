@@ -299,8 +299,13 @@ TEST_F(KeyedPoolTest, GlobalLimitBlocksANewKeyUntilAConnectionIsReturnedThenRecl
   EXPECT_GE(s.global_waits, 1u);
   EXPECT_EQ(pools.stats(key(1))->active, 0u);
   EXPECT_TRUE(wait_for([&] { return server(1).connection_count() == 0; }));
-  // The reclaim did not run the user's on_borrow on the connection it closed.
+  // The reclaim did not run the user's on_borrow on the connection it closed, is no get of key 1,
+  // and is no error: it used to be a try_get() and a discard(), counted as both.
   EXPECT_EQ(counts_->borrows.load(), 4);
+  const netpool::pool_stats victim = *pools.stats(key(1));
+  EXPECT_EQ(victim.closed_reclaimed, 1u);
+  EXPECT_EQ(victim.closed_error, 0u);
+  EXPECT_EQ(victim.gets, 1u);
 }
 
 TEST_F(KeyedPoolTest, IdleConnectionOfAnotherKeyIsReclaimedAtOnceLeastRecentlyUsedFirst) {

@@ -785,6 +785,55 @@ TYPED_TEST(PoolTest, DiscardWithoutWaitersFreesTheSlot) {
   EXPECT_TRUE(c) << "room to dial again";
 }
 
+// reclaim_idle(): one idle connection closed without being lent, the least recently used (the
+// highest idle slot; gets take the lowest), as close_reason::reclaimed. No get is counted and no
+// hook but on_close runs; lent connections are never touched; the freed slot can be dialed again.
+TYPED_TEST(PoolTest, ReclaimIdleClosesTheLeastRecentlyUsedIdleConnectionWithoutLendingIt) {
+  auto cfg = this->config(3);
+  std::vector<netpool::close_reason> reasons;  // on_close runs on this thread (reclaim_idle's)
+  cfg.on_close = [&reasons](netpool::test::tracked_conn&, netpool::close_reason why) {
+    reasons.push_back(why);
+  };
+  int borrows = 0;
+  cfg.on_borrow = [&borrows](netpool::test::tracked_conn&) {
+    ++borrows;
+    return true;
+  };
+  auto pool = this->make(std::move(cfg));
+  auto a = pool.get();
+  auto b = pool.get();
+  auto c = pool.get();
+  ASSERT_TRUE(a && b && c);
+  const int a_id = (*a)->id();
+  const int c_id = (*c)->id();
+  ASSERT_FALSE(a->release());  // slot 0 idle
+  ASSERT_FALSE(c->release());  // slot 2 idle; b stays lent
+  const auto before = pool.stats();
+  const int borrows_before = borrows;
+
+  EXPECT_TRUE(pool.reclaim_idle());
+  EXPECT_EQ(this->registry.close_count(c_id), 1) << "not the least recently used idle connection";
+  EXPECT_EQ(this->registry.close_count(a_id), 0);
+  EXPECT_TRUE(pool.reclaim_idle());
+  EXPECT_EQ(this->registry.close_count(a_id), 1);
+  EXPECT_FALSE(pool.reclaim_idle()) << "only a lent connection is left";
+  EXPECT_EQ(reasons, (std::vector<netpool::close_reason>{netpool::close_reason::reclaimed,
+                                                         netpool::close_reason::reclaimed}));
+  const auto s = pool.stats();
+  EXPECT_EQ(s.closed_reclaimed, 2u);
+  EXPECT_EQ(s.closed[static_cast<std::size_t>(netpool::close_reason::reclaimed)], 2u);
+  EXPECT_EQ(s.closed_error, 0u);
+  EXPECT_EQ(s.gets, before.gets) << "a reclaim is not a get";
+  EXPECT_EQ(borrows, borrows_before);  // no hand-out: on_borrow does not run
+  EXPECT_EQ(s.active, 1u);
+  EXPECT_EQ(s.in_use, 1u);
+  EXPECT_EQ(this->registry.close_count((*b)->id()), 0);
+  // The slots are free again: two more connections can be dialed.
+  auto d = pool.get();
+  auto e = pool.get();
+  EXPECT_TRUE(d && e);
+}
+
 // ---- FIFO fairness -------------------------------------------------------------------------------
 
 TYPED_TEST(PoolTest, WaitersAreServedInArrivalOrder) {

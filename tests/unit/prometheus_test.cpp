@@ -75,7 +75,7 @@ pool_stats sample_stats() {
   s.dial_failures = 4;
   s.fast_failures = 7;
   s.leaks = 11;
-  s.closed = {21, 22, 23, 24, 25, 26, 27, 28};
+  s.closed = {21, 22, 23, 24, 25, 26, 27, 28, 29};
   return s;
 }
 
@@ -158,6 +158,7 @@ netpool_connections_closed_total{pool="orders",reason="reset"} 25
 netpool_connections_closed_total{pool="orders",reason="pool_closed"} 26
 netpool_connections_closed_total{pool="orders",reason="hook"} 27
 netpool_connections_closed_total{pool="orders",reason="resize"} 28
+netpool_connections_closed_total{pool="orders",reason="reclaimed"} 29
 # HELP netpool_get_wait_seconds Time gets spent blocked waiting for a connection (gets served without blocking are not observed).
 # TYPE netpool_get_wait_seconds histogram
 netpool_get_wait_seconds_bucket{pool="orders",le="0.00001"} 1

@@ -84,11 +84,6 @@
 
 namespace netpool::detail {
 
-// True on a thread while it reclaims an idle connection of another sub-pool: that try_get is not a
-// hand-out, so the wrapped on_borrow and health_check let it through without running user code on
-// a connection about to be closed.
-inline thread_local bool keyed_reclaiming = false;
-
 // How long the sweeper sleeps after a round that says the next is due in `next`: that long, but
 // at most an hour (wait_for adds it to now(), which a due time of centuries would overflow; the
 // round after an hour's sleep computes the rest), and without a timeout only when nothing at all
@@ -319,20 +314,16 @@ class keyed_state {
 
   // Closes one idle connection so that its budget token comes back: of a sub-pool other than
   // `requester`, least recently used key first, else of `requester` itself. Returns whether it
-  // closed one. The victim counts it as a get and a discard (closed_error; on_close sees
-  // close_reason::error).
+  // closed one: the victim's pool::reclaim_idle(), its least recently used idle connection, closed
+  // without being lent (closed_reclaimed; on_close sees close_reason::reclaimed).
   // The requester's own idle connection comes last: one is there only if it was returned while
   // this dial waited (a get dials only when its key has none idle). Its get still waits in this
   // dial, not in its sub-pool's line, so nothing else hands it that connection; left alone, with
   // every other token lent, the get would sleep beside it until the dial's deadline and fail with
   // exhausted. Closing it and dialing anew costs a handshake, and serves the get now.
   bool reclaim_idle(entry* requester) noexcept {
-    keyed_reclaiming = true;
-    const scope_guard reset([] { keyed_reclaiming = false; });
     const auto reclaim_from = [this](entry& victim) {
-      auto taken = victim.sub->try_get();
-      if (!taken) return false;
-      (void)taken->discard();
+      if (!victim.sub->reclaim_idle()) return false;
       reclaimed_.fetch_add(1, std::memory_order_relaxed);
       return true;
     };
@@ -479,8 +470,7 @@ class keyed_state {
     return pool_problem == config_problem::none ? sub_problem::none : sub_problem::pool_config_rejected;
   }
 
-  // KS4: the budget's hooks around the user's factory, on_close, and (for reclaiming, which must
-  // not run user checks on a connection it is about to close) on_borrow and health_check.
+  // KS4: the budget's hooks around the user's factory and on_close.
   void wrap_config(pool_config<Conn>& config, entry* self) {
     config.factory = [user = std::move(config.factory), budget = budget_, state = this,
                       self](clock::time_point deadline) -> result<Conn> {
@@ -506,16 +496,6 @@ class keyed_state {
       }
       budget->give_back();  // KB1
     };
-    if (config.on_borrow) {
-      config.on_borrow = [user = std::move(config.on_borrow)](Conn& c) {
-        return keyed_reclaiming || user(c);
-      };
-    }
-    if (config.health_check) {
-      config.health_check = [user = std::move(config.health_check)](Conn& c) {
-        return keyed_reclaiming || user(c);
-      };
-    }
   }
 
   // Retires the entries of `idle` that are still quiet under the exclusive lock. Returns how long

@@ -34,6 +34,7 @@ void combine_counters(pool_stats& into, const pool_stats& from, Op op) noexcept 
   op(into.closed_reset, from.closed_reset);
   op(into.closed_hook, from.closed_hook);
   op(into.closed_resize, from.closed_resize);
+  op(into.closed_reclaimed, from.closed_reclaimed);
 }
 
 // Adds `from`'s counters into `into`.

@@ -542,6 +542,7 @@ class pool_core {
     s.closed_reset = closed(close_reason::reset);
     s.closed_hook = closed(close_reason::hook);
     s.closed_resize = closed(close_reason::resize);
+    s.closed_reclaimed = closed(close_reason::reclaimed);
     return s;
   }
 
@@ -2276,6 +2277,20 @@ class pool_core {
   }
 
  public:
+  // Closes one idle connection (close_reason::reclaimed), the least recently used: the highest idle
+  // slot, as gets take the lowest (LIFO). False if none is idle. It is not lent: no get is counted
+  // and no hook but on_close runs. A walk over every slot's word, for a rare call (keyed_pool
+  // reclaiming room for its global limit), not a hot path.
+  bool reclaim_idle() noexcept {
+    for (std::uint32_t i = capacity_; i-- > 0;) {
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
+      if (word::phase(w) == word::idle && (w & word::flag_mask) == 0 &&
+          close_idle(i, w, close_reason::reclaimed))
+        return true;
+    }
+    return false;
+  }
+
   // reset(): closes every idle connection now and every lent one when it comes back; waiters and
   // the pool itself carry on (the maintainer refills min_size).
   void reset() noexcept {
