@@ -322,7 +322,7 @@ class pool_model {
   struct counters {
     std::uint64_t gets = 0, timeouts = 0, cancellations = 0, dials = 0, dial_failures = 0, fast_failures = 0;
     std::uint64_t closed_idle = 0, closed_health = 0, closed_error = 0, closed_pool = 0, closed_reset = 0,
-                  closed_lifetime = 0;
+                  closed_lifetime = 0, closed_reclaimed = 0;
   };
 
   pool_model(const settings& s, world& w)
@@ -480,6 +480,19 @@ class pool_model {
         at(i).doomed = doom::reset;
       }
     }
+  }
+
+  // pool::reclaim_idle(): the highest idle connection is closed (reclaimed), without a get.
+  bool reclaim() {
+    if (closed()) return false;
+    for (int i = static_cast<int>(slots_.size()) - 1; i >= 0; --i) {
+      if (at(i).p != phase::idle) continue;
+      close_conn(at(i).conn);
+      ++c_.closed_reclaimed;
+      free_slot(i);
+      return true;
+    }
+    return false;
   }
 
   // pool::wait_for_min_size(deadline already passed): how many are open now.
@@ -738,7 +751,7 @@ enum class op : std::uint8_t {
   // get_for(hours::max()). A form that could wait is issued only when the model says it will not
   // block (an idle connection, or room to dial); otherwise get_for(0) is issued instead.
   get = 0,
-  try_get = 1,    // r = p & 7
+  try_get = 1,    // r = p & 7; p >> 3 & 1: reclaim_idle() instead (no register)
   get_past = 2,   // r = p & 7; p >> 3 & 3: get_for(0), get_for(-1ms), get_until(now - 1s), get_until(min)
   put = 3,        // r = p & 7; p >> 3 & 3: pool.put(r), r.release(), r = {}, ~r
   put_error = 4,  // r = p & 7; p >> 3 & 1: pool.put_with_error(r), r.discard()
@@ -928,6 +941,10 @@ class driver {
         return do_get(r, p & 7);
       }
       case op::try_get:
+        if (((p >> 3) & 1) != 0) {
+          const bool closed_one = pool_->reclaim_idle();
+          return expect_eq("reclaim_idle()", closed_one, model_.reclaim());
+        }
         return do_get(p & 7, 8);
       case op::get_past:
         return do_get(p & 7, 9 + ((p >> 3) & 3));
@@ -1234,6 +1251,9 @@ class driver {
       expect_eq("stats.closed_reset", got.closed_reset, c.closed_reset);
     if constexpr (requires { got.closed_lifetime; }) {
       expect_eq("stats.closed_lifetime", got.closed_lifetime, c.closed_lifetime);
+    }
+    if constexpr (requires { got.closed_reclaimed; }) {
+      expect_eq("stats.closed_reclaimed", got.closed_reclaimed, c.closed_reclaimed);
     }
   }
 
