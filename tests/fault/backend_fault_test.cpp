@@ -569,7 +569,9 @@ TEST(BackendFault, FactoryThrows) {
   expect_pool_healthy_after(pool, factory, counts, server);
   EXPECT_GE(counts.get_errors_named("factory_threw"), 1u);
   EXPECT_EQ(pool.stats().dials, factory.calls());
-  expect_only(counts.get_errors(), {"factory_threw"});
+  // ECONNRESET: a dial already past the throw when the server reset every connection; the RST can
+  // land between its connect completing and the dialer reading SO_ERROR (seen once in CI).
+  expect_only(counts.get_errors(), {"factory_threw", "ECONNRESET"});
   rec.take(load, counts, recovery);
 }
 
