@@ -71,10 +71,9 @@ struct keyed_pool_config {
 
   // Connections across all keys at most (open + being dialed); 0: no global limit. When it is
   // reached, a dial first closes an idle connection of another key (least recently used key
-  // first), or else one of its own key returned while it waited, and otherwise waits for one to
-  // close until the dial's own deadline; then the get fails with errc::exhausted (or
-  // errc::timeout, if the get's deadline came first). Such a dial counts as failed but starts no
-  // dial backoff: the limit says nothing about the key's backend (docs/design.md, "Keyed pools").
+  // first), and otherwise waits for one to close until the dial's own deadline; then the get fails with
+  // errc::exhausted (or errc::timeout, if the get's deadline came first). Such a dial counts as failed but
+  // starts no dial backoff: the limit says nothing about the key's backend (docs/design.md, "Keyed pools").
   // Any value is accepted; below per_key_max it is the tighter of the two.
   std::size_t global_max = 0;
 

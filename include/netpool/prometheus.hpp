@@ -21,7 +21,7 @@
 //   netpool_get_timeouts_total, netpool_get_cancellations_total, netpool_get_fast_failures_total
 //   netpool_dials_total{result="ok|failed"}                 counter
 //   netpool_leaks_total                                     counter
-//   netpool_connections_closed_total{reason="idle|lifetime|health|error|reset|pool_closed|hook|resize"}
+//   netpool_connections_closed_total{reason="idle|lifetime|health|error|reset|pool_closed|hook|resize|reclaimed"}
 //   netpool_get_wait_seconds                                histogram (le = wait_bucket_bounds, +Inf;
 //                                                           every get that blocked, served or failed)
 //   netpool_get_wait_max_seconds                            gauge

@@ -751,7 +751,7 @@ enum class op : std::uint8_t {
   // get_for(hours::max()). A form that could wait is issued only when the model says it will not
   // block (an idle connection, or room to dial); otherwise get_for(0) is issued instead.
   get = 0,
-  try_get = 1,    // r = p & 7; p >> 3 & 1: reclaim_idle() instead (no register)
+  try_get = 1,    // r = p & 7; p & 0x80: reclaim_idle() instead (no register; a bit no saved input sets)
   get_past = 2,   // r = p & 7; p >> 3 & 3: get_for(0), get_for(-1ms), get_until(now - 1s), get_until(min)
   put = 3,        // r = p & 7; p >> 3 & 3: pool.put(r), r.release(), r = {}, ~r
   put_error = 4,  // r = p & 7; p >> 3 & 1: pool.put_with_error(r), r.discard()
@@ -941,7 +941,7 @@ class driver {
         return do_get(r, p & 7);
       }
       case op::try_get:
-        if (((p >> 3) & 1) != 0) {
+        if ((p & 0x80) != 0) {
           const bool closed_one = pool_->reclaim_idle();
           return expect_eq("reclaim_idle()", closed_one, model_.reclaim());
         }

@@ -458,15 +458,18 @@ TEST_F(KeyedPoolTest, AFactoryThatReturnsAClosedSocketLosesNoToken) {
   EXPECT_EQ(pools.stats().open, 1u);
 }
 
-// A get whose dial waits for a global token, while a connection of its own key comes back idle:
-// the get waits in its dial, not in its sub-pool's line, so nothing hands it that connection. The
-// dial closes it (as it would one of another key) and takes its token. It used to sleep beside it
-// until the dial's deadline and fail with exhausted.
-TEST_F(KeyedPoolTest, ADialWaitingForATokenReclaimsAConnectionOfItsOwnKey) {
+// A get whose dial waits for a global token while a connection of its own key comes back idle:
+// the dial never closes a connection of its own key (doing so made a busy key redial for about
+// every other get), so the get fails with exhausted at the dial's deadline. The gap is known
+// (docs/design.md, "Keyed pools"); what is checked is that nothing is lost meanwhile: the idle
+// connection stays open, nothing is reclaimed, and the next get takes it at once (no backoff).
+TEST_F(KeyedPoolTest, ADialWaitingForATokenLeavesItsOwnKeysIdleConnectionAlone) {
   keyed_config cfg = config(2, 1);  // global_max below per_key_max: a key's second get waits
   cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
     auto c = inner(e);
-    c.dial_timeout = 30s;  // beyond the wait below: only a reclaim ends the dial's wait in time
+    c.dial_timeout = 300ms;
+    c.dial_backoff_floor = 10s;  // a backoff after the exhausted dial would fail the next get
+    c.dial_backoff_cap = 10s;
     return c;
   };
   keyed pools = make(std::move(cfg));
@@ -477,17 +480,22 @@ TEST_F(KeyedPoolTest, ADialWaitingForATokenReclaimsAConnectionOfItsOwnKey) {
   ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
   ASSERT_FALSE(held->release());  // idle, in the key whose dial waits
 
-  ASSERT_EQ(second.wait_for(20s), std::future_status::ready)
-      << "the get slept beside an idle connection of its key";
-  auto got = second.get();
-  ASSERT_TRUE(got) << got.error().message();
-  EXPECT_TRUE(echoes(got->get()));
-  const netpool::keyed_pool_stats s = pools.stats();
+  ASSERT_EQ(second.wait_for(20s), std::future_status::ready);
+  auto failed = second.get();
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error(), errc::exhausted);
+  netpool::keyed_pool_stats s = pools.stats();
+  EXPECT_EQ(s.reclaimed, 0u);
   EXPECT_EQ(s.open, 1u);
-  EXPECT_EQ(s.reclaimed, 1u);
-  EXPECT_EQ(s.total.active, 1u);
-  EXPECT_EQ(server(0).accepted_total(), 2u);
-  EXPECT_TRUE(wait_for([&] { return server(0).connection_count() == 1; }));  // the idle one closed
+  EXPECT_EQ(s.total.idle, 1u);
+  EXPECT_EQ(server(0).accepted_total(), 1u);
+
+  auto again = pools.get_for(key(0), 10s);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_TRUE(echoes(again->get()));
+  s = pools.stats();
+  EXPECT_EQ(s.total.fast_failures, 0u);
+  EXPECT_EQ(server(0).accepted_total(), 1u) << "the idle connection was not the one lent";
 }
 
 TEST_F(KeyedPoolTest, IdleSubPoolsAreEvictedBusyOnesAreNot) {

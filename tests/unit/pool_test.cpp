@@ -785,10 +785,10 @@ TYPED_TEST(PoolTest, DiscardWithoutWaitersFreesTheSlot) {
   EXPECT_TRUE(c) << "room to dial again";
 }
 
-// reclaim_idle(): one idle connection closed without being lent, the least recently used (the
-// highest idle slot; gets take the lowest), as close_reason::reclaimed. No get is counted and no
+// reclaim_idle(): one idle connection closed without being lent, the one in the highest idle slot
+// (a get's miss path takes the lowest), as close_reason::reclaimed. No get is counted and no
 // hook but on_close runs; lent connections are never touched; the freed slot can be dialed again.
-TYPED_TEST(PoolTest, ReclaimIdleClosesTheLeastRecentlyUsedIdleConnectionWithoutLendingIt) {
+TYPED_TEST(PoolTest, ReclaimIdleClosesTheHighestIdleConnectionWithoutLendingIt) {
   auto cfg = this->config(3);
   std::vector<netpool::close_reason> reasons;  // on_close runs on this thread (reclaim_idle's)
   cfg.on_close = [&reasons](netpool::test::tracked_conn&, netpool::close_reason why) {
@@ -812,7 +812,7 @@ TYPED_TEST(PoolTest, ReclaimIdleClosesTheLeastRecentlyUsedIdleConnectionWithoutL
   const int borrows_before = borrows;
 
   EXPECT_TRUE(pool.reclaim_idle());
-  EXPECT_EQ(this->registry.close_count(c_id), 1) << "not the least recently used idle connection";
+  EXPECT_EQ(this->registry.close_count(c_id), 1) << "not the highest idle slot's connection";
   EXPECT_EQ(this->registry.close_count(a_id), 0);
   EXPECT_TRUE(pool.reclaim_idle());
   EXPECT_EQ(this->registry.close_count(a_id), 1);

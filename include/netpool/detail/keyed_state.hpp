@@ -142,7 +142,7 @@ class keyed_state {
   ~keyed_state() {
     close();
     // KS6: the sub-pools' own threads may still hold a few retired entries for the length of a
-    // reclaim (a try_get and a discard): wait for them to let go. No get runs any more (the
+    // reclaim (one reclaim_idle() call): wait for them to let go. No get runs any more (the
     // destructor must not race other calls), so every other reference is already gone.
     for (;;) {
       collect(true);
@@ -312,21 +312,13 @@ class keyed_state {
 
   // ---- reclaiming ----------------------------------------------------------------------------
 
-  // Closes one idle connection so that its budget token comes back: of a sub-pool other than
-  // `requester`, least recently used key first, else of `requester` itself. Returns whether it
-  // closed one: the victim's pool::reclaim_idle(), its least recently used idle connection, closed
-  // without being lent (closed_reclaimed; on_close sees close_reason::reclaimed).
-  // The requester's own idle connection comes last: one is there only if it was returned while
-  // this dial waited (a get dials only when its key has none idle). Its get still waits in this
-  // dial, not in its sub-pool's line, so nothing else hands it that connection; left alone, with
-  // every other token lent, the get would sleep beside it until the dial's deadline and fail with
-  // exhausted. Closing it and dialing anew costs a handshake, and serves the get now.
-  bool reclaim_idle(entry* requester) noexcept {
-    const auto reclaim_from = [this](entry& victim) {
-      if (!victim.sub->reclaim_idle()) return false;
-      reclaimed_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    };
+  // Closes one idle connection of a sub-pool other than `requester`, least recently used key first,
+  // so that its budget token comes back. Returns whether it closed one: the victim's
+  // pool::reclaim_idle(), one idle connection closed without being lent (closed_reclaimed; on_close
+  // sees close_reason::reclaimed). Never the requester's own (docs/design.md, "Keyed pools": a
+  // connection of its key returned while this dial waits is left idle; reclaiming it made a busy
+  // key redial for about every other get).
+  bool reclaim_idle(const entry* requester) noexcept {
     try {
       std::vector<std::pair<std::int64_t, entry_ptr>> candidates;
       {
@@ -341,13 +333,14 @@ class keyed_state {
       std::sort(candidates.begin(), candidates.end(),
                 [](const auto& a, const auto& b) { return a.first < b.first; });
       for (auto& c : candidates) {
-        if (reclaim_from(*c.second)) return true;
+        if (c.second->sub->reclaim_idle()) {
+          reclaimed_.fetch_add(1, std::memory_order_relaxed);
+          return true;
+        }
       }
-    } catch (...) {  // bad_alloc building the candidate list: only our own sub-pool this time
+    } catch (...) {  // bad_alloc building the candidate list: nothing reclaimed this time
     }
-    // KS5: our own entry outlives this call (its factory is running). Its sub-pool is engaged:
-    // only a get on a published entry waits for a token (min_size is 0 with a global limit).
-    return requester->sub.has_value() && reclaim_from(*requester);
+    return false;
   }
 
   // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).
@@ -471,7 +464,7 @@ class keyed_state {
   }
 
   // KS4: the budget's hooks around the user's factory and on_close.
-  void wrap_config(pool_config<Conn>& config, entry* self) {
+  void wrap_config(pool_config<Conn>& config, const entry* self) {
     config.factory = [user = std::move(config.factory), budget = budget_, state = this,
                       self](clock::time_point deadline) -> result<Conn> {
       // KS5: `state` outlives every call of this factory.

@@ -2277,9 +2277,10 @@ class pool_core {
   }
 
  public:
-  // Closes one idle connection (close_reason::reclaimed), the least recently used: the highest idle
-  // slot, as gets take the lowest (LIFO). False if none is idle. It is not lent: no get is counted
-  // and no hook but on_close runs. A walk over every slot's word, for a rare call (keyed_pool
+  // Closes one idle connection (close_reason::reclaimed): the highest idle slot's, as the miss
+  // path takes the lowest (LIFO by index), so the high ones are the least in demand. Not strictly
+  // the least recently used: a thread's own hint may be any slot. False if none is idle. It is not lent: no
+  // get is counted and no hook but on_close runs. A walk over every slot's word, for a rare call (keyed_pool
   // reclaiming room for its global limit), not a hot path.
   bool reclaim_idle() noexcept {
     for (std::uint32_t i = capacity_; i-- > 0;) {
