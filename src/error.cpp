@@ -46,6 +46,8 @@ class netpool_category_impl final : public std::error_category {
         return "health check threw an exception";
       case errc::hook_rejected:
         return "rejected by hook";
+      case errc::dial_not_needed:
+        return "dial not needed: a connection went idle meanwhile";
     }
     return "unknown netpool error " + std::to_string(value);
   }

@@ -101,7 +101,8 @@ struct pool_config {
   // [backoff/2, backoff]). Meanwhile gets that would have to dial fail at once with the last dial
   // error instead of each hammering a backend that is down. A success resets it. A floor of 0
   // turns backoff off. Must be >= 0, and cap >= floor. A factory that fails with errc::exhausted
-  // (it had no capacity to dial: keyed_pool's global limit) starts no backoff.
+  // (it had no capacity to dial: keyed_pool's global limit) or errc::dial_not_needed starts no
+  // backoff.
   std::chrono::nanoseconds dial_backoff_floor = std::chrono::milliseconds(10);
   std::chrono::nanoseconds dial_backoff_cap = std::chrono::seconds(1);
 

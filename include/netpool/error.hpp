@@ -48,6 +48,9 @@ enum class errc : int {
   health_check_threw = 10,  // reserved: a throwing health check counts as a failed check (the
                             // connection is closed, stats().closed_health), so get never returns it
   hook_rejected = 11,       // a user hook refused the connection
+  dial_not_needed = 12,     // a factory ended its dial because a connection of its pool went idle
+                            // while it waited (keyed_pool, at its global limit): no backoff; a
+                            // keyed_pool get then looks again and takes that connection
 };
 
 // What kind of failure a code describes, whatever category produced it (error_condition enum).

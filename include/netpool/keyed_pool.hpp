@@ -71,10 +71,12 @@ struct keyed_pool_config {
 
   // Connections across all keys at most (open + being dialed); 0: no global limit. When it is
   // reached, a dial first closes an idle connection of another key (least recently used key
-  // first), and otherwise waits for one to close until the dial's own deadline; then the get fails with
-  // errc::exhausted (or errc::timeout, if the get's deadline came first). Such a dial counts as failed but
-  // starts no dial backoff: the limit says nothing about the key's backend (docs/design.md, "Keyed pools").
-  // Any value is accepted; below per_key_max it is the tighter of the two.
+  // first), and otherwise waits for one to close until the dial's own deadline (then the get
+  // fails with errc::exhausted, or errc::timeout if the get's deadline came first), or until a
+  // connection of its own key comes back idle (then the get takes that one). A dial that ends
+  // either way counts as failed but starts no dial backoff: the limit says nothing about the
+  // key's backend (docs/design.md, "Keyed pools"). Any value is accepted; below per_key_max it is
+  // the tighter of the two.
   std::size_t global_max = 0;
 
   // A sub-pool with no connection lent, no waiter, no dial and no get for this long is closed and
@@ -218,11 +220,17 @@ class keyed_pool {
     // eviction must never fail a get (KS1). It takes a get stalled for evict_idle_after (KS2), so
     // a second round is already rare; the last error is returned after three.
     result<lease_type> got = errc::pool_closed;
-    for (int round = 0; round < 3; ++round) {
+    for (int round = 0, not_needed = 0; round < 3;) {
       auto found = state_->find_or_create(key);
       if (!found) return found.error();
       got = (*found)->sub->get_until(deadline, where);
+      // This get's dial waited for the global limit, and a connection of this key came back idle
+      // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. Each round
+      // follows a connection that went idle; the cap only guards against a factory of the user's
+      // returning the code itself.
+      if (!got && got.error() == errc::dial_not_needed && ++not_needed < 1000) continue;
       if (!evicted_under_us(got, **found)) break;
+      ++round;
     }
     // A dial on this thread waits for the global limit until the sooner of its dial deadline and
     // ours, and says exhausted either way; if it was ours, this get timed out.

@@ -134,6 +134,8 @@ inline std::string code_name(const std::error_code& ec) {
         return "health_check_threw";
       case errc::hook_rejected:
         return "hook_rejected";
+      case errc::dial_not_needed:
+        return "dial_not_needed";
     }
     return "netpool " + std::to_string(ec.value());
   }

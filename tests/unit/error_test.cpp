@@ -34,12 +34,14 @@ TEST(ErrorTest, NetpoolMessagesReadWellInLogs) {
   EXPECT_EQ(std::error_code(errc::factory_threw).message(), "connection factory threw an exception");
   EXPECT_EQ(std::error_code(errc::health_check_threw).message(), "health check threw an exception");
   EXPECT_EQ(std::error_code(errc::hook_rejected).message(), "rejected by hook");
+  EXPECT_EQ(std::error_code(errc::dial_not_needed).message(),
+            "dial not needed: a connection went idle meanwhile");
   EXPECT_EQ(netpool::netpool_category().message(999), "unknown netpool error 999");
 }
 
 TEST(ErrorTest, EveryErrcIsNonZeroAndDistinct) {
   for (int v = static_cast<int>(netpool::errc::pool_closed);
-       v <= static_cast<int>(netpool::errc::hook_rejected); ++v) {
+       v <= static_cast<int>(netpool::errc::dial_not_needed); ++v) {
     const std::error_code ec(static_cast<netpool::errc>(v));
     EXPECT_TRUE(ec) << v;
     EXPECT_EQ(ec.value(), v);

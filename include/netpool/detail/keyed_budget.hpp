@@ -76,13 +76,16 @@ class keyed_budget {
 
   // A token, waiting until `deadline` if none is free. Between waits it calls reclaim() (outside
   // the lock), which may free one by closing an idle connection of another sub-pool and says
-  // whether it closed one. While every connection is lent, nothing announces a connection that
-  // becomes idle, so the wait is also a poll: every 1 ms at first, doubling up to 16 ms; each poll
-  // also asks abandoned() whether the dial is still wanted (its sub-pool was removed).
-  // Errors: errc::exhausted when the deadline passes, errc::pool_closed after close() or once
-  // abandoned() says so.
-  template <class Reclaim, class Abandoned>
-  [[nodiscard]] std::error_code take(clock::time_point deadline, Reclaim&& reclaim, Abandoned&& abandoned) {
+  // whether it closed one, and, if it did not, not_needed() (outside the lock too), which says
+  // whether the dial's own sub-pool has an idle connection now. While every connection is lent,
+  // nothing announces a connection that becomes idle, so the wait is also a poll: every 1 ms at
+  // first, doubling up to 16 ms; each poll also asks abandoned() whether the dial is still wanted
+  // (its sub-pool was removed).
+  // Errors: errc::exhausted when the deadline passes, errc::dial_not_needed once not_needed() says
+  // so, errc::pool_closed after close() or once abandoned() says so.
+  template <class Reclaim, class NotNeeded, class Abandoned>
+  [[nodiscard]] std::error_code take(clock::time_point deadline, Reclaim&& reclaim, NotNeeded&& not_needed,
+                                     Abandoned&& abandoned) {
     if (try_take()) return {};
     waits_.fetch_add(1, std::memory_order_relaxed);
     std::unique_lock lock(mutex_);
@@ -101,10 +104,16 @@ class keyed_budget {
       }
       if (try_take()) return {};  // KB3: under mutex_, right before sleeping or reclaiming
       lock.unlock();
-      // Outside the lock: reclaiming closes a connection, whose on_close calls give_back().
+      // Outside the lock: reclaiming closes a connection, whose on_close calls give_back(); and
+      // not_needed() looks the dial's sub-pool up in the keyed pool's map.
       const bool freed = reclaim();
+      const bool idle_at_home = !freed && not_needed();
       lock.lock();
       if (closed_) return errc::pool_closed;
+      if (idle_at_home) {
+        cv_.notify_one();  // as for abandoned(): a wake-up we may have been picked for goes on
+        return errc::dial_not_needed;
+      }
       if (try_take()) return {};
       const clock::time_point now = clock::now();
       if (now >= deadline) {

@@ -315,9 +315,9 @@ class keyed_state {
   // Closes one idle connection of a sub-pool other than `requester`, least recently used key first,
   // so that its budget token comes back. Returns whether it closed one: the victim's
   // pool::reclaim_idle(), one idle connection closed without being lent (closed_reclaimed; on_close
-  // sees close_reason::reclaimed). Never the requester's own (docs/design.md, "Keyed pools": a
-  // connection of its key returned while this dial waits is left idle; reclaiming it made a busy
-  // key redial for about every other get).
+  // sees close_reason::reclaimed). Never the requester's own: a connection of its key returned
+  // while this dial waits is its get's to take (has_idle()); reclaiming it made a busy key redial
+  // for about every other get.
   bool reclaim_idle(const entry* requester) noexcept {
     try {
       std::vector<std::pair<std::int64_t, entry_ptr>> candidates;
@@ -341,6 +341,29 @@ class keyed_state {
     } catch (...) {  // bad_alloc building the candidate list: nothing reclaimed this time
     }
     return false;
+  }
+
+  // Whether `self`'s sub-pool has an idle connection now: asked by a dial of it that waits for a
+  // token (keyed_budget::take). One that came back while the dial waited is its get's to take:
+  // the dial ends with errc::dial_not_needed and keyed_pool's get looks again. (Closing it to free
+  // a token instead made a busy key redial for about every other get.) Through the map and a
+  // shared_ptr, not self->sub: a dialer thread's dial may still run while close() destroys a
+  // retired entry, whose pool handle is torn down before its threads are joined; a retired entry
+  // is not in the map. The graveyard holds such an entry too, so ours is never the last reference
+  // (KS6).
+  bool has_idle(const entry* self) noexcept {
+    try {
+      entry_ptr e;
+      {
+        std::shared_lock lock(map_mutex_);
+        auto it = map_.find(self->key);  // key: destroyed after sub, whose end joins this thread
+        if (it == map_.end() || it->second.get() != self) return false;
+        e = it->second;
+      }
+      return e->sub->len() > 0;
+    } catch (...) {  // a throwing Hash or KeyEq
+      return false;
+    }
   }
 
   // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).
@@ -471,8 +494,9 @@ class keyed_state {
       // A sub-pool removed while its dial waits (a dialer thread's, or a caller's) stops waiting:
       // its handle's destruction joins that thread.
       const auto reclaim = [state, self] { return state->reclaim_idle(self); };
+      const auto not_needed = [state, self] { return state->has_idle(self); };
       const auto abandoned = [self] { return self->retired.load(std::memory_order_relaxed); };
-      if (std::error_code ec = budget->take(deadline, reclaim, abandoned)) return ec;
+      if (std::error_code ec = budget->take(deadline, reclaim, not_needed, abandoned)) return ec;
       scope_guard token([&budget] { budget->give_back(); });  // the dial failed or threw: KB1
       result<Conn> made = user(deadline);
       // From now on the connection holds the token (on_close gives it back). Not one that says it

@@ -1254,10 +1254,10 @@ class pool_core {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
       return errc::timeout;
     }
-    // No capacity to dial (keyed_pool: its global limit held until this dial's deadline) says
-    // nothing about the backend: no backoff, and not the last dial error, or gets of this key
-    // would fail fast with it after capacity came back.
-    if (error == errc::exhausted) return error;
+    // No capacity to dial (keyed_pool: its global limit held until this dial's deadline), or no
+    // need (a connection went idle while it waited) says nothing about the backend: no backoff,
+    // and not the last dial error, or gets would fail fast with it after capacity came back.
+    if (error == errc::exhausted || error == errc::dial_not_needed) return error;
     // Otherwise a timeout is the dial's own (dial_timeout, or the factory's inner limits): the
     // backend did not answer in time. That says something about the backend, which errc::timeout
     // (a get's own deadline: every connection busy) does not, so it becomes a dial failure,
