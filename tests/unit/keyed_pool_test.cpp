@@ -509,6 +509,7 @@ TEST_F(KeyedPoolTest, ABusyKeyAtTheGlobalLimitKeepsItsConnections) {
   constexpr int gets_each = 150;
   std::atomic<int> failed{0};
   std::vector<std::thread> workers;
+  workers.reserve(threads);
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&] {
       for (int i = 0; i < gets_each; ++i) {
