@@ -32,6 +32,7 @@
 #include "netpool/error.hpp"
 #include "netpool/keyed_pool.hpp"
 #include "netpool/socket.hpp"
+#include "pool_test_helpers.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -508,10 +509,9 @@ TEST_F(KeyedPoolTest, ABusyKeyAtTheGlobalLimitKeepsItsConnections) {
   constexpr int threads = 4;
   constexpr int gets_each = 150;
   std::atomic<int> failed{0};
-  std::vector<std::thread> workers;
-  workers.reserve(threads);
+  netpool::test::thread_group workers;
   for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&] {
+    workers.spawn([&] {
       for (int i = 0; i < gets_each; ++i) {
         auto l = pools.get(key(0));  // no deadline of its own: its dial runs on this thread
         if (!l) {
@@ -522,7 +522,7 @@ TEST_F(KeyedPoolTest, ABusyKeyAtTheGlobalLimitKeepsItsConnections) {
       }
     });
   }
-  for (auto& w : workers) w.join();
+  workers.join_all();
   EXPECT_EQ(failed.load(), 0);
   const netpool::keyed_pool_stats s = pools.stats();
   EXPECT_EQ(s.reclaimed, 0u);

@@ -22,6 +22,7 @@
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
+#include "pool_test_helpers.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -101,10 +102,9 @@ TYPED_TEST(PoolSocketTest, RoundTripsThroughPooledConnections) {
     constexpr int threads_n = 4;
     constexpr int rounds = 50;
     std::atomic<int> failures{0};
-    std::vector<std::thread> threads;
-    threads.reserve(threads_n);
+    netpool::test::thread_group threads;
     for (int t = 0; t < threads_n; ++t) {
-      threads.emplace_back([&, t] {
+      threads.spawn([&, t] {
         for (int i = 0; i < rounds; ++i) {
           auto conn = pool.get_for(10s);
           if (!conn) {
@@ -119,7 +119,7 @@ TYPED_TEST(PoolSocketTest, RoundTripsThroughPooledConnections) {
         }
       });
     }
-    for (auto& th : threads) th.join();
+    threads.join_all();
     EXPECT_EQ(failures.load(), 0);
     const auto s = pool.stats();
     EXPECT_LE(s.dials, 3u) << "connections are reused, never more than max_size";
