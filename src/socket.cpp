@@ -1,16 +1,41 @@
 // netpool::socket: thin wrappers over close/send/recv with the error handling pooled use needs.
 #include "netpool/socket.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 
 namespace netpool {
 namespace {
 
+using steady_time = std::chrono::steady_clock::time_point;
+
 std::error_code last_error() noexcept {
   return {errno, std::system_category()};
+}
+
+// Waits until `fd` is ready for `event` (POLLIN or POLLOUT), or reports ETIMEDOUT once `deadline`
+// has passed. An error or hang-up on the socket counts as ready: the send or recv that follows
+// reports it.
+std::error_code wait_until_ready(int fd, short event, steady_time deadline) noexcept {
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return {ETIMEDOUT, std::system_category()};
+    // deadline > now, so the difference neither overflows nor goes negative (even for
+    // time_point::max()); ppoll takes nanoseconds, where poll's milliseconds would round.
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(left);
+    const timespec timeout{static_cast<std::time_t>(seconds.count()),
+                           static_cast<long>((left - seconds).count())};
+    pollfd watched{fd, event, 0};
+    const int ready = ::ppoll(&watched, 1, &timeout, nullptr);
+    if (ready > 0) return {};
+    // 0: the timeout ran out; the loop's clock check decides (ppoll's clock is not steady_clock).
+    if (ready < 0 && errno != EINTR) return last_error();
+  }
 }
 
 }  // namespace
@@ -70,6 +95,37 @@ result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
     const ssize_t n = ::recv(fd_, data, size, 0);
     if (n >= 0) return static_cast<std::size_t>(n);
     if (errno != EINTR) return last_error();
+  }
+}
+
+result<std::size_t> socket::send(const void* data, std::size_t size, steady_time deadline) noexcept {
+  for (;;) {
+    // MSG_DONTWAIT: a full send buffer returns EAGAIN, whatever the descriptor's blocking mode,
+    // and the wait for room happens in wait_until_ready() with the deadline.
+    const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return last_error();
+    if (auto ec = wait_until_ready(fd_, POLLOUT, deadline)) return ec;
+  }
+}
+
+std::error_code socket::send_all(std::string_view data, steady_time deadline) noexcept {
+  while (!data.empty()) {
+    auto sent = send(data.data(), data.size(), deadline);
+    if (!sent) return sent.error();
+    data.remove_prefix(*sent);
+  }
+  return {};
+}
+
+result<std::size_t> socket::recv(void* data, std::size_t size, steady_time deadline) noexcept {
+  for (;;) {
+    const ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return last_error();
+    if (auto ec = wait_until_ready(fd_, POLLIN, deadline)) return ec;
   }
 }
 

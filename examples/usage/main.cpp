@@ -34,9 +34,11 @@ int main() {
 
   constexpr std::string_view request = "hello";
   std::string reply(request.size(), '\0');
-  std::error_code ec = (*conn)->send_all(request);         // never raises SIGPIPE
-  for (std::size_t got = 0; !ec && got < reply.size();) {  // recv may return part of the reply
-    auto n = (*conn)->recv(reply.data() + got, reply.size() - got);
+  // A backend that stops answering must not hold this thread: the exchange gets 1 s in all.
+  const auto io_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  std::error_code ec = (*conn)->send_all(request, io_deadline);  // never raises SIGPIPE
+  for (std::size_t got = 0; !ec && got < reply.size();) {        // recv may return part of it
+    auto n = (*conn)->recv(reply.data() + got, reply.size() - got, io_deadline);
     if (!n) {
       ec = n.error();
     } else if (*n == 0) {
@@ -46,7 +48,7 @@ int main() {
     }
   }
   if (ec || reply != request) {
-    conn->discard();  // broken or out of sync: close it and free its slot (put_with_error)
+    conn->discard();  // broken, timed out or out of sync: close it and free its slot
     std::cerr << "echo failed: " << (ec ? ec.message() : reply) << '\n';
     return 1;
   }

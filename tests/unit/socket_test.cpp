@@ -1,14 +1,18 @@
 // netpool::socket: ownership (close exactly once, move, release), I/O errors, probe().
 #include "netpool/socket.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -37,10 +41,14 @@ int new_fd() {
   return fd;
 }
 
-netpool::socket dial(const echo_server& server) {
-  auto s = netpool::tcp_dialer(server.host(), server.port())(std::chrono::steady_clock::now() + 10s);
+netpool::socket dial(const char* host, std::uint16_t port) {
+  auto s = netpool::tcp_dialer(host, port)(std::chrono::steady_clock::now() + 10s);
   if (!s) ADD_FAILURE() << "dial: " << s.error().message();
   return s ? std::move(*s) : netpool::socket();
+}
+
+netpool::socket dial(const echo_server& server) {
+  return dial(server.host(), server.port());
 }
 
 // Reads exactly n bytes (the echo may arrive in pieces).
@@ -66,6 +74,14 @@ TEST(SocketTest, DefaultIsEmpty) {
   auto sent = s.send("x", 1);
   ASSERT_FALSE(sent);
   EXPECT_EQ(sent.error(), std::errc::bad_file_descriptor);
+
+  // With a deadline: the same error at once, not a wait for a descriptor that is not there.
+  const auto later = std::chrono::steady_clock::now() + 60s;
+  char c;
+  auto got = s.recv(&c, 1, later);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.send_all("x", later), std::errc::bad_file_descriptor);
 }
 
 TEST(SocketTest, CloseClosesExactlyOnce) {
@@ -237,6 +253,184 @@ TEST(SocketTest, ProbeReportsReset) {
   liveness first = liveness::alive;
   ASSERT_TRUE(wait_for([&] { return (first = s.probe()) != liveness::alive; }));
   EXPECT_EQ(first, liveness::error);
+}
+
+// ---- I/O with a deadline ----------------------------------------------------------------------
+
+using steady = std::chrono::steady_clock;
+
+std::error_code timeout_error() {
+  return {ETIMEDOUT, std::system_category()};
+}
+
+// A loopback listener that never accepts, so nothing ever reads what a client connected to it
+// sends: once the (small) buffers on both sides are full, a send has to wait. The kernel completes
+// the handshake and queues the connection all the same.
+class listener_that_never_reads {
+ public:
+  listener_that_never_reads() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    if (fd_ < 0) throw std::system_error(errno, std::system_category(), "socket");
+    const int small = 4096;  // inherited by the queued connection: its receive buffer stays small
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      throw std::system_error(error, std::system_category(), "bind/listen");
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~listener_that_never_reads() { ::close(fd_); }
+  listener_that_never_reads(const listener_that_never_reads&) = delete;
+  listener_that_never_reads& operator=(const listener_that_never_reads&) = delete;
+
+  [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+TEST(SocketDeadlineTest, SendAllAndRecvRoundTripWithinTheDeadline) {
+  echo_server server;
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  const auto deadline = steady::now() + 30s;
+  const std::string message(100000, 'y');  // several segments: partial writes and reads
+  std::thread writer([&] { EXPECT_FALSE(s.send_all(message, deadline)); });
+  std::string echoed;
+  char buf[4096];
+  while (echoed.size() < message.size()) {
+    auto got = s.recv(buf, std::min(sizeof buf, message.size() - echoed.size()), deadline);
+    ASSERT_TRUE(got) << got.error().message();
+    ASSERT_GT(*got, 0u);
+    echoed.append(buf, *got);
+  }
+  writer.join();
+  EXPECT_EQ(echoed, message);
+}
+
+TEST(SocketDeadlineTest, RecvFromAServerThatNeverAnswersTimesOut) {
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  ASSERT_FALSE(s.send_all("PING\r\n", steady::now() + 30s));
+  const auto start = steady::now();
+  char c;
+  auto got = s.recv(&c, 1, start + 100ms);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), timeout_error());
+  EXPECT_EQ(got.error(), std::errc::timed_out);
+  EXPECT_GE(steady::now() - start, 100ms);  // it waited for the deadline, not less
+  // The socket is untouched: the server can still answer, and the answer is read.
+  EXPECT_TRUE(s.is_open());
+  EXPECT_EQ(s.probe(), liveness::alive);
+  ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+  server.send_to_all("+PONG\r\n");
+  auto late = s.recv(&c, 1, steady::now() + 30s);
+  ASSERT_TRUE(late) << late.error().message();
+  EXPECT_EQ(*late, 1u);
+  EXPECT_EQ(c, '+');
+}
+
+TEST(SocketDeadlineTest, APassedDeadlineStillReadsWhatIsReady) {
+  echo_server server;
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  ASSERT_FALSE(s.send_all("abc"));
+  ASSERT_TRUE(wait_for([&] { return s.probe() == liveness::unread_data; }));
+  const auto passed = steady::now() - 1s;
+  char buf[8];
+  auto got = s.recv(buf, sizeof buf, passed);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(std::string(buf, *got), "abc");
+  // Nothing more is ready: the passed deadline makes it a non-blocking attempt.
+  auto none = s.recv(buf, sizeof buf, passed);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error(), timeout_error());
+  // The same for a send that has room: it goes out.
+  auto sent = s.send("d", 1, passed);
+  ASSERT_TRUE(sent) << sent.error().message();
+  EXPECT_EQ(*sent, 1u);
+  EXPECT_EQ(read_n(s, 1), "d");
+}
+
+TEST(SocketDeadlineTest, RecvReportsThePeersCloseBeforeTheDeadline) {
+  echo_server server;
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+  server.close_all_connections();
+  char c;
+  auto got = s.recv(&c, 1, steady::now() + 30s);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(*got, 0u);
+}
+
+TEST(SocketDeadlineTest, SendAllToAPeerThatNeverReadsTimesOut) {
+  listener_that_never_reads peer;
+  netpool::socket s = dial("127.0.0.1", peer.port());
+  ASSERT_TRUE(s);
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  // Far more than the two small buffers hold (the kernel doubles and rounds them, still well
+  // under a megabyte): the send must wait, and give up at the deadline.
+  const std::string message(8 << 20, 'z');
+  const auto start = steady::now();
+  EXPECT_EQ(s.send_all(message, start + 100ms), timeout_error());
+  EXPECT_GE(steady::now() - start, 100ms);
+  EXPECT_TRUE(s.is_open());
+}
+
+TEST(SocketDeadlineTest, TheDeadlineBoundsAWaitOnANonBlockingDescriptorToo) {
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  const int flags = ::fcntl(s.native_handle(), F_GETFL);
+  ASSERT_EQ(::fcntl(s.native_handle(), F_SETFL, flags | O_NONBLOCK), 0);
+  const auto start = steady::now();
+  char c;
+  auto got = s.recv(&c, 1, start + 50ms);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), timeout_error());  // not EAGAIN at once
+  EXPECT_GE(steady::now() - start, 50ms);
+}
+
+TEST(SocketDeadlineTest, InterruptedWaitsResumeUntilTheDeadline) {
+  // ppoll() fails with EINTR when a signal handler runs, SA_RESTART or not: the wait must go on
+  // with the time left, not report EINTR.
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+
+  struct sigaction handler {};
+  handler.sa_handler = [](int) {};
+  sigemptyset(&handler.sa_mask);
+  struct sigaction previous {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &handler, &previous), 0);
+
+  std::atomic<bool> done{false};
+  std::error_code error;
+  std::thread reader([&] {
+    char c;
+    auto got = s.recv(&c, 1, steady::now() + 300ms);
+    error = got ? std::error_code() : got.error();
+    done = true;
+  });
+  int signals = 0;
+  while (!done) {
+    ::pthread_kill(reader.native_handle(), SIGUSR1);
+    ++signals;
+    std::this_thread::sleep_for(5ms);
+  }
+  reader.join();
+  ::sigaction(SIGUSR1, &previous, nullptr);
+  EXPECT_GT(signals, 1);
+  EXPECT_EQ(error, timeout_error());
 }
 
 }  // namespace
