@@ -17,6 +17,7 @@
 //   hooks.hpp   close_reason, leak_report (what hooks get)
 //   keyed_pool.hpp  keyed_pool (one pool per endpoint, a global limit)
 //   prometheus.hpp  write_prometheus (stats as Prometheus text)
+//   version.hpp     NETPOOL_VERSION, version_string
 #pragma once
 
 #include "netpool/config.hpp"
@@ -30,3 +31,4 @@
 #include "netpool/result.hpp"
 #include "netpool/socket.hpp"
 #include "netpool/stats.hpp"
+#include "netpool/version.hpp"

@@ -73,6 +73,9 @@ void print(const netpool::pool_stats& s) {
 }  // namespace
 
 int main() {
+  // The package found (its netpoolConfigVersion.cmake) and the installed version.hpp agree.
+  if (netpool::version_string != NETPOOL_PACKAGE_VERSION) return fail("version.hpp and the package differ");
+
   loopback_listener listener;
   if (!listener.ok()) return fail("cannot open a loopback listener");
 
