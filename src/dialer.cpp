@@ -60,9 +60,55 @@ std::error_code set_blocking(int fd) noexcept {
   return {};
 }
 
+std::error_code set_int_option(int fd, int level, int option, int value) noexcept {
+  if (::setsockopt(fd, level, option, &value, sizeof value) != 0) return make_dial_error(errno);
+  return {};
+}
+
 std::error_code set_flag(int fd, int level, int option) noexcept {
-  const int on = 1;
-  if (::setsockopt(fd, level, option, &on, sizeof on) != 0) return make_dial_error(errno);
+  return set_int_option(fd, level, option, 1);
+}
+
+// The kernel's limits (net/ipv4/tcp.c: MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT),
+// checked before connecting so that a bad option costs no connection to the backend.
+constexpr std::int64_t max_keep_alive_seconds = 32767;
+constexpr int max_keep_alive_count = 127;
+
+bool options_in_range(const tcp_options& options) noexcept {
+  const auto timer_ok = [](std::chrono::seconds timer) {
+    return timer.count() >= 0 && timer.count() <= max_keep_alive_seconds;
+  };
+  return timer_ok(options.keep_alive_idle) && timer_ok(options.keep_alive_interval) &&
+         options.keep_alive_count >= 0 && options.keep_alive_count <= max_keep_alive_count &&
+         options.user_timeout.count() >= 0 && options.user_timeout.count() <= INT_MAX;
+}
+
+// TCP_NODELAY, keep-alive and its timers, TCP_USER_TIMEOUT, as `options` asks.
+std::error_code apply_tcp_options(int fd, const tcp_options& options) noexcept {
+  if (options.no_delay) {
+    if (auto ec = set_flag(fd, IPPROTO_TCP, TCP_NODELAY)) return ec;
+  }
+  const bool timers = options.keep_alive_idle.count() > 0 || options.keep_alive_interval.count() > 0 ||
+                      options.keep_alive_count > 0;
+  if (options.keep_alive || timers) {
+    if (auto ec = set_flag(fd, SOL_SOCKET, SO_KEEPALIVE)) return ec;
+  }
+  // Each value fits in an int: options_in_range() has checked it.
+  if (options.keep_alive_idle.count() > 0) {
+    const int idle = static_cast<int>(options.keep_alive_idle.count());
+    if (auto ec = set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle)) return ec;
+  }
+  if (options.keep_alive_interval.count() > 0) {
+    const int interval = static_cast<int>(options.keep_alive_interval.count());
+    if (auto ec = set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, interval)) return ec;
+  }
+  if (options.keep_alive_count > 0) {
+    if (auto ec = set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, options.keep_alive_count)) return ec;
+  }
+  if (options.user_timeout.count() > 0) {
+    const int timeout = static_cast<int>(options.user_timeout.count());
+    if (auto ec = set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, timeout)) return ec;
+  }
   return {};
 }
 
@@ -151,6 +197,7 @@ tcp_dialer::tcp_dialer(std::string host, std::uint16_t port, tcp_options options
 result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
   // A caller already out of time gets the answer at once, without a (possibly slow) lookup.
   if (steady::now() >= deadline) return errc::timeout;
+  if (!options_in_range(options_)) return make_dial_error(EINVAL);
 
   std::vector<endpoint> endpoints;
   if (auto ec = options_.resolve(host_, port_, endpoints)) return ec;
@@ -166,13 +213,12 @@ result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
       last = connected.error();
       continue;
     }
-    const int fd = connected->native_handle();
     const bool is_tcp = ep.address.ss_family == AF_INET || ep.address.ss_family == AF_INET6;
-    if (is_tcp && options_.no_delay) {
-      if (auto ec = set_flag(fd, IPPROTO_TCP, TCP_NODELAY)) return ec;
-    }
-    if (options_.keep_alive) {
-      if (auto ec = set_flag(fd, SOL_SOCKET, SO_KEEPALIVE)) return ec;
+    if (is_tcp) {
+      if (auto ec = apply_tcp_options(connected->native_handle(), options_)) return ec;
+    } else if (options_.keep_alive) {
+      // An endpoint from a custom resolver that is not TCP: only SO_KEEPALIVE means anything.
+      if (auto ec = set_flag(connected->native_handle(), SOL_SOCKET, SO_KEEPALIVE)) return ec;
     }
     return connected;
   }

@@ -50,9 +50,23 @@ std::error_code system_resolver(std::string_view host, std::uint16_t port, std::
 
 struct tcp_options {
   bool no_delay = true;                // TCP_NODELAY: pooled request/response traffic wants it
-  bool keep_alive = false;             // SO_KEEPALIVE with the kernel's default timers
+  bool keep_alive = false;             // SO_KEEPALIVE, with the timers below
   resolver resolve = system_resolver;  // replace to inject name resolution (tests, service discovery);
                                        // left empty, system_resolver is used
+
+  // Keep-alive timers (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT): probe a connection quiet for
+  // keep_alive_idle, every keep_alive_interval, and drop it after keep_alive_count unanswered
+  // probes. 0 keeps the kernel's default (net.ipv4.tcp_keepalive_*: 2 h, 75 s, 9), far slower than
+  // the minutes after which NATs and load balancers forget a quiet flow. Setting any of them turns
+  // keep_alive on. Ranges (Linux): 1–32767 s, 1–32767 s, 1–127.
+  std::chrono::seconds keep_alive_idle{0};
+  std::chrono::seconds keep_alive_interval{0};
+  int keep_alive_count = 0;
+  // TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the kernel gives up on the
+  // connection (the next send or recv fails with ETIMEDOUT). 0 keeps the kernel's default, ~15 min
+  // of retransmissions. 0–2147483647 ms.
+  std::chrono::milliseconds user_timeout{0};
+  // An option out of its range fails every dial with make_dial_error(EINVAL), before connecting.
 };
 
 class tcp_dialer {

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
@@ -383,6 +384,79 @@ TEST(TcpDialerTest, OptionsAreApplied) {
   ASSERT_TRUE(s) << s.error().message();
   EXPECT_EQ(int_option(s->native_handle(), IPPROTO_TCP, TCP_NODELAY), 0);
   EXPECT_NE(int_option(s->native_handle(), SOL_SOCKET, SO_KEEPALIVE), 0);
+}
+
+TEST(TcpDialerTest, KeepAliveTimersAndUserTimeoutAreApplied) {
+  echo_server server;
+  netpool::tcp_options options;
+  options.keep_alive_idle = 30s;  // keep_alive itself left false: a timer turns it on
+  options.keep_alive_interval = 5s;
+  options.keep_alive_count = 3;
+  options.user_timeout = 20s;
+  auto s = netpool::tcp_dialer("127.0.0.1", server.port(), options)(steady::now() + 10s);
+  ASSERT_TRUE(s) << s.error().message();
+  const int fd = s->native_handle();
+  EXPECT_NE(int_option(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPCNT), 3);
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), 20000);
+  expect_echo(*s);
+}
+
+TEST(TcpDialerTest, ZeroKeepsTheKernelsDefaults) {
+  echo_server server;
+  netpool::tcp_options options;
+  options.keep_alive = true;
+  options.keep_alive_count = 4;  // only this one set
+  auto s = netpool::tcp_dialer("127.0.0.1", server.port(), options)(steady::now() + 10s);
+  ASSERT_TRUE(s) << s.error().message();
+  // A socket with nothing set shows the kernel's defaults: the dialed one must show the same.
+  const int plain = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(plain, 0);
+  const int fd = s->native_handle();
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE), int_option(plain, IPPROTO_TCP, TCP_KEEPIDLE));
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL), int_option(plain, IPPROTO_TCP, TCP_KEEPINTVL));
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT), int_option(plain, IPPROTO_TCP, TCP_USER_TIMEOUT));
+  EXPECT_EQ(int_option(fd, IPPROTO_TCP, TCP_KEEPCNT), 4);
+  ::close(plain);
+}
+
+TEST(TcpDialerTest, AnOptionOutOfRangeFailsTheDialBeforeConnecting) {
+  echo_server server;
+  const auto dial_with = [&](auto change) {
+    netpool::tcp_options options;
+    change(options);
+    return netpool::tcp_dialer("127.0.0.1", server.port(), options)(steady::now() + 10s);
+  };
+  const auto expect_einval = [](const netpool::result<netpool::socket>& s, const char* what) {
+    ASSERT_FALSE(s) << what;
+    EXPECT_EQ(s.error(), netpool::make_dial_error(EINVAL)) << what;
+    EXPECT_EQ(s.error(), netpool::condition::dial_failed) << what;
+  };
+  const std::size_t fds = netpool::test::open_fd_count();
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.keep_alive_idle = 32768s; }), "idle");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.keep_alive_idle = -1s; }), "idle < 0");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.keep_alive_interval = 40000s; }), "interval");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.keep_alive_count = 128; }), "count");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.keep_alive_count = -1; }), "count < 0");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.user_timeout = -1ms; }), "user timeout < 0");
+  expect_einval(dial_with([](netpool::tcp_options& o) { o.user_timeout = std::chrono::hours(1000); }),
+                "user timeout > INT_MAX ms");
+  EXPECT_EQ(server.accepted_total(), 0u);  // no connection was made for any of them
+  EXPECT_EQ(netpool::test::open_fd_count(), fds);
+
+  // The limits themselves are accepted.
+  auto edge = dial_with([](netpool::tcp_options& o) {
+    o.keep_alive_idle = 32767s;
+    o.keep_alive_interval = 32767s;
+    o.keep_alive_count = 127;
+    o.user_timeout = std::chrono::milliseconds(INT_MAX);
+  });
+  ASSERT_TRUE(edge) << edge.error().message();
+  EXPECT_EQ(int_option(edge->native_handle(), IPPROTO_TCP, TCP_KEEPIDLE), 32767);
+  EXPECT_EQ(int_option(edge->native_handle(), IPPROTO_TCP, TCP_KEEPCNT), 127);
+  EXPECT_EQ(int_option(edge->native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT), INT_MAX);
 }
 
 TEST(TcpDialerTest, ConcurrentDialsShareOneDialer) {
