@@ -58,8 +58,10 @@ void client(netpool::pool<netpool::socket>& pool, unsigned id, std::uint64_t req
     const int length = std::snprintf(request, sizeof request, "thread %u request %llu\n", id,
                                      static_cast<unsigned long long>(i));
     const std::string_view sent(request, static_cast<std::size_t>(length));
-    std::error_code ec = (*conn)->send_all(sent);
-    if (!ec) ec = netpool::examples::read_exact(**conn, reply, sent.size());
+    // A server that stops answering fails the request instead of hanging the thread.
+    const auto io_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    std::error_code ec = (*conn)->send_all(sent, io_deadline);
+    if (!ec) ec = netpool::examples::read_exact(**conn, reply, sent.size(), io_deadline);
     if (ec) {
       std::fprintf(stderr, "thread %u: request %llu: %s\n", id, static_cast<unsigned long long>(i),
                    ec.message().c_str());
@@ -90,8 +92,7 @@ int main(int argc, char** argv) {
   netpool::examples::loopback_echo_server server;
 
   netpool::pool_config<netpool::socket> cfg;
-  cfg.factory = netpool::examples::with_io_timeout(netpool::tcp_dialer("127.0.0.1", server.port()),
-                                                   std::chrono::seconds(5));
+  cfg.factory = netpool::tcp_dialer("127.0.0.1", server.port());
   cfg.max_size = pool_max;
   cfg.dial_timeout = std::chrono::seconds(2);
   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg));

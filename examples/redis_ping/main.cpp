@@ -5,8 +5,9 @@
 // 4 threads share a pool of at most 4 connections and each sends 100 PINGs, expecting +PONG. A
 // health check (socket::probe(), a non-blocking peek: no round trip) runs on every idle connection
 // before it is handed out, so one that redis closed meanwhile (timeout, restart, CLIENT KILL) is
-// replaced by a fresh dial instead of failing the request. A connection that fails mid-request is
-// discarded. Exits 0 only if all 400 PINGs were answered with +PONG.
+// replaced by a fresh dial instead of failing the request. Each PING must be answered within 5 s
+// (the socket's I/O deadline); a connection that fails or times out mid-request is discarded.
+// Exits 0 only if all 400 PINGs were answered with +PONG.
 #include <netpool/netpool.hpp>
 
 #include <atomic>
@@ -26,13 +27,15 @@ namespace {
 constexpr unsigned thread_count = 4;
 constexpr unsigned pings_per_thread = 100;
 
-// Reads one RESP line ("+PONG\r\n", "-ERR ...\r\n"). Bounded: a reply this long is not a PONG.
-std::error_code read_line(netpool::socket& s, std::string& line) {
+// Reads one RESP line ("+PONG\r\n", "-ERR ...\r\n") by `deadline` (else ETIMEDOUT). Bounded: a
+// reply this long is not a PONG.
+std::error_code read_line(netpool::socket& s, std::string& line,
+                          std::chrono::steady_clock::time_point deadline) {
   line.clear();
   char buffer[256];
   while (line.size() < 2 || line.compare(line.size() - 2, 2, "\r\n") != 0) {
     if (line.size() >= 512) return std::make_error_code(std::errc::message_size);
-    netpool::result<std::size_t> n = s.recv(buffer, sizeof buffer);
+    netpool::result<std::size_t> n = s.recv(buffer, sizeof buffer, deadline);
     if (!n) return n.error();
     if (*n == 0) return std::make_error_code(std::errc::connection_aborted);  // redis closed it
     line.append(buffer, *n);
@@ -48,8 +51,9 @@ void pinger(netpool::pool<netpool::socket>& pool, unsigned id, std::atomic<unsig
       std::fprintf(stderr, "thread %u: get: %s\n", id, conn.error().message().c_str());
       return;
     }
-    std::error_code ec = (*conn)->send_all("PING\r\n");
-    if (!ec) ec = read_line(**conn, reply);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    std::error_code ec = (*conn)->send_all("PING\r\n", deadline);
+    if (!ec) ec = read_line(**conn, reply, deadline);
     if (ec) {
       std::fprintf(stderr, "thread %u: PING: %s\n", id, ec.message().c_str());
       conn->discard();  // its state is unknown: close it and free the slot for a fresh dial
@@ -80,9 +84,7 @@ int main(int argc, char** argv) {
   }
 
   netpool::pool_config<netpool::socket> cfg;
-  // I/O timeout: a redis that stops answering fails the request instead of hanging the thread.
-  cfg.factory = netpool::examples::with_io_timeout(
-      netpool::tcp_dialer(host, static_cast<std::uint16_t>(port)), std::chrono::seconds(5));
+  cfg.factory = netpool::tcp_dialer(host, static_cast<std::uint16_t>(port));
   cfg.max_size = 4;
   cfg.dial_timeout = std::chrono::seconds(2);
   cfg.health_check = [](netpool::socket& s) { return s.probe() == netpool::liveness::alive; };

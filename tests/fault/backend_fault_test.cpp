@@ -468,16 +468,17 @@ TEST(BackendFault, NameDoesNotResolve) {
 
 // ---- a stalled backend ---------------------------------------------------------------------------------
 
-// The server stops answering (it still reads). The client's own read timeout (SO_RCVTIMEO, set by
-// the factory: the pool does not time I/O) ends each round trip with EAGAIN; put_with_error frees
+// The server stops answering (it still reads). The client's own I/O deadline (socket::recv with a
+// deadline: the pool does not time I/O) ends each round trip with ETIMEDOUT; put_with_error frees
 // the slot so that the next get can dial, and service resumes when the server answers again.
 TEST(BackendFault, ServerStallsMidResponse) {
   scenario_record rec("server stalls mid-response (client read timeout + put_with_error)");
   tally counts;
   echo_server server;
   constexpr milliseconds read_timeout = sanitized ? 400ms : 150ms;
-  instrumented_factory factory(netpool::tcp_dialer(server.host(), server.port()), read_timeout);
-  const load_options options;
+  instrumented_factory factory(netpool::tcp_dialer(server.host(), server.port()));
+  load_options options;
+  options.io_timeout = read_timeout;
   auto cfg = factory.config();
   // Fewer slots than clients: if put_with_error did not free the slot, the clients would starve.
   cfg.max_size = static_cast<std::size_t>(options.threads) - 1;
@@ -499,7 +500,7 @@ TEST(BackendFault, ServerStallsMidResponse) {
   const auto recovery = load.recovery();
 
   expect_pool_healthy_after(pool, factory, counts, server);
-  EXPECT_GE(count_of(counts.io_errors(), "EAGAIN"), pool.stats().max);
+  EXPECT_GE(count_of(counts.io_errors(), "ETIMEDOUT"), pool.stats().max);
   expect_only(counts.get_errors(), {"timeout"});
   rec.take(load, counts, recovery);
 }
@@ -509,7 +510,7 @@ TEST(BackendFault, ServerStallsMidResponse) {
 TEST(BackendFault, StalledConnectionDiscardFreesTheSlotForAWaiter) {
   const fd_leak_check fds;
   echo_server server(server_mode::silent);
-  instrumented_factory factory(netpool::tcp_dialer(server.host(), server.port()), 100ms);
+  instrumented_factory factory(netpool::tcp_dialer(server.host(), server.port()));
   auto cfg = factory.config();
   cfg.max_size = 1;
   auto pool = socket_pool::create(std::move(cfg)).value();
@@ -521,9 +522,9 @@ TEST(BackendFault, StalledConnectionDiscardFreesTheSlotForAWaiter) {
 
   ASSERT_FALSE((*stalled)->send_all("anyone there?\n"));
   char byte;
-  auto n = (*stalled)->recv(&byte, 1);
+  auto n = (*stalled)->recv(&byte, 1, clock_type::now() + 100ms);
   ASSERT_FALSE(n) << "the silent server answered";
-  EXPECT_TRUE(n.error() == std::errc::resource_unavailable_try_again) << n.error().message();
+  EXPECT_TRUE(n.error() == std::errc::timed_out) << n.error().message();
   EXPECT_FALSE(pool.put_with_error(std::move(*stalled)));
 
   auto next = waiter.get();

@@ -24,7 +24,6 @@
 #include <gtest/gtest.h>
 #include <netdb.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,6 +77,9 @@ inline constexpr std::uint64_t max_requests_per_thread = sanitized ? 20'000 : 20
 inline constexpr milliseconds load_time_limit = 20s;
 // How long a scenario waits for something that should take milliseconds (recovery, warm-up).
 inline constexpr milliseconds patience = sanitized ? 20s : 10s;
+// A client's own bound on one request/response (the socket's I/O deadline), so that no test thread
+// blocks forever on a stalled backend.
+inline constexpr milliseconds default_io_timeout = 2s;
 
 // ---- naming error codes ------------------------------------------------------------------------
 
@@ -223,14 +225,16 @@ inline std::string describe(const tally::counts& c) {
 
 // ---- one request / response ----------------------------------------------------------------------
 
-// Sends `message` and reads its echo. Empty on success; else what went wrong, as the table names it
-// ("ECONNRESET", "EAGAIN" for a read timeout set with SO_RCVTIMEO, "eof", "garbled").
-inline std::optional<std::string> round_trip(netpool::socket& s, const std::string& message) {
-  if (std::error_code ec = s.send_all(message)) return errno_name(ec.value());
+// Sends `message` and reads its echo, all within `io_timeout`. Empty on success; else what went wrong,
+// as the table names it ("ECONNRESET", "ETIMEDOUT" when io_timeout ran out, "eof", "garbled").
+inline std::optional<std::string> round_trip(netpool::socket& s, const std::string& message,
+                                             milliseconds io_timeout = default_io_timeout) {
+  const auto deadline = clock_type::now() + io_timeout;
+  if (std::error_code ec = s.send_all(message, deadline)) return errno_name(ec.value());
   std::string got;
   char buf[256];
   while (got.size() < message.size()) {
-    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()));
+    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
     if (!n) return errno_name(n.error().value());
     if (*n == 0) return std::string("eof");
     got.append(buf, *n);
@@ -264,14 +268,11 @@ inline netpool::liveness peek(int fd) {
 
 // ---- the factory under test's control --------------------------------------------------------------
 
-// Wraps a dialer: counts calls, dials in flight at once and the longest dial; gives every socket
-// send and receive timeouts (SO_SNDTIMEO / SO_RCVTIMEO: a client's own bound on a stalled
-// backend, so that no test thread can block forever); throws while throw_now is set.
-// Must outlive the pool (the pool calls it until its maintainer is joined).
+// Wraps a dialer: counts calls, dials in flight at once and the longest dial; throws while
+// throw_now is set. Must outlive the pool (the pool calls it until its maintainer is joined).
 class instrumented_factory {
  public:
-  explicit instrumented_factory(netpool::tcp_dialer dialer, milliseconds io_timeout = 2s)
-      : dialer_(std::move(dialer)), io_timeout_(io_timeout) {}
+  explicit instrumented_factory(netpool::tcp_dialer dialer) : dialer_(std::move(dialer)) {}
   instrumented_factory(const instrumented_factory&) = delete;
   instrumented_factory& operator=(const instrumented_factory&) = delete;
 
@@ -290,7 +291,6 @@ class instrumented_factory {
   milliseconds max_duration() const noexcept {
     return std::chrono::duration_cast<milliseconds>(std::chrono::nanoseconds(max_ns_.load()));
   }
-  void set_io_timeout(milliseconds t) noexcept { io_timeout_.store(t); }
 
  private:
   netpool::result<netpool::socket> call(clock_type::time_point deadline) {
@@ -316,20 +316,11 @@ class instrumented_factory {
       throw std::runtime_error("instrumented_factory: injected failure");
     }
     netpool::result<netpool::socket> s = dialer_(deadline);
-    if (!s) {
-      failures_.fetch_add(1);
-      return s;
-    }
-    const milliseconds io = io_timeout_.load();
-    const timeval tv{static_cast<time_t>(io.count() / 1000),
-                     static_cast<suseconds_t>((io.count() % 1000) * 1000)};
-    ::setsockopt(s->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(s->native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (!s) failures_.fetch_add(1);
     return s;
   }
 
   netpool::tcp_dialer dialer_;
-  std::atomic<milliseconds> io_timeout_;
   std::atomic<std::uint64_t> calls_{0}, failures_{0};
   std::atomic<std::size_t> in_flight_{0}, max_in_flight_{0};
   std::atomic<std::int64_t> max_ns_{0};
@@ -343,6 +334,8 @@ struct load_options {
   // A client that just failed waits this long before its next request (as real clients back off);
   // zero hammers the pool.
   milliseconds pause_after_error = 1ms;
+  // Each round trip's own deadline (round_trip()).
+  milliseconds io_timeout = default_io_timeout;
 };
 
 // N threads doing get_for -> round trip -> put (put_with_error after a failed round trip) until
@@ -422,7 +415,7 @@ class client_load {
       }
       tally_.get_succeeded();
       const std::string message = request("t", static_cast<std::uint64_t>(thread_index), i);
-      if (auto failure = round_trip(**conn, message)) {
+      if (auto failure = round_trip(**conn, message, options_.io_timeout)) {
         tally_.io_failed(*failure);
         tally_.discarded(pool_.put_with_error(std::move(*conn)));
         if (options_.pause_after_error.count() > 0) std::this_thread::sleep_for(options_.pause_after_error);
