@@ -472,7 +472,7 @@ TEST(BackendFault, NameDoesNotResolve) {
 // deadline: the pool does not time I/O) ends each round trip with ETIMEDOUT; put_with_error frees
 // the slot so that the next get can dial, and service resumes when the server answers again.
 TEST(BackendFault, ServerStallsMidResponse) {
-  scenario_record rec("server stalls mid-response (client read timeout + put_with_error)");
+  scenario_record rec("server stalls mid-response (client I/O deadline + put_with_error)");
   tally counts;
   echo_server server;
   constexpr milliseconds read_timeout = sanitized ? 400ms : 150ms;

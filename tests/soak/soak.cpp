@@ -19,8 +19,6 @@
 // compared with the first, with slack); 2 on a usage error.
 //
 // Only loopback (127.0.0.1); the server is in this process and stopped by its handle.
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -173,13 +171,15 @@ void fail(const std::string& what) {
   ++failures;
 }
 
-// Sends `message`, reads exactly its length back. Empty on success, else the failure's name.
+// Sends `message`, reads exactly its length back, within 1 s (the clients' own bound on a silent
+// server: "io:ETIMEDOUT"). Empty on success, else the failure's name.
 std::optional<std::string> round_trip(netpool::socket& s, const std::string& message) {
-  if (std::error_code ec = s.send_all(message)) return "io:" + errno_name(ec.value());
+  const auto deadline = clock_type::now() + 1s;
+  if (std::error_code ec = s.send_all(message, deadline)) return "io:" + errno_name(ec.value());
   std::string got;
   char buf[256];
   while (got.size() < message.size()) {
-    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()));
+    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
     if (!n) return "io:" + errno_name(n.error().value());
     if (*n == 0) return std::string("io:eof");
     got.append(buf, *n);
@@ -221,18 +221,8 @@ int main(int argc, char** argv) {
   std::vector<sample> samples;
   {
     echo_server server;
-    netpool::tcp_dialer dial(server.host(), server.port());
     netpool::pool_config<netpool::socket> cfg;
-    // The clients' own bound on a silent server: a 1 s read timeout on every connection.
-    cfg.factory = [dial](clock_type::time_point deadline) {
-      auto s = dial(deadline);
-      if (s) {
-        const timeval tv{1, 0};
-        ::setsockopt(s->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        ::setsockopt(s->native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      }
-      return s;
-    };
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
     cfg.max_size = max_size;
     cfg.min_size = 2;
     cfg.dial_timeout = 1s;
