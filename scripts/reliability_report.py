@@ -136,7 +136,7 @@ def render(records, build_dir, command):
                "codes get() returned: `ECONNREFUSED`, `ETIMEDOUT` (a dial that ran out of dial_timeout), "
                "`EAI_NONAME`… are dial failures (`condition::dial_failed`; while the pool backs off after a failed dial, gets fail at once with that "
                "last error), `timeout` and `factory_threw` are `netpool::errc`. Failed round trips are "
-               "what the clients' own I/O saw on a lent connection (`ETIMEDOUT`: the client's own I/O deadline; "
+               "what the clients' own I/O saw on a lent connection (`io_timeout`: the client's own I/O deadline passed; "
                "`eof`: the server closed) before returning it with `put_with_error`. Descriptors are "
                "counted in `/proc/self/fd` before the server starts and after the pool and server are "
                "gone. Recovery is the time from the fault's end to the first successful round trip; "

@@ -48,8 +48,18 @@ class netpool_category_impl final : public std::error_category {
         return "rejected by hook";
       case errc::dial_not_needed:
         return "dial not needed: a connection went idle meanwhile";
+      case errc::io_timeout:
+        return "I/O deadline passed";
     }
     return "unknown netpool error " + std::to_string(value);
+  }
+
+  // io_timeout is a timeout in the generic sense (ec == std::errc::timed_out holds, as for the
+  // kernel's ETIMEDOUT); the others have no generic counterpart. errc::timeout stays apart: it says
+  // that every connection was busy, which std::errc::timed_out would not tell a caller.
+  std::error_condition default_error_condition(int value) const noexcept override {
+    if (static_cast<errc>(value) == errc::io_timeout) return std::errc::timed_out;
+    return {value, *this};
   }
 };
 

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <ctime>
 
+#include "netpool/error.hpp"
+
 namespace netpool {
 namespace {
 
@@ -17,13 +19,12 @@ std::error_code last_error() noexcept {
   return {errno, std::system_category()};
 }
 
-// Waits until `fd` is ready for `event` (POLLIN or POLLOUT), or reports ETIMEDOUT once `deadline`
-// has passed. An error or hang-up on the socket counts as ready: the send or recv that follows
-// reports it.
+// Waits until `fd` is ready for `event` (POLLIN or POLLOUT), or reports errc::io_timeout once
+// `deadline` has passed. A hang-up counts as ready: the send or recv that follows reports it.
 std::error_code wait_until_ready(int fd, short event, steady_time deadline) noexcept {
   for (;;) {
     const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) return {ETIMEDOUT, std::system_category()};
+    if (now >= deadline) return errc::io_timeout;
     // deadline > now, so the difference neither overflows nor goes negative (even for
     // time_point::max()); ppoll takes nanoseconds, where poll's milliseconds would round.
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now);
@@ -32,7 +33,16 @@ std::error_code wait_until_ready(int fd, short event, steady_time deadline) noex
                            static_cast<long>((left - seconds).count())};
     pollfd watched{fd, event, 0};
     const int ready = ::ppoll(&watched, 1, &timeout, nullptr);
-    if (ready > 0) return {};
+    if (ready > 0) {
+      if ((watched.revents & (event | POLLHUP | POLLNVAL)) != 0) return {};
+      // POLLERR alone: a pending socket error, which we take (SO_ERROR clears it) and report; or,
+      // with none, entries on the error queue (SO_TIMESTAMPING, MSG_ZEROCOPY), which keep ppoll
+      // returning while send/recv say EAGAIN: waiting on would spin, so the wait fails instead.
+      int error = 0;
+      socklen_t length = sizeof error;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return last_error();
+      return {error != 0 ? error : EOPNOTSUPP, std::system_category()};
+    }
     // 0: the timeout ran out; the loop's clock check decides (ppoll's clock is not steady_clock).
     if (ready < 0 && errno != EINTR) return last_error();
   }
@@ -91,6 +101,9 @@ std::error_code socket::send_all(std::string_view data) noexcept {
 }
 
 result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
+  // recv(2) of 0 bytes on a stream socket waits for data to arrive (and reads none): not what a
+  // call asking for nothing means.
+  if (size == 0) return std::size_t{0};
   for (;;) {
     const ssize_t n = ::recv(fd_, data, size, 0);
     if (n >= 0) return static_cast<std::size_t>(n);
@@ -120,6 +133,7 @@ std::error_code socket::send_all(std::string_view data, steady_time deadline) no
 }
 
 result<std::size_t> socket::recv(void* data, std::size_t size, steady_time deadline) noexcept {
+  if (size == 0) return std::size_t{0};  // as the untimed recv: nothing asked, nothing waited for
   for (;;) {
     const ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
     if (n >= 0) return static_cast<std::size_t>(n);

@@ -3,7 +3,7 @@
 //   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
 //   std::error_code ec = (*conn)->send_all(request, deadline);
 //   if (!ec) ec = netpool::examples::read_exact(*conn, buffer, size, deadline);
-//   if (ec) conn->discard();  // broken, timed out (ETIMEDOUT) or closed mid-reply
+//   if (ec) conn->discard();  // broken, timed out (errc::io_timeout) or closed mid-reply
 //
 // Why a deadline: the pool bounds waiting for a connection and dialing one, but a request on a
 // borrowed socket would otherwise block as long as the server takes. With one, a stuck server

@@ -27,7 +27,7 @@ namespace {
 constexpr unsigned thread_count = 4;
 constexpr unsigned pings_per_thread = 100;
 
-// Reads one RESP line ("+PONG\r\n", "-ERR ...\r\n") by `deadline` (else ETIMEDOUT). Bounded: a
+// Reads one RESP line ("+PONG\r\n", "-ERR ...\r\n") by `deadline` (else errc::io_timeout). Bounded: a
 // reply this long is not a PONG.
 std::error_code read_line(netpool::socket& s, std::string& line,
                           std::chrono::steady_clock::time_point deadline) {

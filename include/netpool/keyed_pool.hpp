@@ -15,7 +15,7 @@
 //
 //   auto conn = pools->get_for("127.0.0.2", std::chrono::milliseconds(100));
 //   if (!conn) return conn.error();            // timeout (key full), exhausted (global limit), ...
-//   (*conn)->send_all("PING\r\n");             // a plain netpool::lease from that host's pool
+//   if ((*conn)->send_all("PING\r\n")) conn->discard();  // a plain netpool::lease of that host's pool
 //   // ~lease() returns it to its sub-pool; pools->stats() sums every sub-pool
 //
 // Thread safety: every member function may be called concurrently from any thread, except that

@@ -11,14 +11,14 @@
 //   // A backend that stops answering must not hold the thread: give the I/O a deadline.
 //   const auto io_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
 //   auto m = s->recv(buf, sizeof buf, io_deadline);    // waits at most until io_deadline
-//   if (!m && m.error() == std::errc::timed_out) { /* the reply may still come: discard the lease */ }
+//   if (!m && m.error() == netpool::errc::io_timeout) { /* a reply may still come: discard it */ }
 //
 // Thread safety: one thread at a time per socket (as with any descriptor).
 // Lifetime: the socket owns its descriptor; moving transfers ownership and leaves the source empty.
 // Errors: send/recv/close report errno as std::system_category() codes (compare them with std::errc:
-// `ec == std::errc::broken_pipe`). Blocking: send/recv without a deadline block as the descriptor
-// does (the built-in dialers hand out blocking sockets); with a deadline they wait at most until it,
-// blocking descriptor or not; probe() never blocks.
+// `ec == std::errc::broken_pipe`); a passed deadline is errc::io_timeout. Blocking: send/recv without a
+// deadline block as the descriptor does (the built-in dialers hand out blocking sockets); with a deadline
+// they wait at most until it, blocking descriptor or not; probe() never blocks.
 #pragma once
 
 #include <chrono>
@@ -26,6 +26,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "netpool/error.hpp"  // errc::io_timeout
 #include "netpool/result.hpp"
 
 namespace netpool {
@@ -64,15 +65,17 @@ class socket {
   result<std::size_t> send(const void* data, std::size_t size) noexcept;
   // Sends everything (looping over partial writes and EINTR).
   [[nodiscard]] std::error_code send_all(std::string_view data) noexcept;
-  // recv(2), retried on EINTR; 0 means the peer closed (or size was 0).
+  // recv(2), retried on EINTR; 0 means the peer closed, or size was 0 (then it returns at once).
   result<std::size_t> recv(void* data, std::size_t size) noexcept;
 
-  // The same three, waiting (poll) for the socket at most until `deadline`; then they fail with
-  // ETIMEDOUT (`== std::errc::timed_out`). What can be sent or read at once is, even past the
-  // deadline (so a deadline already passed makes a non-blocking attempt). send_all's deadline
-  // bounds the whole message; when it passes part way, part of the message has gone. After a
-  // timeout the stream is out of step with the protocol (a late reply may still arrive): discard
-  // the connection (lease::discard(), put_with_error) rather than return it.
+  // The same three, waiting (ppoll) for the socket at most until `deadline`; then they fail with
+  // errc::io_timeout (which is also `== std::errc::timed_out`). What can be sent or read at once
+  // is, even past the deadline (so a deadline already passed makes a non-blocking attempt).
+  // send_all's deadline bounds the whole message; when it passes part way, part of the message
+  // has gone. After a timeout the stream is out of step with the protocol (a late reply may still
+  // arrive): discard the connection (lease::discard(), put_with_error) rather than return it.
+  // A socket with entries on its error queue (SO_TIMESTAMPING, MSG_ZEROCOPY) cannot be waited on
+  // this way: a wait fails with EOPNOTSUPP rather than spin.
   result<std::size_t> send(const void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;
   [[nodiscard]] std::error_code send_all(std::string_view data,

@@ -17,9 +17,14 @@
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 
+#define NETPOOL_DETAIL_STRINGIFY(x) #x
+#define NETPOOL_DETAIL_VERSION_STRING(major, minor, patch) \
+  NETPOOL_DETAIL_STRINGIFY(major) "." NETPOOL_DETAIL_STRINGIFY(minor) "." NETPOOL_DETAIL_STRINGIFY(patch)
+
 namespace netpool {
 
-// "MAJOR.MINOR.PATCH", the same three numbers as the macros.
-inline constexpr std::string_view version_string = "0.1.0";
+// "MAJOR.MINOR.PATCH", spelled from the macros.
+inline constexpr std::string_view version_string =
+    NETPOOL_DETAIL_VERSION_STRING(NETPOOL_VERSION_MAJOR, NETPOOL_VERSION_MINOR, NETPOOL_VERSION_PATCH);
 
 }  // namespace netpool

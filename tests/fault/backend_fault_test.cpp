@@ -469,7 +469,7 @@ TEST(BackendFault, NameDoesNotResolve) {
 // ---- a stalled backend ---------------------------------------------------------------------------------
 
 // The server stops answering (it still reads). The client's own I/O deadline (socket::recv with a
-// deadline: the pool does not time I/O) ends each round trip with ETIMEDOUT; put_with_error frees
+// deadline: the pool does not time I/O) ends each round trip with errc::io_timeout; put_with_error frees
 // the slot so that the next get can dial, and service resumes when the server answers again.
 TEST(BackendFault, ServerStallsMidResponse) {
   scenario_record rec("server stalls mid-response (client I/O deadline + put_with_error)");
@@ -500,7 +500,7 @@ TEST(BackendFault, ServerStallsMidResponse) {
   const auto recovery = load.recovery();
 
   expect_pool_healthy_after(pool, factory, counts, server);
-  EXPECT_GE(count_of(counts.io_errors(), "ETIMEDOUT"), pool.stats().max);
+  EXPECT_GE(count_of(counts.io_errors(), "io_timeout"), pool.stats().max);
   expect_only(counts.get_errors(), {"timeout"});
   rec.take(load, counts, recovery);
 }
@@ -524,7 +524,7 @@ TEST(BackendFault, StalledConnectionDiscardFreesTheSlotForAWaiter) {
   char byte;
   auto n = (*stalled)->recv(&byte, 1, clock_type::now() + 100ms);
   ASSERT_FALSE(n) << "the silent server answered";
-  EXPECT_TRUE(n.error() == std::errc::timed_out) << n.error().message();
+  EXPECT_EQ(n.error(), netpool::errc::io_timeout) << n.error().message();
   EXPECT_FALSE(pool.put_with_error(std::move(*stalled)));
 
   auto next = waiter.get();

@@ -138,6 +138,8 @@ inline std::string code_name(const std::error_code& ec) {
         return "hook_rejected";
       case errc::dial_not_needed:
         return "dial_not_needed";
+      case errc::io_timeout:
+        return "io_timeout";
     }
     return "netpool " + std::to_string(ec.value());
   }
@@ -226,16 +228,16 @@ inline std::string describe(const tally::counts& c) {
 // ---- one request / response ----------------------------------------------------------------------
 
 // Sends `message` and reads its echo, all within `io_timeout`. Empty on success; else what went wrong,
-// as the table names it ("ECONNRESET", "ETIMEDOUT" when io_timeout ran out, "eof", "garbled").
+// as the table names it ("ECONNRESET", "io_timeout" when io_timeout ran out, "eof", "garbled").
 inline std::optional<std::string> round_trip(netpool::socket& s, const std::string& message,
                                              milliseconds io_timeout = default_io_timeout) {
   const auto deadline = clock_type::now() + io_timeout;
-  if (std::error_code ec = s.send_all(message, deadline)) return errno_name(ec.value());
+  if (std::error_code ec = s.send_all(message, deadline)) return code_name(ec);
   std::string got;
   char buf[256];
   while (got.size() < message.size()) {
     auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
-    if (!n) return errno_name(n.error().value());
+    if (!n) return code_name(n.error());
     if (*n == 0) return std::string("eof");
     got.append(buf, *n);
   }

@@ -115,6 +115,7 @@ std::string code_name(const std::error_code& ec) {
   if (ec == netpool::errc::timeout) return "timeout";
   if (ec == netpool::errc::exhausted) return "exhausted";
   if (ec == netpool::errc::pool_closed) return "pool_closed";
+  if (ec == netpool::errc::io_timeout) return "io:io_timeout";
   if (ec.category() == netpool::dial_category() && ec.value() > 0) return errno_name(ec.value());
   if (ec.category() == std::system_category()) return "io:" + errno_name(ec.value());
   return ec.message();
@@ -172,15 +173,15 @@ void fail(const std::string& what) {
 }
 
 // Sends `message`, reads exactly its length back, within 1 s (the clients' own bound on a silent
-// server: "io:ETIMEDOUT"). Empty on success, else the failure's name.
+// server: "io:io_timeout"). Empty on success, else the failure's name.
 std::optional<std::string> round_trip(netpool::socket& s, const std::string& message) {
   const auto deadline = clock_type::now() + 1s;
-  if (std::error_code ec = s.send_all(message, deadline)) return "io:" + errno_name(ec.value());
+  if (std::error_code ec = s.send_all(message, deadline)) return code_name(ec);
   std::string got;
   char buf[256];
   while (got.size() < message.size()) {
     auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
-    if (!n) return "io:" + errno_name(n.error().value());
+    if (!n) return code_name(n.error());
     if (*n == 0) return std::string("io:eof");
     got.append(buf, *n);
   }

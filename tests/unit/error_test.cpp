@@ -36,12 +36,13 @@ TEST(ErrorTest, NetpoolMessagesReadWellInLogs) {
   EXPECT_EQ(std::error_code(errc::hook_rejected).message(), "rejected by hook");
   EXPECT_EQ(std::error_code(errc::dial_not_needed).message(),
             "dial not needed: a connection went idle meanwhile");
+  EXPECT_EQ(std::error_code(errc::io_timeout).message(), "I/O deadline passed");
   EXPECT_EQ(netpool::netpool_category().message(999), "unknown netpool error 999");
 }
 
 TEST(ErrorTest, EveryErrcIsNonZeroAndDistinct) {
-  for (int v = static_cast<int>(netpool::errc::pool_closed);
-       v <= static_cast<int>(netpool::errc::dial_not_needed); ++v) {
+  for (int v = static_cast<int>(netpool::errc::pool_closed); v <= static_cast<int>(netpool::errc::io_timeout);
+       ++v) {
     const std::error_code ec(static_cast<netpool::errc>(v));
     EXPECT_TRUE(ec) << v;
     EXPECT_EQ(ec.value(), v);
@@ -102,6 +103,18 @@ TEST(ErrorTest, TimeoutComparesAsEnumAndFromResult) {
   EXPECT_EQ(r.error(), netpool::errc::timeout);
   EXPECT_NE(r.error(), netpool::errc::cancelled);
   EXPECT_EQ(r.error().message(), "timed out");
+}
+
+TEST(ErrorTest, AnIoTimeoutIsATimeoutButNotTheKernels) {
+  const std::error_code io = netpool::errc::io_timeout;
+  EXPECT_EQ(io, std::errc::timed_out);                              // what a generic timeout check looks for
+  const std::error_code kernel(ETIMEDOUT, std::system_category());  // keep-alive, TCP_USER_TIMEOUT
+  EXPECT_EQ(kernel, std::errc::timed_out);
+  EXPECT_NE(kernel, netpool::errc::io_timeout);  // told apart
+  EXPECT_NE(io, netpool::errc::timeout);         // not "every connection busy"
+  EXPECT_NE(io, netpool::condition::dial_failed);
+  // The other netpool codes have no generic meaning: errc::timeout is not std::errc::timed_out.
+  EXPECT_NE(std::error_code(netpool::errc::timeout), std::errc::timed_out);
 }
 
 TEST(ErrorTest, ResultValueThrowsSystemErrorWithTheCode) {

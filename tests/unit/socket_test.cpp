@@ -4,11 +4,15 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -260,7 +264,18 @@ TEST(SocketTest, ProbeReportsReset) {
 using steady = std::chrono::steady_clock;
 
 std::error_code timeout_error() {
-  return {ETIMEDOUT, std::system_category()};
+  return netpool::errc::io_timeout;
+}
+
+// CPU time this thread has used (user + system): a wait that spins shows here, whatever the wall
+// clock of a busy machine does.
+std::chrono::microseconds thread_cpu_time() {
+  rusage usage{};
+  ::getrusage(RUSAGE_THREAD, &usage);
+  const auto to_us = [](const timeval& t) {
+    return std::chrono::seconds(t.tv_sec) + std::chrono::microseconds(t.tv_usec);
+  };
+  return to_us(usage.ru_utime) + to_us(usage.ru_stime);
 }
 
 // A loopback listener that never accepts, so nothing ever reads what a client connected to it
@@ -301,16 +316,20 @@ TEST(SocketDeadlineTest, SendAllAndRecvRoundTripWithinTheDeadline) {
   ASSERT_TRUE(s);
   const auto deadline = steady::now() + 30s;
   const std::string message(100000, 'y');  // several segments: partial writes and reads
-  std::thread writer([&] { EXPECT_FALSE(s.send_all(message, deadline)); });
   std::string echoed;
-  char buf[4096];
-  while (echoed.size() < message.size()) {
-    auto got = s.recv(buf, std::min(sizeof buf, message.size() - echoed.size()), deadline);
-    ASSERT_TRUE(got) << got.error().message();
-    ASSERT_GT(*got, 0u);
-    echoed.append(buf, *got);
+  {
+    // One thread sends while this one reads (the echo would fill both buffers otherwise): the
+    // kernel allows a send and a recv at once on one descriptor, and netpool::socket keeps no
+    // state of its own besides it.
+    std::jthread writer([&] { EXPECT_FALSE(s.send_all(message, deadline)); });
+    char buf[4096];
+    while (echoed.size() < message.size()) {
+      auto got = s.recv(buf, std::min(sizeof buf, message.size() - echoed.size()), deadline);
+      EXPECT_TRUE(got && *got > 0) << (got ? "end of stream" : got.error().message());
+      if (!got || *got == 0) break;
+      echoed.append(buf, *got);
+    }
   }
-  writer.join();
   EXPECT_EQ(echoed, message);
 }
 
@@ -324,8 +343,10 @@ TEST(SocketDeadlineTest, RecvFromAServerThatNeverAnswersTimesOut) {
   auto got = s.recv(&c, 1, start + 100ms);
   ASSERT_FALSE(got);
   EXPECT_EQ(got.error(), timeout_error());
-  EXPECT_EQ(got.error(), std::errc::timed_out);
-  EXPECT_GE(steady::now() - start, 100ms);  // it waited for the deadline, not less
+  EXPECT_EQ(got.error(), std::errc::timed_out);             // a timeout in the generic sense too
+  EXPECT_NE(got.error(), netpool::errc::timeout);           // not "every connection busy"
+  EXPECT_EQ(got.error().message(), "I/O deadline passed");  // not the kernel's ETIMEDOUT text
+  EXPECT_GE(steady::now() - start, 100ms);                  // it waited for the deadline, not less
   // The socket is untouched: the server can still answer, and the answer is read.
   EXPECT_TRUE(s.is_open());
   EXPECT_EQ(s.probe(), liveness::alive);
@@ -398,6 +419,99 @@ TEST(SocketDeadlineTest, TheDeadlineBoundsAWaitOnANonBlockingDescriptorToo) {
   ASSERT_FALSE(got);
   EXPECT_EQ(got.error(), timeout_error());  // not EAGAIN at once
   EXPECT_GE(steady::now() - start, 50ms);
+}
+
+TEST(SocketDeadlineTest, WaitingUsesNoCpu) {
+  // A wait that polled the wrong event, or with a zero timeout, would spin until the deadline:
+  // 300 ms of wall time must cost far less than 300 ms of CPU.
+  echo_server silent(netpool::test::server_mode::silent);
+  netpool::socket quiet = dial(silent);
+  ASSERT_TRUE(quiet);
+  auto cpu_before = thread_cpu_time();
+  char c;
+  auto got = quiet.recv(&c, 1, steady::now() + 300ms);
+  EXPECT_EQ(got ? std::error_code() : got.error(), timeout_error());
+  EXPECT_LT(thread_cpu_time() - cpu_before, 100ms) << "recv spun while it waited";
+
+  listener_that_never_reads peer;
+  netpool::socket full = dial("127.0.0.1", peer.port());
+  ASSERT_TRUE(full);
+  const int small = 4096;
+  ASSERT_EQ(::setsockopt(full.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  const std::string message(8 << 20, 'w');
+  // Fill the buffers first (not timed: the copy into them is work), then wait with them full.
+  EXPECT_EQ(full.send_all(message, steady::now() + 100ms), timeout_error());
+  cpu_before = thread_cpu_time();
+  EXPECT_EQ(full.send_all(message, steady::now() + 300ms), timeout_error());
+  EXPECT_LT(thread_cpu_time() - cpu_before, 100ms) << "send spun while it waited";
+}
+
+TEST(SocketDeadlineTest, AFarDeadlineWaitsForTheData) {
+  // time_point::max() and a deadline seconds away take ppoll's seconds field (a conversion that
+  // only a wait of a second or more exercises).
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+  for (const auto deadline : {steady::time_point::max(), steady::now() + 60s}) {
+    std::atomic<bool> waiting{false};
+    netpool::result<std::size_t> got = std::size_t{0};
+    char c = 0;
+    {
+      std::jthread reader([&] {
+        waiting = true;
+        got = s.recv(&c, 1, deadline);
+      });
+      // No ASSERT here: leaving the block without sending would leave the reader waiting for good.
+      EXPECT_TRUE(wait_for([&] { return waiting.load(); }));
+      std::this_thread::sleep_for(50ms);  // usually inside ppoll by now; either way it must read
+      server.send_to_all("+");
+    }
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_EQ(*got, 1u);
+    EXPECT_EQ(c, '+');
+  }
+}
+
+TEST(SocketDeadlineTest, ASizeOfZeroReturnsAtOnce) {
+  // recv(2) of 0 bytes on a stream waits for data: neither recv may pass that on.
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  const timeval safety{5, 0};  // were it to block, fail after 5 s rather than hang
+  ASSERT_EQ(::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &safety, sizeof safety), 0);
+  char c;
+  auto untimed = s.recv(&c, 0);
+  ASSERT_TRUE(untimed) << untimed.error().message();
+  EXPECT_EQ(*untimed, 0u);
+  const auto start = steady::now();
+  auto timed = s.recv(&c, 0, start + 30s);
+  ASSERT_TRUE(timed) << timed.error().message();
+  EXPECT_EQ(*timed, 0u);
+  EXPECT_LT(steady::now() - start, 5s);  // did not wait for the deadline (30 s)
+}
+
+TEST(SocketDeadlineTest, AnErrorQueueFailsTheWaitInsteadOfSpinning) {
+  // A transmit timestamp on the error queue keeps ppoll reporting POLLERR while recv says EAGAIN.
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  const int stamps = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY;
+  if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_TIMESTAMPING, &stamps, sizeof stamps) != 0) {
+    GTEST_SKIP() << "SO_TIMESTAMPING: " << std::strerror(errno);
+  }
+  ASSERT_FALSE(s.send_all("stamp me", steady::now() + 30s));
+  // The stamp is queued once the segment has left.
+  ASSERT_TRUE(wait_for([&] {
+    pollfd p{s.native_handle(), 0, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+  }));
+  const auto cpu_before = thread_cpu_time();
+  char c;
+  auto got = s.recv(&c, 1, steady::now() + 10s);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), std::errc::operation_not_supported) << got.error().message();
+  EXPECT_LT(thread_cpu_time() - cpu_before, 1s) << "it spun";
 }
 
 TEST(SocketDeadlineTest, InterruptedWaitsResumeUntilTheDeadline) {

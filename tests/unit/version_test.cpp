@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <string_view>
 
 namespace {
 
@@ -24,7 +25,7 @@ TEST(VersionTest, TheNumberOrdersVersions) {
 }
 
 TEST(VersionTest, CMakeReadsItsVersionFromTheHeader) {
-  EXPECT_EQ(netpool::version_string, NETPOOL_PROJECT_VERSION);
+  EXPECT_EQ(netpool::version_string, std::string_view(NETPOOL_PROJECT_VERSION));
 }
 
 }  // namespace
