@@ -142,7 +142,10 @@ struct pool_config {
 
   // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database). An
   // error (or a throw: errc::hook_rejected) closes the connection and counts as a failed dial: the
-  // get that dialed fails with that error, and backoff starts as for any failed dial.
+  // get that dialed fails with that error, and backoff starts as for any failed dial. Its I/O is
+  // not bounded by dial_timeout: give it a deadline (socket::send_all/recv take one); a timeout
+  // (errc::io_timeout, or any code == std::errc::timed_out) fails the dial as ETIMEDOUT, as a dial
+  // that ran out of dial_timeout does.
   std::function<std::error_code(Conn&)> on_connect;
   // Before each hand-out (pooled or freshly dialed), after the health checks. false (or a throw)
   // closes the connection (close_reason::hook) and the get goes on with another one; a freshly

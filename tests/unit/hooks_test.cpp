@@ -105,6 +105,22 @@ TYPED_TEST(HooksTest, OnConnectErrorFailsTheGetClosesTheConnectionAndCountsAFail
   EXPECT_EQ(s.active, 0u) << "the slot is free again";
 }
 
+TYPED_TEST(HooksTest, OnConnectWhoseIoTimesOutIsADialThatTimedOut) {
+  // Set-up I/O bounded by the socket's own deadline (errc::io_timeout): the backend did not
+  // answer in time, which is what a dial that runs out of dial_timeout says too.
+  auto cfg = this->config(1);
+  cfg.on_connect = [](tracked_conn&) { return std::error_code(errc::io_timeout); };
+  auto pool = this->make(std::move(cfg));
+  auto got = pool.get_for(patience);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), netpool::make_dial_error(ETIMEDOUT));
+  EXPECT_EQ(got.error(), netpool::condition::dial_failed);
+  EXPECT_NE(got.error(), errc::timeout);  // not "every connection busy"
+  EXPECT_EQ(pool.last_dial_error(), netpool::make_dial_error(ETIMEDOUT));
+  EXPECT_EQ(this->registry.live(), 0);
+  EXPECT_EQ(pool.stats().dial_failures, 1u);
+}
+
 TYPED_TEST(HooksTest, OnConnectThatThrowsIsHookRejected) {
   auto cfg = this->config(1);
   cfg.dial_backoff_floor = 0ns;  // every get dials: the second must behave as the first
