@@ -27,7 +27,7 @@
 // of REDIS_ERR_IO) to std::error_code:
 //
 //   hiredis                         while connecting (redis_dialer)     on a command (error())
-//   REDIS_ERR_IO, ETIMEDOUT/EAGAIN  errc::timeout                       errc::timeout
+//   REDIS_ERR_IO, ETIMEDOUT/EAGAIN  errc::timeout                       errc::io_timeout
 //   REDIS_ERR_IO, other errno       make_dial_error(errno): e.g.        std::error_code(errno,
 //                                   ECONNREFUSED (== std::errc::         system_category())
 //                                   connection_refused)
@@ -90,7 +90,9 @@ inline std::error_code map_error(const redisContext& c, int saved_errno, bool co
       return {};
     case REDIS_ERR_IO:
       if (saved_errno == ETIMEDOUT || saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) {
-        return netpool::errc::timeout;  // connect timeout (the dial deadline) or command timeout
+        // The dial deadline, as the built-in dialers report it; or the command timeout, as
+        // netpool::socket reports its own I/O deadline (not errc::timeout: no pool was busy).
+        return connecting ? netpool::errc::timeout : netpool::errc::io_timeout;
       }
       if (saved_errno != 0) {
         return connecting ? netpool::make_dial_error(saved_errno)

@@ -246,7 +246,7 @@ TEST_F(HiredisPoolTest, CommandTimeoutBreaksTheContextAndOnReturnRefusesIt) {
     const redis_reply r = (*conn)->command("BLPOP", "no-such-list", "5");
     EXPECT_FALSE(r) << "BLPOP answered within the command timeout: " << text(r);
     EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
-    EXPECT_EQ((*conn)->error(), netpool::errc::timeout)
+    EXPECT_EQ((*conn)->error(), netpool::errc::io_timeout)
         << (*conn)->error().message() << " / " << (*conn)->get()->errstr;
     EXPECT_FALSE((*conn)->usable());  // its reply would arrive later, out of turn: never reuse it
   }
