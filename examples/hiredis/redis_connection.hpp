@@ -27,7 +27,10 @@
 // of REDIS_ERR_IO) to std::error_code:
 //
 //   hiredis                         while connecting (redis_dialer)     on a command (error())
-//   REDIS_ERR_IO, ETIMEDOUT/EAGAIN  errc::timeout                       errc::io_timeout
+//   REDIS_ERR_IO, EAGAIN            errc::timeout                       errc::io_timeout (the
+//                                                                       command timeout)
+//   REDIS_ERR_IO, ETIMEDOUT         errc::timeout                       as other errno (the kernel
+//                                                                       gave up: keep-alive, ...)
 //   REDIS_ERR_IO, other errno       make_dial_error(errno): e.g.        std::error_code(errno,
 //                                   ECONNREFUSED (== std::errc::         system_category())
 //                                   connection_refused)
@@ -89,10 +92,14 @@ inline std::error_code map_error(const redisContext& c, int saved_errno, bool co
     case 0:
       return {};
     case REDIS_ERR_IO:
-      if (saved_errno == ETIMEDOUT || saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) {
-        // The dial deadline, as the built-in dialers report it; or the command timeout, as
-        // netpool::socket reports its own I/O deadline (not errc::timeout: no pool was busy).
-        return connecting ? netpool::errc::timeout : netpool::errc::io_timeout;
+      if (connecting && (saved_errno == ETIMEDOUT || saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+        return netpool::errc::timeout;  // the dial deadline, as the built-in dialers report it
+      }
+      if (!connecting && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK)) {
+        // The command timeout (SO_RCVTIMEO / SO_SNDTIMEO), as netpool::socket reports its own I/O
+        // deadline; not errc::timeout (no pool was busy). The kernel's ETIMEDOUT (keep-alive,
+        // TCP_USER_TIMEOUT) falls through and stays a system error.
+        return netpool::errc::io_timeout;
       }
       if (saved_errno != 0) {
         return connecting ? netpool::make_dial_error(saved_errno)

@@ -66,7 +66,10 @@ struct tcp_options {
   // connection (the next send or recv fails with ETIMEDOUT). 0 keeps the kernel's default, ~15 min
   // of retransmissions. 0–2147483647 ms.
   std::chrono::milliseconds user_timeout{0};
-  // An option out of its range fails every dial with make_dial_error(EINVAL), before connecting.
+  // An option out of its range fails every dial with make_dial_error(EINVAL), before connecting:
+  // a pool takes that for a failing backend (backoff, fast failures), so check values you compute.
+  // The timers and user_timeout apply to TCP endpoints; a custom resolver's other kinds of
+  // endpoint get keep_alive alone.
 };
 
 class tcp_dialer {

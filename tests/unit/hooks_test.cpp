@@ -12,6 +12,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "netpool/error.hpp"
@@ -119,6 +120,43 @@ TYPED_TEST(HooksTest, OnConnectWhoseIoTimesOutIsADialThatTimedOut) {
   EXPECT_EQ(pool.last_dial_error(), netpool::make_dial_error(ETIMEDOUT));
   EXPECT_EQ(this->registry.live(), 0);
   EXPECT_EQ(pool.stats().dial_failures, 1u);
+}
+
+TYPED_TEST(HooksTest, OnConnectTimingOutPastAShortCallersDeadlineIsStillADialFailure) {
+  // on_connect is not given the caller's deadline: its io_timeout is its own limit. Were it taken
+  // for the caller's timeout, a backend that accepts but never answers the set-up would start no
+  // backoff, and every get would dial and wait out on_connect's limit again. Both ways a get can
+  // dial: on its own thread (lean_pool; pool without background maintenance), where the dial
+  // outlives the caller's deadline, and through a dialer thread (pool), which the caller leaves.
+  for (const bool background : {false, true}) {
+    SCOPED_TRACE(background ? "background maintenance" : "dial on the caller's thread");
+    auto cfg = this->config(1);
+    cfg.background_maintenance = background;
+    cfg.dial_timeout = 10s;
+    cfg.dial_backoff_floor = 10s;  // the next get must meet the backoff, however slow the machine
+    cfg.dial_backoff_cap = 10s;
+    cfg.on_connect = [](tracked_conn&) {
+      std::this_thread::sleep_for(50ms);  // its own I/O limit, longer than the caller's patience
+      return std::error_code(errc::io_timeout);
+    };
+    auto pool = this->make(std::move(cfg));
+    auto got = pool.get_for(5ms);
+    ASSERT_FALSE(got);
+    // The caller may have given up first (a dialer thread runs the dial): its own timeout.
+    EXPECT_TRUE(got.error() == netpool::make_dial_error(ETIMEDOUT) || got.error() == errc::timeout)
+        << got.error().message();
+    ASSERT_TRUE(netpool::test::wait_for([&] {
+      return pool.last_dial_error() == netpool::make_dial_error(ETIMEDOUT);
+    })) << "the set-up's timeout was not recorded as a failed dial: "
+        << pool.last_dial_error().message();
+    auto next = pool.get_for(5ms);  // fails fast with the backend's error, without dialing again
+    ASSERT_FALSE(next);
+    EXPECT_EQ(next.error(), netpool::make_dial_error(ETIMEDOUT)) << next.error().message();
+    const netpool::pool_stats s = pool.stats();
+    EXPECT_EQ(s.dials, 1u);
+    EXPECT_EQ(s.dial_failures, 1u);
+    EXPECT_EQ(s.fast_failures, 1u);
+  }
 }
 
 TYPED_TEST(HooksTest, OnConnectThatThrowsIsHookRejected) {

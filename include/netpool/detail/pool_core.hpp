@@ -1230,14 +1230,19 @@ class pool_core {
   // backend is down: it starts no backoff and is not the last dial error (a get_for(30ms) against a
   // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once),
   // and it counts as that caller's timeout. A timeout on the pool's own deadline is a failed dial,
-  // ETIMEDOUT; errc::exhausted (no capacity to dial) starts no backoff.
+  // ETIMEDOUT; errc::exhausted (no capacity to dial) starts no backoff. on_connect is not given
+  // `deadline`: a timeout it reports is its own limit, a failed dial, whatever the caller's.
   result<Conn> call_factory(clock::time_point deadline, bool callers_deadline = false) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     std::error_code error;
+    bool on_connect_failed = false;
     try {
       result<Conn> made = config_.factory(deadline);
       if (made && made_closed(*made)) made = errc::dial_failed;
-      if (made && config_.on_connect) error = run_on_connect(*made);
+      if (made && config_.on_connect) {
+        error = run_on_connect(*made);
+        on_connect_failed = static_cast<bool>(error);
+      }
       if (made && !error) {
         counters_.dials_ok.fetch_add(1, std::memory_order_relaxed);
         record_dial_result({});
@@ -1250,7 +1255,7 @@ class pool_core {
       error = errc::factory_threw;
     }
     counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
-    if (callers_deadline && is_timeout(error) && clock::now() >= deadline) {
+    if (callers_deadline && !on_connect_failed && is_timeout(error) && clock::now() >= deadline) {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
       return errc::timeout;
     }
