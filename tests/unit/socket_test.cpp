@@ -315,7 +315,7 @@ class listener_that_never_reads {
     netpool::socket s = dial("127.0.0.1", port_);
     const int small = 4096;
     if (s && ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) != 0) {
-      ADD_FAILURE() << "SO_SNDBUF: " << std::strerror(errno);
+      ADD_FAILURE() << "SO_SNDBUF: " << std::error_code(errno, std::system_category()).message();
     }
     return s;
   }
@@ -497,7 +497,7 @@ TEST(SocketDeadlineTest, AnErrorQueueFailsTheWaitInsteadOfSpinning) {
   ASSERT_TRUE(s);
   const int stamps = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY;
   if (::setsockopt(s.native_handle(), SOL_SOCKET, SO_TIMESTAMPING, &stamps, sizeof stamps) != 0) {
-    GTEST_SKIP() << "SO_TIMESTAMPING: " << std::strerror(errno);
+    GTEST_SKIP() << "SO_TIMESTAMPING: " << std::error_code(errno, std::system_category()).message();
   }
   ASSERT_FALSE(s.send_all("stamp me", steady::now() + 30s));
   // The stamp is queued once the segment has left.
