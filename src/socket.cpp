@@ -48,6 +48,20 @@ std::error_code wait_until_ready(int fd, short event, steady_time deadline) noex
   }
 }
 
+// One send or recv with MSG_DONTWAIT (`attempt`), retried on EINTR, and after EAGAIN once
+// wait_until_ready() says the socket is ready for `event`: whatever the descriptor's blocking mode,
+// only wait_until_ready() waits, and it waits at most until `deadline`.
+template <class Attempt>
+result<std::size_t> attempt_until(int fd, short event, steady_time deadline, Attempt attempt) noexcept {
+  for (;;) {
+    const ssize_t n = attempt();
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return last_error();
+    if (auto ec = wait_until_ready(fd, event, deadline)) return ec;
+  }
+}
+
 }  // namespace
 
 socket& socket::operator=(socket&& other) noexcept {
@@ -112,15 +126,8 @@ result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
 }
 
 result<std::size_t> socket::send(const void* data, std::size_t size, steady_time deadline) noexcept {
-  for (;;) {
-    // MSG_DONTWAIT: a full send buffer returns EAGAIN, whatever the descriptor's blocking mode,
-    // and the wait for room happens in wait_until_ready() with the deadline.
-    const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return last_error();
-    if (auto ec = wait_until_ready(fd_, POLLOUT, deadline)) return ec;
-  }
+  return attempt_until(fd_, POLLOUT, deadline,
+                       [&] { return ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT); });
 }
 
 std::error_code socket::send_all(std::string_view data, steady_time deadline) noexcept {
@@ -134,13 +141,7 @@ std::error_code socket::send_all(std::string_view data, steady_time deadline) no
 
 result<std::size_t> socket::recv(void* data, std::size_t size, steady_time deadline) noexcept {
   if (size == 0) return std::size_t{0};  // as the untimed recv: nothing asked, nothing waited for
-  for (;;) {
-    const ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return last_error();
-    if (auto ec = wait_until_ready(fd_, POLLIN, deadline)) return ec;
-  }
+  return attempt_until(fd_, POLLIN, deadline, [&] { return ::recv(fd_, data, size, MSG_DONTWAIT); });
 }
 
 liveness socket::probe() const noexcept {
