@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <functional>
 #include <system_error>
+#include <type_traits>
+#include <utility>
 
 #include "netpool/hooks.hpp"
 #include "netpool/result.hpp"
@@ -39,6 +41,73 @@ namespace netpool {
 // open (a socket of fd -1) is a failed dial, errc::dial_failed, and is never lent.
 template <class Conn>
 using factory_function = std::function<result<Conn>(std::chrono::steady_clock::time_point deadline)>;
+
+// The type of pool_config::on_connect: set-up after a dial (AUTH, SELECT a database, a handshake).
+// Takes either shape:
+//
+//   cfg.on_connect = [](netpool::socket& s, std::chrono::steady_clock::time_point deadline) {
+//     return authenticate(s, deadline);  // send_all / recv with the deadline
+//   };
+//   cfg.on_connect = [](netpool::socket& s) { return select_db(s); };  // bounds its own I/O
+//
+// The two-argument form is given the dial's deadline, the one the factory was given: dial_timeout
+// (or a sooner caller's deadline, where the caller's thread dials) bounds the dial and its set-up
+// together, as the Go original's dial timeout bounds its whole dial. Empty by default; an empty
+// std::function or a null function pointer leaves it empty.
+template <class Conn>
+class connect_hook;
+
+namespace detail {
+template <class F, class Conn>
+concept connect_hook_taking_deadline =
+    std::is_invocable_r_v<std::error_code, F&, Conn&, std::chrono::steady_clock::time_point>;
+// What connect_hook is built from: either shape of hook, but not a connect_hook, which is callable
+// too and must be copied and moved by its own constructors.
+template <class F, class Conn>
+concept connect_hook_callable =
+    !std::is_same_v<std::remove_cvref_t<F>, connect_hook<Conn>> &&
+    (connect_hook_taking_deadline<F, Conn> || std::is_invocable_r_v<std::error_code, F&, Conn&>);
+}  // namespace detail
+
+template <class Conn>
+class connect_hook {
+ public:
+  using deadline_type = std::chrono::steady_clock::time_point;
+
+  connect_hook() noexcept = default;
+  // Implicit, so that `cfg.on_connect = nullptr;` and `cfg.on_connect = [](Conn&) {...};` read as
+  // they did when the field was a std::function. (The concept keeps the forwarding constructor
+  // off connect_hook itself; clang-tidy 14 looks for enable_if only.)
+  connect_hook(std::nullptr_t) noexcept {}  // NOLINT(google-explicit-constructor)
+  template <detail::connect_hook_callable<Conn> F>
+  // NOLINTNEXTLINE(google-explicit-constructor,bugprone-forwarding-reference-overload)
+  connect_hook(F&& f) : takes_deadline_(detail::connect_hook_taking_deadline<F, Conn>) {
+    if constexpr (detail::connect_hook_taking_deadline<F, Conn>) {
+      call_ = std::forward<F>(f);
+    } else {
+      // Through std::function first, which knows an empty std::function or a null pointer when it
+      // sees one: wrapped directly, it would make a non-empty hook that throws bad_function_call.
+      std::function<std::error_code(Conn&)> without_deadline(std::forward<F>(f));
+      if (without_deadline) {
+        call_ = [hook = std::move(without_deadline)](Conn& c, deadline_type) { return hook(c); };
+      }
+    }
+  }
+
+  [[nodiscard]] explicit operator bool() const noexcept { return static_cast<bool>(call_); }
+  [[nodiscard]] friend bool operator==(const connect_hook& h, std::nullptr_t) noexcept { return !h; }
+  // Whether the hook takes the deadline (the two-argument form). A timeout from one that does, at
+  // a caller's deadline, is that caller's; from one that does not, it is the hook's own limit.
+  [[nodiscard]] bool takes_deadline() const noexcept { return takes_deadline_; }
+
+  // Runs the hook; one that ignores the deadline is called without it. Empty: throws
+  // std::bad_function_call, as std::function does.
+  std::error_code operator()(Conn& conn, deadline_type deadline) const { return call_(conn, deadline); }
+
+ private:
+  std::function<std::error_code(Conn&, deadline_type)> call_;
+  bool takes_deadline_ = false;
+};
 
 template <class Conn>
 struct pool_config {
@@ -140,13 +209,16 @@ struct pool_config {
   // set_min_size(), which take those locks, nor the draining close(deadline), which would wait
   // for the very connection the hook is looking at.
 
-  // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database). An
-  // error (or a throw: errc::hook_rejected) closes the connection and counts as a failed dial: the
-  // get that dialed fails with that error, and backoff starts as for any failed dial. Its I/O is
-  // not bounded by dial_timeout: give it a deadline (socket::send_all/recv take one); a timeout
-  // (errc::io_timeout, or any code == std::errc::timed_out) fails the dial as ETIMEDOUT, as a dial
-  // that ran out of dial_timeout does.
-  std::function<std::error_code(Conn&)> on_connect;
+  // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database); it
+  // may take (Conn&) or (Conn&, deadline), see connect_hook above. An error (or a throw:
+  // errc::hook_rejected) closes the connection and counts as a failed dial: the get that dialed
+  // fails with that error, and backoff starts as for any failed dial. A timeout (errc::io_timeout,
+  // or any code == std::errc::timed_out) is read as the factory's is: on the pool's own dial
+  // deadline, a failed dial, ETIMEDOUT; on a sooner caller's deadline it was given, that caller's
+  // errc::timeout, no backoff. The one-argument form is not given a deadline, so its timeout is
+  // always its own limit: a failed dial, ETIMEDOUT, with backoff. Bound its I/O yourself
+  // (socket::send_all/recv take a deadline): nothing else does.
+  connect_hook<Conn> on_connect;
   // Before each hand-out (pooled or freshly dialed), after the health checks. false (or a throw)
   // closes the connection (close_reason::hook) and the get goes on with another one; a freshly
   // dialed one it refuses fails the get with errc::hook_rejected (dialing again could loop).

@@ -1,8 +1,9 @@
 // netpool/hooks.hpp — what a pool tells your code about its connections: close reasons and leaks.
 //
 //   netpool::pool_config<netpool::socket> cfg;
-//   cfg.on_connect = [](netpool::socket& s) { return authenticate(s); };  // send AUTH, read its reply
-//                                                                         // error: the dial failed
+//   cfg.on_connect = [](netpool::socket& s, std::chrono::steady_clock::time_point deadline) {
+//     return authenticate(s, deadline);  // send AUTH, read its reply by the dial's deadline
+//   };                                   // error: the dial failed
 //   cfg.on_return = [](netpool::socket& s) { return s.probe() == netpool::liveness::alive; };
 //   cfg.on_close = [](netpool::socket&, netpool::close_reason why) { log(netpool::to_string(why)); };
 //   cfg.leak_threshold = std::chrono::seconds(30);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -15,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "netpool/config.hpp"
+#include "netpool/dialer.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
 #include "netpool/pool.hpp"
@@ -157,6 +160,88 @@ TYPED_TEST(HooksTest, OnConnectTimingOutPastAShortCallersDeadlineIsStillADialFai
     EXPECT_EQ(s.dial_failures, 1u);
     EXPECT_EQ(s.fast_failures, 1u);
   }
+}
+
+TYPED_TEST(HooksTest, OnConnectTakingTheDeadlineIsGivenTheFactorysDeadline) {
+  // dial_timeout bounds a dial and its set-up together: the two-argument on_connect is given the
+  // deadline the factory was given. That is the pool's own (now + dial_timeout) for a get with no
+  // deadline, and for a dialer thread's dial; where a caller's own thread dials for a sooner
+  // deadline (lean_pool; pool without background maintenance), the caller's.
+  using clock = std::chrono::steady_clock;
+  for (const bool background : {false, true}) {
+    SCOPED_TRACE(background ? "background maintenance" : "no background maintenance");
+    auto cfg = this->config(2);
+    cfg.background_maintenance = background;
+    cfg.dial_timeout = 3s;
+    std::mutex mutex;
+    std::vector<clock::time_point> factory_deadlines;
+    std::vector<clock::time_point> hook_deadlines;
+    cfg.factory = [&mutex, &factory_deadlines, inner = std::move(cfg.factory)](clock::time_point deadline) {
+      {
+        std::lock_guard lock(mutex);
+        factory_deadlines.push_back(deadline);
+      }
+      return inner(deadline);
+    };
+    cfg.on_connect = [&mutex, &hook_deadlines](tracked_conn&, clock::time_point deadline) {
+      std::lock_guard lock(mutex);
+      hook_deadlines.push_back(deadline);
+      return std::error_code();
+    };
+    auto pool = this->make(std::move(cfg));
+
+    const clock::time_point before_first = clock::now();
+    auto first = pool.get();
+    const clock::time_point after_first = clock::now();
+    ASSERT_TRUE(first) << first.error().message();
+    const clock::time_point before_second = clock::now();
+    auto second = pool.get_for(1s);  // sooner than dial_timeout
+    const clock::time_point after_second = clock::now();
+    ASSERT_TRUE(second) << second.error().message();
+
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(factory_deadlines.size(), 2u);
+    EXPECT_EQ(hook_deadlines, factory_deadlines);
+    EXPECT_GE(hook_deadlines[0], before_first + 3s);
+    EXPECT_LE(hook_deadlines[0], after_first + 3s);
+    const bool callers_thread_dials = netpool::test::is_lean_v<TypeParam> || !background;
+    const auto second_limit = callers_thread_dials ? std::chrono::nanoseconds(1s) : 3s;
+    EXPECT_GE(hook_deadlines[1], before_second + second_limit);
+    EXPECT_LE(hook_deadlines[1], after_second + second_limit);
+  }
+}
+
+TYPED_TEST(HooksTest, OnConnectTakingTheDeadlineThatTimesOutAtTheCallersDeadlineIsTheCallersTimeout) {
+  // Given the caller's deadline, on_connect is held to it as the factory is: a timeout there says
+  // the caller ran out of patience, not that the backend is down. The get says errc::timeout,
+  // nothing is recorded, no backoff starts: the next get dials at once. (The one-argument form's
+  // timeout is its own limit instead: OnConnectTimingOutPastAShortCallersDeadlineIsStillADialFailure.)
+  using clock = std::chrono::steady_clock;
+  auto cfg = this->config(1);
+  cfg.background_maintenance = false;  // the caller's own thread dials, on the caller's deadline
+  cfg.dial_timeout = 10s;
+  cfg.dial_backoff_floor = 10s;  // a backoff, had one started, would fail the next get at once
+  cfg.dial_backoff_cap = 10s;
+  std::atomic<bool> answer{false};
+  cfg.on_connect = [&answer](tracked_conn&, clock::time_point deadline) {
+    if (answer.load()) return std::error_code();
+    std::this_thread::sleep_until(deadline);  // a backend slower than this caller's patience
+    return std::error_code(errc::io_timeout);
+  };
+  auto pool = this->make(std::move(cfg));
+  auto impatient = pool.get_for(20ms);
+  ASSERT_FALSE(impatient);
+  EXPECT_EQ(impatient.error(), errc::timeout) << impatient.error().message();
+  EXPECT_FALSE(pool.last_dial_error()) << pool.last_dial_error().message();
+  EXPECT_EQ(this->registry.live(), 0);
+  answer.store(true);
+  auto patient = pool.get_for(patience);
+  ASSERT_TRUE(patient) << patient.error().message();
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.dials, 2u);
+  EXPECT_EQ(s.dial_failures, 1u);
+  EXPECT_EQ(s.timeouts, 1u);
+  EXPECT_EQ(s.fast_failures, 0u);
 }
 
 TYPED_TEST(HooksTest, OnConnectThatThrowsIsHookRejected) {
@@ -369,6 +454,98 @@ TEST(UserProbe, AThrowingProbeClosesThatConnectionAndTheGetDialsAnother) {
   EXPECT_EQ(s.closed_health, 1u);
   EXPECT_EQ(s.dials, 2u);
   EXPECT_EQ(s.active, 1u);
+}
+
+TEST(ConnectHook, TakesEitherShapeAndKnowsWhichAndEmptyStaysEmpty) {
+  using clock = std::chrono::steady_clock;
+  using hook = netpool::connect_hook<tracked_conn>;
+  netpool::test::connection_registry registry;
+  {
+    tracked_conn conn(registry);
+    const clock::time_point deadline = clock::now() + 1s;
+
+    hook empty;
+    EXPECT_FALSE(empty);
+    EXPECT_TRUE(empty == nullptr);
+    EXPECT_THROW(empty(conn, deadline), std::bad_function_call);
+
+    clock::time_point seen{};
+    hook with_deadline = [&seen](tracked_conn&, clock::time_point d) {
+      seen = d;
+      return std::error_code(errc::io_timeout);
+    };
+    EXPECT_TRUE(with_deadline);
+    EXPECT_TRUE(with_deadline.takes_deadline());
+    EXPECT_EQ(with_deadline(conn, deadline), errc::io_timeout);
+    EXPECT_EQ(seen, deadline);
+
+    int calls = 0;
+    hook without = [&calls](tracked_conn&) {
+      ++calls;
+      return std::make_error_code(std::errc::permission_denied);
+    };
+    EXPECT_TRUE(without);
+    EXPECT_FALSE(without.takes_deadline());
+    EXPECT_EQ(without(conn, deadline), std::errc::permission_denied);
+    EXPECT_EQ(calls, 1);
+
+    // A generic lambda that can take both is given the deadline.
+    hook generic = [](auto&&...) { return std::error_code(); };
+    EXPECT_TRUE(generic.takes_deadline());
+    EXPECT_FALSE(generic(conn, deadline));
+
+    // What the field held before it was a connect_hook still assigns, and an empty one stays empty.
+    EXPECT_FALSE(hook(std::function<std::error_code(tracked_conn&)>()));
+    EXPECT_FALSE(hook(std::function<std::error_code(tracked_conn&, clock::time_point)>()));
+    std::error_code (*no_function)(tracked_conn&) = nullptr;
+    EXPECT_FALSE(hook(no_function));
+    hook from_function = std::function<std::error_code(tracked_conn&)>(
+        [](tracked_conn&) { return std::error_code(errc::hook_rejected); });
+    EXPECT_EQ(from_function(conn, deadline), errc::hook_rejected);
+    from_function = nullptr;
+    EXPECT_FALSE(from_function);
+  }
+  EXPECT_EQ(registry.live(), 0);
+}
+
+TEST(ConnectHookOnASocket, DialTimeoutBoundsTheSetUpOfABackendThatNeverAnswers) {
+  // The case the deadline is for: a backend that accepts connections and never answers their
+  // set-up (AUTH). on_connect waits for the reply until the deadline it is given, so a get with no
+  // deadline of its own fails after about dial_timeout, with the dial failure a hanging connect
+  // gives, instead of hanging with it.
+  using clock = std::chrono::steady_clock;
+  netpool::test::echo_server silent(netpool::test::server_mode::silent);
+  auto check = [&silent](auto make_pool) {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(silent.host(), silent.port());
+    cfg.max_size = 1;
+    cfg.dial_timeout = 200ms;
+    cfg.on_connect = [](netpool::socket& s, clock::time_point deadline) -> std::error_code {
+      if (std::error_code ec = s.send_all("AUTH secret\r\n", deadline)) return ec;
+      char reply[5];
+      auto got = s.recv(reply, sizeof reply, deadline);
+      return got ? std::error_code() : got.error();
+    };
+    auto pool = make_pool(std::move(cfg));
+    const clock::time_point start = clock::now();
+    auto got = pool.get();
+    const auto waited = clock::now() - start;
+    ASSERT_FALSE(got);
+    EXPECT_EQ(got.error(), netpool::make_dial_error(ETIMEDOUT)) << got.error().message();
+    EXPECT_EQ(pool.last_dial_error(), netpool::make_dial_error(ETIMEDOUT));
+    EXPECT_GE(waited, 200ms);
+    EXPECT_LT(waited, 8s) << "the set-up was not bounded by dial_timeout";
+    const netpool::pool_stats s = pool.stats();
+    EXPECT_EQ(s.dial_failures, 1u);
+    EXPECT_EQ(s.closed_hook, 1u);
+    EXPECT_EQ(s.active, 0u);
+  };
+  check([](netpool::pool_config<netpool::socket> c) {
+    return netpool::pool<netpool::socket>::create(std::move(c)).value();
+  });
+  check([](netpool::pool_config<netpool::socket> c) {
+    return netpool::lean_pool<netpool::socket>::create(std::move(c)).value();
+  });
 }
 
 TEST(HookNames, CloseReasonsHaveStableNames) {

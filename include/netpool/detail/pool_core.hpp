@@ -1230,18 +1230,20 @@ class pool_core {
   // backend is down: it starts no backoff and is not the last dial error (a get_for(30ms) against a
   // backend that takes 100 ms to answer would otherwise fail the next, patient caller at once),
   // and it counts as that caller's timeout. A timeout on the pool's own deadline is a failed dial,
-  // ETIMEDOUT; errc::exhausted (no capacity to dial) starts no backoff. on_connect is not given
-  // `deadline`: a timeout it reports is its own limit, a failed dial, whatever the caller's.
+  // ETIMEDOUT; errc::exhausted (no capacity to dial) starts no backoff. on_connect is part of the
+  // dial: in its two-argument form it is given `deadline` too, and its timeouts are read the same
+  // way. The one-argument form is not: a timeout it reports is its own limit, a failed dial,
+  // whatever the caller's deadline.
   result<Conn> call_factory(clock::time_point deadline, bool callers_deadline = false) noexcept {
     counters_.dials.fetch_add(1, std::memory_order_relaxed);
     std::error_code error;
-    bool on_connect_failed = false;
+    bool hooks_own_timeout = false;  // on_connect failed, and was not given `deadline`
     try {
       result<Conn> made = config_.factory(deadline);
       if (made && made_closed(*made)) made = errc::dial_failed;
       if (made && config_.on_connect) {
-        error = run_on_connect(*made);
-        on_connect_failed = static_cast<bool>(error);
+        error = run_on_connect(*made, deadline);
+        hooks_own_timeout = error && !config_.on_connect.takes_deadline();
       }
       if (made && !error) {
         counters_.dials_ok.fetch_add(1, std::memory_order_relaxed);
@@ -1255,7 +1257,7 @@ class pool_core {
       error = errc::factory_threw;
     }
     counters_.dial_failures.fetch_add(1, std::memory_order_relaxed);
-    if (callers_deadline && !on_connect_failed && is_timeout(error) && clock::now() >= deadline) {
+    if (callers_deadline && !hooks_own_timeout && is_timeout(error) && clock::now() >= deadline) {
       counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // the caller's get timed out
       return errc::timeout;
     }
@@ -1277,10 +1279,10 @@ class pool_core {
     return error == errc::timeout || error == std::errc::timed_out;
   }
 
-  std::error_code run_on_connect(Conn& conn) noexcept {
+  std::error_code run_on_connect(Conn& conn, clock::time_point deadline) noexcept {
     std::error_code error;
     try {
-      error = config_.on_connect(conn);
+      error = config_.on_connect(conn, deadline);
     } catch (...) {
       error = errc::hook_rejected;
     }
