@@ -50,6 +50,8 @@ class netpool_category_impl final : public std::error_category {
         return "dial not needed: a connection went idle meanwhile";
       case errc::io_timeout:
         return "I/O deadline passed";
+      case errc::end_of_stream:
+        return "connection closed by the peer before all the bytes came";
     }
     return "unknown netpool error " + std::to_string(value);
   }

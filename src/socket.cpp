@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <string_view>
 
 #include "netpool/error.hpp"
 
@@ -62,6 +63,29 @@ result<std::size_t> attempt_until(int fd, short event, steady_time deadline, Att
   }
 }
 
+// The loops of send_all and recv_all, over a send or recv of part of the rest (timed or not).
+template <class SendSome>
+std::error_code send_all_with(std::string_view data, SendSome send_some) noexcept {
+  while (!data.empty()) {
+    result<std::size_t> sent = send_some(data.data(), data.size());
+    if (!sent) return sent.error();
+    data.remove_prefix(*sent);
+  }
+  return {};
+}
+
+template <class RecvSome>
+std::error_code recv_all_with(void* data, std::size_t size, RecvSome recv_some) noexcept {
+  auto* bytes = static_cast<char*>(data);
+  for (std::size_t got = 0; got < size;) {
+    result<std::size_t> n = recv_some(bytes + got, size - got);
+    if (!n) return n.error();
+    if (*n == 0) return make_error_code(errc::end_of_stream);  // not an error to recv(): EOF
+    got += *n;
+  }
+  return {};
+}
+
 }  // namespace
 
 socket& socket::operator=(socket&& other) noexcept {
@@ -106,12 +130,7 @@ result<std::size_t> socket::send(const void* data, std::size_t size) noexcept {
 }
 
 std::error_code socket::send_all(std::string_view data) noexcept {
-  while (!data.empty()) {
-    auto sent = send(data.data(), data.size());
-    if (!sent) return sent.error();
-    data.remove_prefix(*sent);
-  }
-  return {};
+  return send_all_with(data, [&](const char* rest, std::size_t size) { return send(rest, size); });
 }
 
 result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
@@ -125,23 +144,26 @@ result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
   }
 }
 
+std::error_code socket::recv_all(void* data, std::size_t size) noexcept {
+  return recv_all_with(data, size, [&](char* rest, std::size_t left) { return recv(rest, left); });
+}
+
 result<std::size_t> socket::send(const void* data, std::size_t size, steady_time deadline) noexcept {
   return attempt_until(fd_, POLLOUT, deadline,
                        [&] { return ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT); });
 }
 
 std::error_code socket::send_all(std::string_view data, steady_time deadline) noexcept {
-  while (!data.empty()) {
-    auto sent = send(data.data(), data.size(), deadline);
-    if (!sent) return sent.error();
-    data.remove_prefix(*sent);
-  }
-  return {};
+  return send_all_with(data, [&](const char* rest, std::size_t size) { return send(rest, size, deadline); });
 }
 
 result<std::size_t> socket::recv(void* data, std::size_t size, steady_time deadline) noexcept {
   if (size == 0) return std::size_t{0};  // as the untimed recv: nothing asked, nothing waited for
   return attempt_until(fd_, POLLIN, deadline, [&] { return ::recv(fd_, data, size, MSG_DONTWAIT); });
+}
+
+std::error_code socket::recv_all(void* data, std::size_t size, steady_time deadline) noexcept {
+  return recv_all_with(data, size, [&](char* rest, std::size_t left) { return recv(rest, left, deadline); });
 }
 
 liveness socket::probe() const noexcept {

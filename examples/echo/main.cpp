@@ -18,7 +18,6 @@
 #include <vector>
 
 #include "loopback_echo.hpp"
-#include "socket_io.hpp"
 
 namespace {
 
@@ -61,7 +60,7 @@ void client(netpool::pool<netpool::socket>& pool, unsigned id, std::uint64_t req
     // A server that stops answering fails the request instead of hanging the thread.
     const auto io_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     std::error_code ec = (*conn)->send_all(sent, io_deadline);
-    if (!ec) ec = netpool::examples::read_exact(**conn, reply, sent.size(), io_deadline);
+    if (!ec) ec = (*conn)->recv_all(reply, sent.size(), io_deadline);  // or end_of_stream, io_timeout
     if (ec) {
       std::fprintf(stderr, "thread %u: request %llu: %s\n", id, static_cast<unsigned long long>(i),
                    ec.message().c_str());

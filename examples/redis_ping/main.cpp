@@ -20,8 +20,6 @@
 #include <thread>
 #include <vector>
 
-#include "socket_io.hpp"
-
 namespace {
 
 constexpr unsigned thread_count = 4;
@@ -37,7 +35,7 @@ std::error_code read_line(netpool::socket& s, std::string& line,
     if (line.size() >= 512) return std::make_error_code(std::errc::message_size);
     netpool::result<std::size_t> n = s.recv(buffer, sizeof buffer, deadline);
     if (!n) return n.error();
-    if (*n == 0) return std::make_error_code(std::errc::connection_aborted);  // redis closed it
+    if (*n == 0) return netpool::errc::end_of_stream;  // redis closed it
     line.append(buffer, *n);
   }
   return {};

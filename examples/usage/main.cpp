@@ -36,17 +36,8 @@ int main() {
   std::string reply(request.size(), '\0');
   // A backend that stops answering must not hold this thread: the exchange gets 1 s in all.
   const auto io_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  std::error_code ec = (*conn)->send_all(request, io_deadline);  // never raises SIGPIPE
-  for (std::size_t got = 0; !ec && got < reply.size();) {        // recv may return part of it
-    auto n = (*conn)->recv(reply.data() + got, reply.size() - got, io_deadline);
-    if (!n) {
-      ec = n.error();
-    } else if (*n == 0) {
-      ec = std::make_error_code(std::errc::connection_aborted);  // the server closed it
-    } else {
-      got += *n;
-    }
-  }
+  std::error_code ec = (*conn)->send_all(request, io_deadline);              // never raises SIGPIPE
+  if (!ec) ec = (*conn)->recv_all(reply.data(), reply.size(), io_deadline);  // all of it, or an error
   if (ec || reply != request) {
     conn->discard();  // broken, timed out or out of sync: close it and free its slot
     std::cerr << "echo failed: " << (ec ? ec.message() : reply) << '\n';

@@ -22,9 +22,10 @@
 //
 // Which errors are worth retrying: timeout, exhausted and cancelled say nothing about the backend
 // and may succeed later; io_timeout says the backend was slow to answer on that connection (discard
-// it: a late reply may still arrive); dial_failed codes may succeed once the backend is back; invalid_config,
-// empty_lease and wrong_pool are programming errors and will not; pool_closed will not on the same
-// pool (after keyed_pool::remove(key), a get of that key builds a new sub-pool).
+// it: a late reply may still arrive); end_of_stream says the peer closed that connection mid-reply
+// (discard it; a retry on another may succeed); dial_failed codes may succeed once the backend is back;
+// invalid_config, empty_lease and wrong_pool are programming errors and will not; pool_closed will not on the
+// same pool (after keyed_pool::remove(key), a get of that key builds a new sub-pool).
 #pragma once
 
 #include <string>
@@ -56,6 +57,8 @@ enum class errc : int {
                             // == std::errc::timed_out, as the kernel's own ETIMEDOUT (keep-alive,
                             // TCP_USER_TIMEOUT: a system_category() code) is; == errc::io_timeout
                             // tells the caller's deadline from the kernel's verdict
+  end_of_stream = 14,       // socket::recv_all: the peer closed the connection before all the
+                            // bytes asked for came (a reply cut short)
 };
 
 // What kind of failure a code describes, whatever category produced it (error_condition enum).

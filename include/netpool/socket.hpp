@@ -6,6 +6,8 @@
 //   if (auto ec = s->send_all("PING\r\n")) return ec;  // EPIPE if the peer left; never SIGPIPE
 //   char buf[64];
 //   auto n = s->recv(buf, sizeof buf);                 // result<std::size_t>; 0 = peer closed
+//   char pong[7];
+//   auto ec = s->recv_all(pong, sizeof pong);          // all 7 bytes, or an error
 //   // ~socket() closes the descriptor exactly once
 //
 //   // A backend that stops answering must not hold the thread: give the I/O a deadline.
@@ -16,7 +18,8 @@
 // Thread safety: one thread at a time per socket (as with any descriptor).
 // Lifetime: the socket owns its descriptor; moving transfers ownership and leaves the source empty.
 // Errors: send/recv/close report errno as std::system_category() codes (compare them with std::errc:
-// `ec == std::errc::broken_pipe`); a passed deadline is errc::io_timeout. Blocking: send/recv without a
+// `ec == std::errc::broken_pipe`); a passed deadline is errc::io_timeout; a peer that closes before
+// recv_all has all its bytes, errc::end_of_stream. Blocking: send/recv without a
 // deadline block as the descriptor does (the built-in dialers hand out blocking sockets); with a deadline
 // they wait at most until it, blocking descriptor or not; probe() never blocks.
 #pragma once
@@ -26,7 +29,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "netpool/error.hpp"  // errc::io_timeout
+#include "netpool/error.hpp"  // errc::io_timeout, errc::end_of_stream
 #include "netpool/result.hpp"
 
 namespace netpool {
@@ -67,21 +70,26 @@ class socket {
   [[nodiscard]] std::error_code send_all(std::string_view data) noexcept;
   // recv(2), retried on EINTR; 0 means the peer closed, or size was 0 (then it returns at once).
   result<std::size_t> recv(void* data, std::size_t size) noexcept;
+  // Receives exactly `size` bytes (looping over short reads and EINTR). A peer that closes first
+  // is errc::end_of_stream; the bytes that came before are in `data`.
+  [[nodiscard]] std::error_code recv_all(void* data, std::size_t size) noexcept;
 
-  // The same three, waiting (ppoll) for the socket at most until `deadline`; then they fail with
+  // The same four, waiting (ppoll) for the socket at most until `deadline`; then they fail with
   // errc::io_timeout (which is also `== std::errc::timed_out`). What can be sent or read at once
   // is, even past the deadline (so a deadline already passed makes a non-blocking attempt).
-  // send_all's deadline bounds the whole message; when it passes part way, part of the message
-  // has gone. After a timeout the stream is out of step with the protocol (a late reply may still
-  // arrive): discard the connection (lease::discard(), put_with_error) rather than return it.
-  // A socket with entries on its error queue (SO_TIMESTAMPING, MSG_ZEROCOPY) cannot be waited on
-  // this way: a wait fails with EOPNOTSUPP rather than spin.
+  // send_all's and recv_all's deadline bounds the whole message; when it passes part way, part of
+  // the message has gone (or come). After a timeout the stream is out of step with the protocol (a late reply
+  // may still arrive): discard the connection (lease::discard(), put_with_error) rather than return it. A
+  // socket with entries on its error queue (SO_TIMESTAMPING, MSG_ZEROCOPY) cannot be waited on this way: a
+  // wait fails with EOPNOTSUPP rather than spin.
   result<std::size_t> send(const void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;
   [[nodiscard]] std::error_code send_all(std::string_view data,
                                          std::chrono::steady_clock::time_point deadline) noexcept;
   result<std::size_t> recv(void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;
+  [[nodiscard]] std::error_code recv_all(void* data, std::size_t size,
+                                         std::chrono::steady_clock::time_point deadline) noexcept;
 
   // A non-blocking recv(MSG_PEEK | MSG_DONTWAIT) of one byte: no round trip, no data consumed.
   // An empty socket reports liveness::error.

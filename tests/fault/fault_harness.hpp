@@ -140,6 +140,8 @@ inline std::string code_name(const std::error_code& ec) {
         return "dial_not_needed";
       case errc::io_timeout:
         return "io_timeout";
+      case errc::end_of_stream:
+        return "eof";
     }
     return "netpool " + std::to_string(ec.value());
   }
@@ -233,14 +235,8 @@ inline std::optional<std::string> round_trip(netpool::socket& s, const std::stri
                                              milliseconds io_timeout = default_io_timeout) {
   const auto deadline = clock_type::now() + io_timeout;
   if (std::error_code ec = s.send_all(message, deadline)) return code_name(ec);
-  std::string got;
-  char buf[256];
-  while (got.size() < message.size()) {
-    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
-    if (!n) return code_name(n.error());
-    if (*n == 0) return std::string("eof");
-    got.append(buf, *n);
-  }
+  std::string got(message.size(), '\0');
+  if (std::error_code ec = s.recv_all(got.data(), got.size(), deadline)) return code_name(ec);
   if (got != message) return std::string("garbled");
   return std::nullopt;
 }

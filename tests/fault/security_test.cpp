@@ -53,15 +53,10 @@ netpool::pool_config<netpool::socket> tcp_config(const echo_server& server) {
   return cfg;
 }
 
-// Reads exactly n bytes (a reply may arrive in pieces).
+// Reads exactly n bytes (a reply may arrive in pieces); empty on EOF or an error.
 std::string read_exactly(netpool::socket& s, std::size_t n) {
-  std::string out;
-  char buf[64];
-  while (out.size() < n) {
-    auto got = s.recv(buf, std::min(sizeof buf, n - out.size()));
-    if (!got || *got == 0) break;
-    out.append(buf, *got);
-  }
+  std::string out(n, '\0');
+  if (s.recv_all(out.data(), n)) out.clear();
   return out;
 }
 

@@ -20,23 +20,12 @@ namespace {
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-// Reads until `size` bytes have come (or the deadline, or an error) and returns them.
+// Reads `size` bytes by `deadline` and returns them; empty, with `ec` set, if they did not all come.
 std::string read_reply(netpool::socket& s, std::size_t size, steady::time_point deadline,
                        std::error_code& ec) {
-  std::string out;
-  char buf[256];
-  while (out.size() < size) {
-    auto got = s.recv(buf, std::min(sizeof buf, size - out.size()), deadline);
-    if (!got) {
-      ec = got.error();
-      break;
-    }
-    if (*got == 0) {
-      ec = std::make_error_code(std::errc::connection_aborted);
-      break;
-    }
-    out.append(buf, *got);
-  }
+  std::string out(size, '\0');
+  ec = s.recv_all(out.data(), size, deadline);
+  if (ec) out.clear();
   return out;
 }
 

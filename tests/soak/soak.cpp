@@ -116,6 +116,7 @@ std::string code_name(const std::error_code& ec) {
   if (ec == netpool::errc::exhausted) return "exhausted";
   if (ec == netpool::errc::pool_closed) return "pool_closed";
   if (ec == netpool::errc::io_timeout) return "io:io_timeout";
+  if (ec == netpool::errc::end_of_stream) return "io:eof";
   if (ec.category() == netpool::dial_category() && ec.value() > 0) return errno_name(ec.value());
   if (ec.category() == std::system_category()) return "io:" + errno_name(ec.value());
   return ec.message();
@@ -177,14 +178,8 @@ void fail(const std::string& what) {
 std::optional<std::string> round_trip(netpool::socket& s, const std::string& message) {
   const auto deadline = clock_type::now() + 1s;
   if (std::error_code ec = s.send_all(message, deadline)) return code_name(ec);
-  std::string got;
-  char buf[256];
-  while (got.size() < message.size()) {
-    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()), deadline);
-    if (!n) return code_name(n.error());
-    if (*n == 0) return std::string("io:eof");
-    got.append(buf, *n);
-  }
+  std::string got(message.size(), '\0');
+  if (std::error_code ec = s.recv_all(got.data(), got.size(), deadline)) return code_name(ec);
   if (got != message) {
     // The server's unsolicited reply ("+UNSOLICITED") reaching a connection in use is the fault's
     // expected effect; a reply to another client's request ("c<thread>.<n>") is a pool bug.

@@ -37,12 +37,14 @@ TEST(ErrorTest, NetpoolMessagesReadWellInLogs) {
   EXPECT_EQ(std::error_code(errc::dial_not_needed).message(),
             "dial not needed: a connection went idle meanwhile");
   EXPECT_EQ(std::error_code(errc::io_timeout).message(), "I/O deadline passed");
+  EXPECT_EQ(std::error_code(errc::end_of_stream).message(),
+            "connection closed by the peer before all the bytes came");
   EXPECT_EQ(netpool::netpool_category().message(999), "unknown netpool error 999");
 }
 
 TEST(ErrorTest, EveryErrcIsNonZeroAndDistinct) {
-  for (int v = static_cast<int>(netpool::errc::pool_closed); v <= static_cast<int>(netpool::errc::io_timeout);
-       ++v) {
+  for (int v = static_cast<int>(netpool::errc::pool_closed);
+       v <= static_cast<int>(netpool::errc::end_of_stream); ++v) {
     const std::error_code ec(static_cast<netpool::errc>(v));
     EXPECT_TRUE(ec) << v;
     EXPECT_EQ(ec.value(), v);

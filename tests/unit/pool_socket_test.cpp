@@ -46,15 +46,10 @@ class fd_leak_check {
   std::size_t before_;
 };
 
-// Reads exactly n bytes (an echo may arrive in pieces); fewer on EOF or error.
+// Reads exactly n bytes (an echo may arrive in pieces); empty on EOF or an error.
 std::string read_n(netpool::socket& s, std::size_t n) {
-  std::string out;
-  char buf[256];
-  while (out.size() < n) {
-    auto got = s.recv(buf, std::min(sizeof buf, n - out.size()));
-    if (!got || *got == 0) break;
-    out.append(buf, *got);
-  }
+  std::string out(n, '\0');
+  if (s.recv_all(out.data(), n)) out.clear();
   return out;
 }
 

@@ -55,15 +55,10 @@ netpool::socket dial(const echo_server& server) {
   return dial(server.host(), server.port());
 }
 
-// Reads exactly n bytes (the echo may arrive in pieces).
+// Reads exactly n bytes (the echo may arrive in pieces); empty on EOF or an error.
 std::string read_n(netpool::socket& s, std::size_t n) {
-  std::string out;
-  char buf[256];
-  while (out.size() < n) {
-    auto got = s.recv(buf, std::min(sizeof buf, n - out.size()));
-    if (!got || *got == 0) break;
-    out.append(buf, *got);
-  }
+  std::string out(n, '\0');
+  if (s.recv_all(out.data(), n)) out.clear();
   return out;
 }
 
@@ -86,6 +81,8 @@ TEST(SocketTest, DefaultIsEmpty) {
   ASSERT_FALSE(got);
   EXPECT_EQ(got.error(), std::errc::bad_file_descriptor);
   EXPECT_EQ(s.send_all("x", later), std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.recv_all(&c, 1), std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.recv_all(&c, 1, later), std::errc::bad_file_descriptor);
 }
 
 TEST(SocketTest, CloseClosesExactlyOnce) {
@@ -184,6 +181,46 @@ TEST(SocketTest, RecvReturnsZeroWhenPeerCloses) {
   auto timed = s.recv(&c, 1, std::chrono::steady_clock::now() + 30s);
   ASSERT_TRUE(timed) << timed.error().message();
   EXPECT_EQ(*timed, 0u);
+}
+
+TEST(SocketTest, RecvAllGathersAMessageThatArrivesInPieces) {
+  echo_server server(netpool::test::server_mode::silent);
+  for (const bool timed : {false, true}) {
+    SCOPED_TRACE(timed ? "with a deadline" : "without a deadline");
+    netpool::socket s = dial(server);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+    std::jthread sender([&] {
+      server.send_to_all("+PO");
+      std::this_thread::sleep_for(50ms);  // the reader has taken the first piece by now, usually
+      server.send_to_all("NG\r\n");
+    });
+    char reply[7];
+    const std::error_code ec = timed ? s.recv_all(reply, sizeof reply, std::chrono::steady_clock::now() + 30s)
+                                     : s.recv_all(reply, sizeof reply);
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_EQ(std::string(reply, sizeof reply), "+PONG\r\n");
+    sender.join();
+    ASSERT_FALSE(s.close());
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 0; }));
+  }
+}
+
+TEST(SocketTest, RecvAllReportsAPeerThatClosesMidMessageAsEndOfStream) {
+  echo_server server(netpool::test::server_mode::silent);
+  for (const bool timed : {false, true}) {
+    SCOPED_TRACE(timed ? "with a deadline" : "without a deadline");
+    netpool::socket s = dial(server);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+    server.send_to_all("+PO");
+    server.close_all_connections();
+    char reply[7] = {};
+    const std::error_code ec = timed ? s.recv_all(reply, sizeof reply, std::chrono::steady_clock::now() + 30s)
+                                     : s.recv_all(reply, sizeof reply);
+    EXPECT_EQ(ec, netpool::errc::end_of_stream) << ec.message();
+    EXPECT_EQ(std::string(reply, 3), "+PO");  // what came before the end is there
+  }
 }
 
 TEST(SocketTest, SendToClosedPeerFailsWithoutSigpipe) {
@@ -472,6 +509,24 @@ TEST(SocketDeadlineTest, AFarDeadlineWaitsForTheData) {
   }
 }
 
+TEST(SocketDeadlineTest, RecvAllTimesOutWhenTheRestNeverComesAndTheStreamStaysReadable) {
+  echo_server server(netpool::test::server_mode::silent);
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
+  server.send_to_all("+PO");
+  char reply[7] = {};
+  const auto start = steady::now();
+  const std::error_code ec = s.recv_all(reply, sizeof reply, start + 100ms);
+  EXPECT_EQ(ec, timeout_error()) << ec.message();
+  EXPECT_GE(steady::now() - start, 100ms);  // one deadline for the whole message, not per piece
+  EXPECT_EQ(std::string(reply, 3), "+PO");
+  server.send_to_all("NG\r\n");  // the late rest is still read, in order
+  char rest[4];
+  EXPECT_FALSE(s.recv_all(rest, sizeof rest, steady::now() + 30s));
+  EXPECT_EQ(std::string(rest, sizeof rest), "NG\r\n");
+}
+
 TEST(SocketDeadlineTest, ASizeOfZeroReturnsAtOnce) {
   // recv(2) of 0 bytes on a stream waits for data: neither recv may pass that on.
   echo_server server(netpool::test::server_mode::silent);
@@ -488,6 +543,9 @@ TEST(SocketDeadlineTest, ASizeOfZeroReturnsAtOnce) {
   ASSERT_TRUE(timed) << timed.error().message();
   EXPECT_EQ(*timed, 0u);
   EXPECT_LT(steady::now() - start, 5s);  // did not wait for the deadline (30 s)
+  EXPECT_FALSE(s.recv_all(&c, 0));
+  EXPECT_FALSE(s.recv_all(&c, 0, steady::now() + 30s));
+  EXPECT_LT(steady::now() - start, 5s);
 }
 
 TEST(SocketDeadlineTest, AnErrorQueueFailsTheWaitInsteadOfSpinning) {
