@@ -52,21 +52,36 @@ using factory_function = std::function<result<Conn>(std::chrono::steady_clock::t
 //
 // The two-argument form is given the dial's deadline, the one the factory was given: dial_timeout
 // (or a sooner caller's deadline, where the caller's thread dials) bounds the dial and its set-up
-// together, as the Go original's dial timeout bounds its whole dial. Empty by default; an empty
-// std::function or a null function pointer leaves it empty.
+// together, as the Go original's dial timeout bounds its whole dial. A callable that can be called
+// both ways (std::bind(f, _1), which drops extra arguments; a generic `(auto&&...)` lambda) counts
+// as the one-argument form: taken for the other, a hook that never sees the deadline would have
+// its own timeouts read as the caller's. Empty by default; an empty std::function or a null
+// function pointer leaves it empty.
+//
+// Unlike the std::function<std::error_code(Conn&)> this field was until 0.2, a connect_hook is
+// called with the deadline too: a hook that wraps the configured one forwards both,
+//   cfg.on_connect = [inner = cfg.on_connect](Conn& c, auto deadline) { log(); return inner(c, deadline); };
 template <class Conn>
 class connect_hook;
 
 namespace detail {
+// Checked on the decayed type, as std::function does, so that a const copy of a mutable lambda
+// qualifies too; and the one-argument shape first, so that the two-argument check never
+// instantiates the body of a variadic lambda that cannot take two.
+template <class F, class Conn>
+concept connect_hook_taking_connection = std::is_invocable_r_v < std::error_code,
+        std::decay_t<F>
+&, Conn& > ;
 template <class F, class Conn>
 concept connect_hook_taking_deadline =
-    std::is_invocable_r_v<std::error_code, F&, Conn&, std::chrono::steady_clock::time_point>;
+    !connect_hook_taking_connection<F, Conn> &&
+    std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&, std::chrono::steady_clock::time_point>;
 // What connect_hook is built from: either shape of hook, but not a connect_hook, which is callable
 // too and must be copied and moved by its own constructors.
 template <class F, class Conn>
 concept connect_hook_callable =
     !std::is_same_v<std::remove_cvref_t<F>, connect_hook<Conn>> &&
-    (connect_hook_taking_deadline<F, Conn> || std::is_invocable_r_v<std::error_code, F&, Conn&>);
+    (connect_hook_taking_connection<F, Conn> || connect_hook_taking_deadline<F, Conn>);
 }  // namespace detail
 
 template <class Conn>

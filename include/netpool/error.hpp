@@ -21,11 +21,12 @@
 // it; errc::timeout is only ever the get's own deadline (including a dial cut short by it).
 //
 // Which errors are worth retrying: timeout, exhausted and cancelled say nothing about the backend
-// and may succeed later; io_timeout says the backend was slow to answer on that connection (discard
-// it: a late reply may still arrive); end_of_stream says the peer closed that connection mid-reply
-// (discard it; a retry on another may succeed); dial_failed codes may succeed once the backend is back;
-// invalid_config, empty_lease and wrong_pool are programming errors and will not; pool_closed will not on the
-// same pool (after keyed_pool::remove(key), a get of that key builds a new sub-pool).
+// and may succeed later; io_timeout says the backend was slow to answer on that connection
+// (discard it: a late reply may still arrive); end_of_stream says the peer closed that connection
+// before a whole reply came (discard it; a retry on another may succeed); dial_failed codes may
+// succeed once the backend is back; invalid_config, empty_lease and wrong_pool are programming
+// errors and will not; pool_closed will not on the same pool (after keyed_pool::remove(key), a get
+// of that key builds a new sub-pool).
 #pragma once
 
 #include <string>
@@ -53,12 +54,13 @@ enum class errc : int {
   dial_not_needed = 12,     // a factory ended its dial because a connection of its pool went idle
                             // while it waited (keyed_pool, at its global limit): no backoff; a
                             // keyed_pool get then looks again and takes that connection
-  io_timeout = 13,          // socket::send/send_all/recv with a deadline: the deadline passed.
+  io_timeout = 13,          // socket::send/send_all/recv/recv_all with a deadline: it passed.
                             // == std::errc::timed_out, as the kernel's own ETIMEDOUT (keep-alive,
                             // TCP_USER_TIMEOUT: a system_category() code) is; == errc::io_timeout
                             // tells the caller's deadline from the kernel's verdict
   end_of_stream = 14,       // socket::recv_all: the peer closed the connection before all the
-                            // bytes asked for came (a reply cut short)
+                            // bytes asked for came (none, or a reply cut short). No std::errc
+                            // equivalent: EOF is not an errno
 };
 
 // What kind of failure a code describes, whatever category produced it (error_condition enum).

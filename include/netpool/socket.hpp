@@ -17,11 +17,12 @@
 //
 // Thread safety: one thread at a time per socket (as with any descriptor).
 // Lifetime: the socket owns its descriptor; moving transfers ownership and leaves the source empty.
-// Errors: send/recv/close report errno as std::system_category() codes (compare them with std::errc:
-// `ec == std::errc::broken_pipe`); a passed deadline is errc::io_timeout; a peer that closes before
-// recv_all has all its bytes, errc::end_of_stream. Blocking: send/recv without a
-// deadline block as the descriptor does (the built-in dialers hand out blocking sockets); with a deadline
-// they wait at most until it, blocking descriptor or not; probe() never blocks.
+// Errors: send/recv/close report errno as std::system_category() codes (compare them with
+// std::errc: `ec == std::errc::broken_pipe`); a passed deadline is errc::io_timeout; a peer that
+// closes before recv_all has all its bytes, errc::end_of_stream.
+// Blocking: send/recv without a deadline block as the descriptor does (the built-in dialers hand
+// out blocking sockets); with a deadline they wait at most until it, blocking descriptor or not;
+// probe() never blocks.
 #pragma once
 
 #include <chrono>
@@ -71,17 +72,19 @@ class socket {
   // recv(2), retried on EINTR; 0 means the peer closed, or size was 0 (then it returns at once).
   result<std::size_t> recv(void* data, std::size_t size) noexcept;
   // Receives exactly `size` bytes (looping over short reads and EINTR). A peer that closes first
-  // is errc::end_of_stream; the bytes that came before are in `data`.
+  // is errc::end_of_stream. After an error, how much of `data` was filled is not reported: the
+  // stream is out of step, and the connection is for discarding. On a non-blocking descriptor this
+  // form fails with EAGAIN once nothing is ready; the one with a deadline waits.
   [[nodiscard]] std::error_code recv_all(void* data, std::size_t size) noexcept;
 
   // The same four, waiting (ppoll) for the socket at most until `deadline`; then they fail with
   // errc::io_timeout (which is also `== std::errc::timed_out`). What can be sent or read at once
   // is, even past the deadline (so a deadline already passed makes a non-blocking attempt).
   // send_all's and recv_all's deadline bounds the whole message; when it passes part way, part of
-  // the message has gone (or come). After a timeout the stream is out of step with the protocol (a late reply
-  // may still arrive): discard the connection (lease::discard(), put_with_error) rather than return it. A
-  // socket with entries on its error queue (SO_TIMESTAMPING, MSG_ZEROCOPY) cannot be waited on this way: a
-  // wait fails with EOPNOTSUPP rather than spin.
+  // the message has gone (or come). After a timeout the stream is out of step with the protocol
+  // (a late reply may still arrive): discard the connection (lease::discard(), put_with_error)
+  // rather than return it. A socket with entries on its error queue (SO_TIMESTAMPING,
+  // MSG_ZEROCOPY) cannot be waited on this way: a wait fails with EOPNOTSUPP rather than spin.
   result<std::size_t> send(const void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;
   [[nodiscard]] std::error_code send_all(std::string_view data,

@@ -3,7 +3,6 @@
 // writes without a client library, with the socket's I/O deadlines. Skips without redis-server.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <string>

@@ -244,6 +244,65 @@ TYPED_TEST(HooksTest, OnConnectTakingTheDeadlineThatTimesOutAtTheCallersDeadline
   EXPECT_EQ(s.fast_failures, 0u);
 }
 
+TYPED_TEST(HooksTest, OnConnectTakingTheDeadlineWhoseOwnLimitRunsOutFirstIsADialFailure) {
+  // A timeout before the caller's deadline is the hook's own limit, not the caller's patience:
+  // a failed dial, ETIMEDOUT, and the backoff starts.
+  using clock = std::chrono::steady_clock;
+  auto cfg = this->config(1);
+  cfg.background_maintenance = false;  // the caller's own thread dials, on the caller's deadline
+  cfg.dial_timeout = 10s;
+  cfg.dial_backoff_floor = 10s;
+  cfg.dial_backoff_cap = 10s;
+  cfg.on_connect = [](tracked_conn&, clock::time_point) { return std::error_code(errc::io_timeout); };
+  auto pool = this->make(std::move(cfg));
+  auto got = pool.get_for(patience);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), netpool::make_dial_error(ETIMEDOUT)) << got.error().message();
+  EXPECT_EQ(pool.last_dial_error(), netpool::make_dial_error(ETIMEDOUT));
+  auto next = pool.get_for(patience);  // backing off: fails at once, without a dial
+  ASSERT_FALSE(next);
+  EXPECT_EQ(next.error(), netpool::make_dial_error(ETIMEDOUT));
+  EXPECT_EQ(pool.stats().dials, 1u);
+  EXPECT_EQ(pool.stats().fast_failures, 1u);
+}
+
+TEST(OnConnectOnADialerThread, ATimeoutAtThePoolsOwnDeadlineIsADialFailure) {
+  // pool with background maintenance: a caller with a sooner deadline queues and posts the dial,
+  // which runs on a dialer thread to the pool's own deadline. The hook is given that deadline;
+  // running out of it says the backend did not answer in dial_timeout, whoever waited.
+  using clock = std::chrono::steady_clock;
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory{registry};
+  {
+    netpool::pool_config<tracked_conn> cfg;
+    cfg.factory = factory.function();
+    cfg.max_size = 1;
+    cfg.dial_timeout = 300ms;
+    cfg.dial_backoff_floor = 10s;
+    cfg.dial_backoff_cap = 10s;
+    std::atomic<clock::rep> given{0};
+    cfg.on_connect = [&given](tracked_conn&, clock::time_point deadline) {
+      given.store(deadline.time_since_epoch().count());
+      std::this_thread::sleep_until(deadline);
+      return std::error_code(errc::io_timeout);
+    };
+    auto pool = netpool::pool<tracked_conn>::create(std::move(cfg)).value();
+    const clock::time_point start = clock::now();
+    auto impatient = pool.get_for(20ms);
+    ASSERT_FALSE(impatient);
+    EXPECT_EQ(impatient.error(), errc::timeout) << impatient.error().message();  // its own wait
+    ASSERT_TRUE(netpool::test::wait_for([&] {
+      return pool.last_dial_error() == netpool::make_dial_error(ETIMEDOUT);
+    })) << pool.last_dial_error().message();
+    EXPECT_GE(clock::time_point(clock::duration(given.load())), start + 300ms) << "not the pool's deadline";
+    auto next = pool.get_for(patience);
+    ASSERT_FALSE(next);
+    EXPECT_EQ(next.error(), netpool::make_dial_error(ETIMEDOUT));
+    EXPECT_EQ(pool.stats().dials, 1u);
+  }
+  EXPECT_EQ(registry.live(), 0);
+}
+
 TYPED_TEST(HooksTest, OnConnectThatThrowsIsHookRejected) {
   auto cfg = this->config(1);
   cfg.dial_backoff_floor = 0ns;  // every get dials: the second must behave as the first
@@ -489,10 +548,41 @@ TEST(ConnectHook, TakesEitherShapeAndKnowsWhichAndEmptyStaysEmpty) {
     EXPECT_EQ(without(conn, deadline), std::errc::permission_denied);
     EXPECT_EQ(calls, 1);
 
-    // A generic lambda that can take both is given the deadline.
+    // Callables that can be called both ways count as one-argument hooks: they may never see the
+    // deadline (std::bind drops what its placeholders do not name), so their timeouts are their own.
     hook generic = [](auto&&...) { return std::error_code(); };
-    EXPECT_TRUE(generic.takes_deadline());
+    EXPECT_TRUE(generic);
+    EXPECT_FALSE(generic.takes_deadline());
     EXPECT_FALSE(generic(conn, deadline));
+    std::error_code (*select_db)(tracked_conn&, int) = [](tracked_conn&, int db) {
+      return db == 3 ? std::error_code() : std::make_error_code(std::errc::invalid_argument);
+    };
+    hook bound = std::bind(select_db, std::placeholders::_1, 3);
+    EXPECT_FALSE(bound.takes_deadline());
+    EXPECT_FALSE(bound(conn, deadline));
+    // A variadic forwarder whose body cannot take two arguments still compiles (the two-argument
+    // check must not instantiate it).
+    auto one = [](tracked_conn&) { return std::error_code(errc::hook_rejected); };
+    hook forwarder = [one](auto&&... args) { return one(args...); };
+    EXPECT_FALSE(forwarder.takes_deadline());
+    EXPECT_EQ(forwarder(conn, deadline), errc::hook_rejected);
+    // A const copy of a mutable lambda, as std::function takes it.
+    const auto counting = [n = 0](tracked_conn&) mutable {
+      ++n;
+      return std::error_code();
+    };
+    hook from_const = counting;
+    EXPECT_FALSE(from_const(conn, deadline));
+    // Wrapping the configured hook: the wrapper forwards the deadline.
+    clock::time_point forwarded{};
+    hook wrapped = [inner = with_deadline, &forwarded](tracked_conn& c, clock::time_point d) {
+      forwarded = d;
+      return inner(c, d);
+    };
+    EXPECT_TRUE(wrapped.takes_deadline());
+    EXPECT_EQ(wrapped(conn, deadline), errc::io_timeout);
+    EXPECT_EQ(forwarded, deadline);
+    EXPECT_EQ(seen, deadline);
 
     // What the field held before it was a connect_hook still assigns, and an empty one stays empty.
     EXPECT_FALSE(hook(std::function<std::error_code(tracked_conn&)>()));

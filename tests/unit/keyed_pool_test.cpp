@@ -432,6 +432,29 @@ TEST_F(KeyedPoolTest, OnConnectRefusalClosesTheConnectionAndGivesItsTokenBack) {
   ASSERT_TRUE(ok) << ok.error().message();
 }
 
+TEST_F(KeyedPoolTest, OnConnectTakingTheDeadlineIsGivenTheDialsDeadline) {
+  using clock = std::chrono::steady_clock;
+  keyed_config cfg = config(2, 1);
+  std::atomic<clock::rep> given{0};
+  cfg.make_config = [inner = cfg.make_config, &given](const endpoint& e) {
+    auto c = inner(e);
+    c.dial_timeout = 3s;
+    c.on_connect = [&given](netpool::socket&, clock::time_point deadline) {
+      given.store(deadline.time_since_epoch().count());
+      return std::error_code();
+    };
+    return c;
+  };
+  keyed pools = make(std::move(cfg));
+  const clock::time_point before = clock::now();
+  auto got = pools.get_for(key(0), 10s);  // more patient than dial_timeout: the pool's own deadline
+  const clock::time_point after = clock::now();
+  ASSERT_TRUE(got) << got.error().message();
+  const clock::time_point deadline{clock::duration(given.load())};
+  EXPECT_GE(deadline, before + 3s);
+  EXPECT_LE(deadline, after + 3s);
+}
+
 // A factory that returns a socket that is not open made no connection: the core fails that dial
 // (errc::dial_failed) and destroys the socket without on_close. The wrapped factory must give the
 // global token back itself: it used to keep it, and the limit shrank by one for good.

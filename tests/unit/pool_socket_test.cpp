@@ -8,7 +8,6 @@
 
 #include <cerrno>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
