@@ -1,6 +1,7 @@
 // netpool::socket (the default connection) pooled against a private redis-server on a free
 // loopback port, started and stopped by pid (tests/support's redis_server): the raw RESP a user
-// writes without a client library, with the socket's I/O deadlines. Skips without redis-server.
+// writes without a client library, with the socket's I/O deadlines, and AUTH in on_connect. Skips
+// without redis-server.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -63,6 +64,77 @@ TEST(RedisSocketDeadlineTest, ACommandThatBlocksOnTheServerTimesOutAndItsConnect
   const netpool::pool_stats s = pool.stats();
   EXPECT_EQ(s.dials, 2u);
   EXPECT_EQ(s.closed_error, 1u);
+}
+
+// on_connect's job in practice: AUTH on each new connection to a redis that wants a password,
+// its I/O bounded by the dial's deadline (the two-argument hook). A reply other than +OK refuses
+// the connection, and the dial fails with permission_denied.
+netpool::connect_hook<netpool::socket> authenticate(const std::string& password) {
+  std::string auth = "*2\r\n$4\r\nAUTH\r\n$";  // appended, not concatenated: g++ 12 -O3 -Wrestrict
+  auth += std::to_string(password.size());
+  auth += "\r\n";
+  auth += password;
+  auth += "\r\n";
+  return [auth](netpool::socket& s, steady::time_point deadline) -> std::error_code {
+    if (std::error_code ec = s.send_all(auth, deadline)) return ec;
+    char reply[5];  // "+OK\r\n", or the first bytes of -WRONGPASS...
+    if (std::error_code ec = s.recv_all(reply, sizeof reply, deadline)) return ec;
+    if (std::string_view(reply, sizeof reply) != "+OK\r\n") {
+      return std::make_error_code(std::errc::permission_denied);
+    }
+    return {};
+  };
+}
+
+std::string ping(netpool::socket& s) {
+  const auto deadline = steady::now() + 10s;
+  std::error_code ec = s.send_all("*1\r\n$4\r\nPING\r\n", deadline);
+  std::string reply(7, '\0');  // +PONG\r\n, or the first bytes of -NOAUTH ...
+  if (!ec) ec = s.recv_all(reply.data(), reply.size(), deadline);
+  return ec ? ec.message() : reply;
+}
+
+TEST(RedisAuthTest, OnConnectAuthenticatesEveryNewConnection) {
+  if (!netpool::test::redis_server::available()) GTEST_SKIP() << "redis-server is not installed";
+  netpool::test::redis_server redis("s3cret-pass");
+  netpool::pool_config<netpool::socket> cfg;
+  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
+  cfg.max_size = 2;
+  cfg.on_connect = authenticate("s3cret-pass");
+  auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+  {
+    auto a = pool.get_for(10s);
+    auto b = pool.get_for(10s);  // two connections at once: each dialed and authenticated
+    ASSERT_TRUE(a && b) << (a ? b.error().message() : a.error().message());
+    EXPECT_EQ(ping(**a), "+PONG\r\n");
+    EXPECT_EQ(ping(**b), "+PONG\r\n");
+  }
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.dials_ok, 2u);
+  EXPECT_EQ(s.dial_failures, 0u);
+
+  // Without the hook the same server refuses the command: the AUTH above is what let PING in.
+  auto bare = netpool::tcp_dialer("127.0.0.1", redis.port())(steady::now() + 10s);
+  ASSERT_TRUE(bare) << bare.error().message();
+  EXPECT_EQ(ping(*bare), "-NOAUTH");
+}
+
+TEST(RedisAuthTest, AWrongPasswordFailsTheDialAndClosesTheConnection) {
+  if (!netpool::test::redis_server::available()) GTEST_SKIP() << "redis-server is not installed";
+  netpool::test::redis_server redis("s3cret-pass");
+  netpool::pool_config<netpool::socket> cfg;
+  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
+  cfg.max_size = 1;
+  cfg.on_connect = authenticate("wrong");
+  auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+  auto got = pool.get_for(10s);
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), std::errc::permission_denied) << got.error().message();
+  EXPECT_EQ(pool.last_dial_error(), std::errc::permission_denied);
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.dial_failures, 1u);
+  EXPECT_EQ(s.closed_hook, 1u);
+  EXPECT_EQ(s.active, 0u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support_detail.hpp"
@@ -40,7 +41,8 @@ std::uint16_t pick_free_port() {
   return ntohs(a.sin_port);
 }
 
-// One PING round trip; true on "+PONG".
+// One PING round trip; true on "+PONG", or "-NOAUTH" from a server that wants a password first:
+// either way it is up and answering.
 bool answers_ping(std::uint16_t port) {
   unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return false;
@@ -62,7 +64,7 @@ bool answers_ping(std::uint16_t port) {
     if (n <= 0) return false;
     reply.append(buf, static_cast<std::size_t>(n));
   }
-  return reply.rfind("+PONG\r\n", 0) == 0;
+  return reply.rfind("+PONG\r\n", 0) == 0 || reply.rfind("-NOAUTH", 0) == 0;
 }
 
 }  // namespace
@@ -71,7 +73,9 @@ bool redis_server::available() {
   return ::access(binary, X_OK) == 0;
 }
 
-redis_server::redis_server() {
+redis_server::redis_server() : redis_server(std::string()) {}
+
+redis_server::redis_server(std::string password) : password_(std::move(password)) {
   if (!available()) throw std::runtime_error(std::string("redis_server: ") + binary + " not found");
   std::string pattern = (std::filesystem::temp_directory_path() / "netpool-redis-XXXXXX").string();
   if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp");
@@ -111,6 +115,10 @@ void redis_server::spawn_and_wait() {
   std::vector<std::string> args = {binary,   "--port", port,           "--bind",    "127.0.0.1",
                                    "--save", "",       "--appendonly", "no",        "--daemonize",
                                    "no",     "--dir",  dir_,           "--logfile", log};
+  if (!password_.empty()) {
+    args.emplace_back("--requirepass");
+    args.push_back(password_);
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -215,6 +215,8 @@ class redis_server {
 
   // Starts the server and waits until it answers PING (throws if it does not within 10 s).
   redis_server();
+  // The same, with `--requirepass password`: every connection must AUTH before its commands.
+  explicit redis_server(std::string password);
   ~redis_server();
   redis_server(const redis_server&) = delete;
   redis_server& operator=(const redis_server&) = delete;
@@ -232,6 +234,7 @@ class redis_server {
   void spawn_and_wait();
 
   std::string dir_;
+  std::string password_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
 };
