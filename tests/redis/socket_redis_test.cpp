@@ -94,14 +94,20 @@ std::string ping(netpool::socket& s) {
   return ec ? ec.message() : reply;
 }
 
+// A pool of plain sockets to `redis` whose on_connect sends AUTH with `password`.
+netpool::pool<netpool::socket> authenticating_pool(const netpool::test::redis_server& redis,
+                                                   const std::string& password, std::size_t max_size) {
+  netpool::pool_config<netpool::socket> cfg;
+  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
+  cfg.max_size = max_size;
+  cfg.on_connect = authenticate(password);
+  return netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+}
+
 TEST(RedisAuthTest, OnConnectAuthenticatesEveryNewConnection) {
   if (!netpool::test::redis_server::available()) GTEST_SKIP() << "redis-server is not installed";
   netpool::test::redis_server redis("s3cret-pass");
-  netpool::pool_config<netpool::socket> cfg;
-  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
-  cfg.max_size = 2;
-  cfg.on_connect = authenticate("s3cret-pass");
-  auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+  auto pool = authenticating_pool(redis, "s3cret-pass", 2);
   {
     auto a = pool.get_for(10s);
     auto b = pool.get_for(10s);  // two connections at once: each dialed and authenticated
@@ -122,11 +128,7 @@ TEST(RedisAuthTest, OnConnectAuthenticatesEveryNewConnection) {
 TEST(RedisAuthTest, AWrongPasswordFailsTheDialAndClosesTheConnection) {
   if (!netpool::test::redis_server::available()) GTEST_SKIP() << "redis-server is not installed";
   netpool::test::redis_server redis("s3cret-pass");
-  netpool::pool_config<netpool::socket> cfg;
-  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
-  cfg.max_size = 1;
-  cfg.on_connect = authenticate("wrong");
-  auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+  auto pool = authenticating_pool(redis, "wrong", 1);
   auto got = pool.get_for(10s);
   ASSERT_FALSE(got);
   EXPECT_EQ(got.error(), std::errc::permission_denied) << got.error().message();
