@@ -59,8 +59,17 @@ using factory_function = std::function<result<Conn>(std::chrono::steady_clock::t
 // function pointer leaves it empty.
 //
 // Unlike the std::function<std::error_code(Conn&)> this field was until 0.2, a connect_hook is
-// called with the deadline too: a hook that wraps the configured one forwards both,
-//   cfg.on_connect = [inner = cfg.on_connect](Conn& c, auto deadline) { log(); return inner(c, deadline); };
+// called with the deadline too. A hook that wraps the configured one must keep its shape, or a
+// one-argument hook's own timeouts would be read as the caller's; takes_deadline() says which:
+//
+//   using hook = netpool::connect_hook<Conn>;
+//   hook inner = cfg.on_connect;
+//   cfg.on_connect = inner.takes_deadline()
+//                        ? hook([inner](Conn& c, hook::deadline_type d) { log(); return inner(c, d); })
+//                        : hook([inner](Conn& c) { log(); return inner(c, {}); });  // {}: unused
+//
+// Spell a wrapper's parameters out: a variadic `(auto&&... a)` forwarder to a two-argument
+// callable does not compile, because the one-argument check instantiates its body.
 template <class Conn>
 class connect_hook;
 
@@ -69,13 +78,11 @@ namespace detail {
 // qualifies too; and the one-argument shape first, so that the two-argument check never
 // instantiates the body of a variadic lambda that cannot take two.
 template <class F, class Conn>
-concept connect_hook_taking_connection = std::is_invocable_r_v < std::error_code,
-        std::decay_t<F>
-&, Conn& > ;
+concept connect_hook_taking_connection = (std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&>);
 template <class F, class Conn>
 concept connect_hook_taking_deadline =
     !connect_hook_taking_connection<F, Conn> &&
-    std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&, std::chrono::steady_clock::time_point>;
+    (std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&, std::chrono::steady_clock::time_point>);
 // What connect_hook is built from: either shape of hook, but not a connect_hook, which is callable
 // too and must be copied and moved by its own constructors.
 template <class F, class Conn>
@@ -232,7 +239,7 @@ struct pool_config {
   // deadline, a failed dial, ETIMEDOUT; on a sooner caller's deadline it was given, that caller's
   // errc::timeout, no backoff. The one-argument form is not given a deadline, so its timeout is
   // always its own limit: a failed dial, ETIMEDOUT, with backoff. Bound its I/O yourself
-  // (socket::send_all/recv take a deadline): nothing else does.
+  // (socket::send_all/recv/recv_all take a deadline): nothing else does.
   connect_hook<Conn> on_connect;
   // Before each hand-out (pooled or freshly dialed), after the health checks. false (or a throw)
   // closes the connection (close_reason::hook) and the get goes on with another one; a freshly

@@ -41,9 +41,9 @@ std::uint16_t pick_free_port() {
   return ntohs(a.sin_port);
 }
 
-// One PING round trip; true on "+PONG", or "-NOAUTH" from a server that wants a password first:
-// either way it is up and answering.
-bool answers_ping(std::uint16_t port) {
+// One PING round trip; true on the answer our server gives: "+PONG", or "-NOAUTH" when it was
+// started with a password (another redis that took the port would most likely answer otherwise).
+bool answers_ping(std::uint16_t port, bool wants_password) {
   unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return false;
   const timeval tv{1, 0};  // a live redis answers in microseconds; never hang the test on it
@@ -64,7 +64,7 @@ bool answers_ping(std::uint16_t port) {
     if (n <= 0) return false;
     reply.append(buf, static_cast<std::size_t>(n));
   }
-  return reply.rfind("+PONG\r\n", 0) == 0 || reply.rfind("-NOAUTH", 0) == 0;
+  return reply.rfind(wants_password ? "-NOAUTH" : "+PONG\r\n", 0) == 0;
 }
 
 }  // namespace
@@ -144,7 +144,7 @@ void redis_server::spawn_and_wait() {
           pid_ = -1;  // exited (port taken?): reaped, nothing left to stop
           return true;
         }
-        return answers_ping(port_);
+        return answers_ping(port_, !password_.empty());
       },
       std::chrono::seconds(10));
   if (pid_ < 0) throw std::runtime_error("redis_server: redis-server exited at startup, see " + log);

@@ -126,7 +126,7 @@ TYPED_TEST(HooksTest, OnConnectWhoseIoTimesOutIsADialThatTimedOut) {
 }
 
 TYPED_TEST(HooksTest, OnConnectTimingOutPastAShortCallersDeadlineIsStillADialFailure) {
-  // on_connect is not given the caller's deadline: its io_timeout is its own limit. Were it taken
+  // The one-argument on_connect is given no deadline: its io_timeout is its own limit. Were it taken
   // for the caller's timeout, a backend that accepts but never answers the set-up would start no
   // backoff, and every get would dial and wait out on_connect's limit again. Both ways a get can
   // dial: on its own thread (lean_pool; pool without background maintenance), where the dial
@@ -583,6 +583,26 @@ TEST(ConnectHook, TakesEitherShapeAndKnowsWhichAndEmptyStaysEmpty) {
     EXPECT_EQ(wrapped(conn, deadline), errc::io_timeout);
     EXPECT_EQ(forwarded, deadline);
     EXPECT_EQ(seen, deadline);
+    // config.hpp's idiom for wrapping whatever hook is configured keeps its shape, so that a
+    // one-argument hook's own timeouts stay its own.
+    int logged = 0;
+    auto wrap = [&logged](const hook& inner) {
+      return inner.takes_deadline() ? hook([inner, &logged](tracked_conn& c, hook::deadline_type d) {
+        ++logged;
+        return inner(c, d);
+      })
+                                    : hook([inner, &logged](tracked_conn& c) {
+                                        ++logged;
+                                        return inner(c, {});
+                                      });
+    };
+    const hook wrapped_one = wrap(without);
+    EXPECT_FALSE(wrapped_one.takes_deadline());
+    EXPECT_EQ(wrapped_one(conn, deadline), std::errc::permission_denied);
+    const hook wrapped_two = wrap(with_deadline);
+    EXPECT_TRUE(wrapped_two.takes_deadline());
+    EXPECT_EQ(wrapped_two(conn, deadline), errc::io_timeout);
+    EXPECT_EQ(logged, 2);
 
     // What the field held before it was a connect_hook still assigns, and an empty one stays empty.
     EXPECT_FALSE(hook(std::function<std::error_code(tracked_conn&)>()));

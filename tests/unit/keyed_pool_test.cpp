@@ -72,12 +72,7 @@ bool echoes(netpool::socket& s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   if (s.send_all("ping\n", deadline)) return false;
   char buffer[5];
-  std::size_t got = 0;
-  while (got < sizeof buffer) {
-    auto n = s.recv(buffer + got, sizeof buffer - got, deadline);
-    if (!n || *n == 0) return false;
-    got += *n;
-  }
+  if (s.recv_all(buffer, sizeof buffer, deadline)) return false;
   return std::string(buffer, sizeof buffer) == "ping\n";
 }
 

@@ -189,14 +189,8 @@ liveness peek(int fd) {
 // One request/response through the connection: true if the echo came back whole.
 bool round_trip(netpool::socket& s, const std::string& message) {
   if (s.send_all(message)) return false;
-  std::string got;
-  char buf[256];
-  while (got.size() < message.size()) {
-    auto n = s.recv(buf, std::min(sizeof buf, message.size() - got.size()));
-    if (!n || *n == 0) return false;
-    got.append(buf, *n);
-  }
-  return got == message;
+  std::string got(message.size(), '\0');
+  return !s.recv_all(got.data(), got.size()) && got == message;
 }
 
 netpool::pool_config<netpool::socket> socket_config(const echo_server& server, manual_clock& clock) {
