@@ -144,6 +144,10 @@ result<std::size_t> socket::recv(void* data, std::size_t size) noexcept {
   }
 }
 
+std::error_code socket::send_all(const void* data, std::size_t size) noexcept {
+  return send_all(std::string_view(static_cast<const char*>(data), size));
+}
+
 std::error_code socket::recv_all(void* data, std::size_t size) noexcept {
   return recv_all_with(data, size, [&](char* rest, std::size_t left) { return recv(rest, left); });
 }
@@ -160,6 +164,10 @@ std::error_code socket::send_all(std::string_view data, steady_time deadline) no
 result<std::size_t> socket::recv(void* data, std::size_t size, steady_time deadline) noexcept {
   if (size == 0) return std::size_t{0};  // as the untimed recv: nothing asked, nothing waited for
   return attempt_until(fd_, POLLIN, deadline, [&] { return ::recv(fd_, data, size, MSG_DONTWAIT); });
+}
+
+std::error_code socket::send_all(const void* data, std::size_t size, steady_time deadline) noexcept {
+  return send_all(std::string_view(static_cast<const char*>(data), size), deadline);
 }
 
 std::error_code socket::recv_all(void* data, std::size_t size, steady_time deadline) noexcept {

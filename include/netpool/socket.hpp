@@ -68,8 +68,10 @@ class socket {
   // send(2) with MSG_NOSIGNAL, retried on EINTR: writing to a peer that has gone returns EPIPE (or
   // ECONNRESET), never SIGPIPE. May send less than `size`.
   result<std::size_t> send(const void* data, std::size_t size) noexcept;
-  // Sends everything (looping over partial writes and EINTR).
+  // Sends everything (looping over partial writes and EINTR). The (data, size) form is the same
+  // for bytes that are not characters (a binary header, a std::vector<std::byte>).
   [[nodiscard]] std::error_code send_all(std::string_view data) noexcept;
+  [[nodiscard]] std::error_code send_all(const void* data, std::size_t size) noexcept;
   // recv(2), retried on EINTR; 0 means the peer closed, or size was 0 (then it returns at once).
   result<std::size_t> recv(void* data, std::size_t size) noexcept;
   // Receives exactly `size` bytes (looping over short reads and EINTR). A peer that closes first
@@ -78,7 +80,7 @@ class socket {
   // form fails with EAGAIN once nothing is ready; the one with a deadline waits.
   [[nodiscard]] std::error_code recv_all(void* data, std::size_t size) noexcept;
 
-  // The same four, waiting (ppoll) for the socket at most until `deadline`; then they fail with
+  // The same five, waiting (ppoll) for the socket at most until `deadline`; then they fail with
   // errc::io_timeout (which is also `== std::errc::timed_out`). What can be sent or read at once
   // is, even past the deadline (so a deadline already passed makes a non-blocking attempt).
   // send_all's and recv_all's deadline bounds the whole message; when it passes part way, part of
@@ -89,6 +91,8 @@ class socket {
   result<std::size_t> send(const void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;
   [[nodiscard]] std::error_code send_all(std::string_view data,
+                                         std::chrono::steady_clock::time_point deadline) noexcept;
+  [[nodiscard]] std::error_code send_all(const void* data, std::size_t size,
                                          std::chrono::steady_clock::time_point deadline) noexcept;
   result<std::size_t> recv(void* data, std::size_t size,
                            std::chrono::steady_clock::time_point deadline) noexcept;

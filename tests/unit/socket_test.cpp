@@ -19,11 +19,13 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "netpool/dialer.hpp"
 #include "test_support.hpp"
@@ -82,6 +84,8 @@ TEST(SocketTest, DefaultIsEmpty) {
   EXPECT_EQ(got.error(), std::errc::bad_file_descriptor);
   EXPECT_EQ(s.send_all("x", later), std::errc::bad_file_descriptor);
   EXPECT_EQ(s.recv_all(&c, 1), std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.send_all(&c, 1), std::errc::bad_file_descriptor);
+  EXPECT_EQ(s.send_all(&c, 1, later), std::errc::bad_file_descriptor);
   EXPECT_EQ(s.recv_all(&c, 1, later), std::errc::bad_file_descriptor);
 }
 
@@ -181,6 +185,31 @@ TEST(SocketTest, RecvReturnsZeroWhenPeerCloses) {
   auto timed = s.recv(&c, 1, std::chrono::steady_clock::now() + 30s);
   ASSERT_TRUE(timed) << timed.error().message();
   EXPECT_EQ(*timed, 0u);
+}
+
+TEST(SocketTest, SendAllOfBytesCarriesZerosAndHighBytes) {
+  echo_server server;
+  netpool::socket s = dial(server);
+  ASSERT_TRUE(s);
+  std::vector<std::byte> sent(70000);  // several segments, every byte value, zeros included
+  for (std::size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<std::byte>(i * 7 % 256);
+  for (const bool timed : {false, true}) {
+    SCOPED_TRACE(timed ? "with a deadline" : "without a deadline");
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    std::vector<std::byte> echoed(sent.size());
+    std::error_code received;
+    {
+      // One thread sends while this one reads: the echo would fill both buffers otherwise.
+      std::jthread writer([&] {
+        const std::error_code ec =
+            timed ? s.send_all(sent.data(), sent.size(), deadline) : s.send_all(sent.data(), sent.size());
+        EXPECT_FALSE(ec) << ec.message();
+      });
+      received = s.recv_all(echoed.data(), echoed.size(), deadline);
+    }
+    ASSERT_FALSE(received) << received.message();
+    EXPECT_TRUE(echoed == sent);
+  }
 }
 
 TEST(SocketTest, RecvAllGathersAMessageThatArrivesInPieces) {
