@@ -37,6 +37,7 @@
 #include "netpool/lease.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
+#include "socket_helpers.hpp"
 #include "test_support.hpp"
 
 namespace netpool::fault {
@@ -53,12 +54,7 @@ netpool::pool_config<netpool::socket> tcp_config(const echo_server& server) {
   return cfg;
 }
 
-// Reads exactly n bytes (a reply may arrive in pieces); empty on EOF or an error.
-std::string read_exactly(netpool::socket& s, std::size_t n) {
-  std::string out(n, '\0');
-  if (s.recv_all(out.data(), n)) out.clear();
-  return out;
-}
+using netpool::test::read_exactly;
 
 // ---- unread bytes ------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
+#include "socket_helpers.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -186,12 +187,7 @@ liveness peek(int fd) {
   return (errno == EAGAIN || errno == EWOULDBLOCK) ? liveness::alive : liveness::error;
 }
 
-// One request/response through the connection: true if the echo came back whole.
-bool round_trip(netpool::socket& s, const std::string& message) {
-  if (s.send_all(message)) return false;
-  std::string got(message.size(), '\0');
-  return !s.recv_all(got.data(), got.size()) && got == message;
-}
+using netpool::test::echoed_whole;
 
 netpool::pool_config<netpool::socket> socket_config(const echo_server& server, manual_clock& clock) {
   netpool::pool_config<netpool::socket> c;
@@ -482,7 +478,7 @@ TEST_F(LifecycleTest, ProbeDiscardsDeadIdleSocketsAndDialsAFreshOne) {
     {
       auto l = pool.get();
       ASSERT_TRUE(l) << l.error().message();
-      ASSERT_TRUE(round_trip(**l, "first"));
+      ASSERT_TRUE(echoed_whole(**l, "first"));
       fd = (*l)->native_handle();
     }
     time.advance(1s);  // idle longer than probe_after
@@ -503,7 +499,7 @@ TEST_F(LifecycleTest, ProbeDiscardsDeadIdleSocketsAndDialsAFreshOne) {
 
     auto l = pool.get_for(patience);
     ASSERT_TRUE(l) << l.error().message();
-    EXPECT_TRUE(round_trip(**l, "second")) << "a dead connection was handed out";
+    EXPECT_TRUE(echoed_whole(**l, "second")) << "a dead connection was handed out";
     const auto s = pool.stats();
     EXPECT_EQ(s.closed_health, 1u);
     EXPECT_EQ(s.dials, 2u);
@@ -694,7 +690,7 @@ TEST_F(LifecycleTest, KeepaliveClosesDeadIdleSocketsWithoutAnyGet) {
     EXPECT_TRUE(wait_for([&] { return server.accepted_total() == 4; }, patience)) << server.accepted_total();
     auto l = pool.get();
     ASSERT_TRUE(l);
-    EXPECT_TRUE(round_trip(**l, "after keepalive"));
+    EXPECT_TRUE(echoed_whole(**l, "after keepalive"));
   }
   EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; }, patience));
 }

@@ -22,6 +22,7 @@
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
 #include "pool_test_helpers.hpp"
+#include "socket_helpers.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -45,18 +46,7 @@ class fd_leak_check {
   std::size_t before_;
 };
 
-// Reads exactly n bytes (an echo may arrive in pieces); empty on EOF or an error.
-std::string read_n(netpool::socket& s, std::size_t n) {
-  std::string out(n, '\0');
-  if (s.recv_all(out.data(), n)) out.clear();
-  return out;
-}
-
-// One request/response through the connection: true if the echo came back whole.
-bool round_trip(netpool::socket& s, const std::string& message) {
-  if (s.send_all(message)) return false;
-  return read_n(s, message.size()) == message;
-}
+using netpool::test::echoed_whole;
 
 bool probe_alive(netpool::socket& s) {
   return s.probe() == liveness::alive;
@@ -106,7 +96,7 @@ TYPED_TEST(PoolSocketTest, RoundTripsThroughPooledConnections) {
             continue;
           }
           const std::string msg = "thread " + std::to_string(t) + " round " + std::to_string(i) + "\n";
-          if (!round_trip(**conn, msg)) {
+          if (!echoed_whole(**conn, msg)) {
             failures.fetch_add(1);
             conn->discard();
           }
@@ -136,7 +126,7 @@ TYPED_TEST(PoolSocketTest, UnixDialerRoundTrip) {
     for (int i = 0; i < 10; ++i) {
       auto conn = pool.get_for(10s);
       ASSERT_TRUE(conn) << conn.error().message();
-      EXPECT_TRUE(round_trip(**conn, "unix " + std::to_string(i)));
+      EXPECT_TRUE(echoed_whole(**conn, "unix " + std::to_string(i)));
     }
     EXPECT_EQ(pool.stats().dials, 1u);
   }
@@ -193,7 +183,7 @@ TYPED_TEST(PoolSocketTest, AFactoryThatReturnsAClosedSocketIsAFailedDial) {
     broken.store(false);
     auto conn = pool.get_for(10s);
     ASSERT_TRUE(conn) << conn.error().message();
-    EXPECT_TRUE(round_trip(**conn, "open"));
+    EXPECT_TRUE(echoed_whole(**conn, "open"));
   }
 }
 
@@ -274,18 +264,18 @@ TYPED_TEST(PoolSocketTest, DeadConnectionDiscardedByTheCallerIsReplaced) {
     {
       auto conn = pool.get();
       ASSERT_TRUE(conn);
-      ASSERT_TRUE(round_trip(**conn, "hello"));
+      ASSERT_TRUE(echoed_whole(**conn, "hello"));
     }
     server.close_all_connections();
     {
       auto conn = pool.get();
       ASSERT_TRUE(conn);
-      EXPECT_FALSE(round_trip(**conn, "anyone?")) << "the server closed this connection";
+      EXPECT_FALSE(echoed_whole(**conn, "anyone?")) << "the server closed this connection";
       EXPECT_FALSE(pool.put_with_error(std::move(*conn)));
     }
     auto fresh = pool.get_for(10s);
     ASSERT_TRUE(fresh) << fresh.error().message();
-    EXPECT_TRUE(round_trip(**fresh, "again"));
+    EXPECT_TRUE(echoed_whole(**fresh, "again"));
     EXPECT_EQ(pool.stats().closed_error, 1u);
     EXPECT_EQ(server.accepted_total(), 2u);
   }
@@ -307,7 +297,7 @@ TEST_F(StandardPoolSocketTest, HealthCheckDetectsAConnectionTheServerClosed) {
     {
       auto conn = pool.get();
       ASSERT_TRUE(conn);
-      ASSERT_TRUE(round_trip(**conn, "first"));
+      ASSERT_TRUE(echoed_whole(**conn, "first"));
       fd = (*conn)->native_handle();
     }
     ASSERT_EQ(pool.len(), 1u);
@@ -317,7 +307,7 @@ TEST_F(StandardPoolSocketTest, HealthCheckDetectsAConnectionTheServerClosed) {
 
     auto conn = pool.get_for(10s);
     ASSERT_TRUE(conn) << conn.error().message();
-    EXPECT_TRUE(round_trip(**conn, "second")) << "a live connection was handed out";
+    EXPECT_TRUE(echoed_whole(**conn, "second")) << "a live connection was handed out";
     const auto s = pool.stats();
     EXPECT_EQ(s.closed_health, 1u);
     EXPECT_EQ(s.dials, 2u);
@@ -346,7 +336,7 @@ TEST_F(StandardPoolSocketTest, HealthCheckDetectsAResetConnection) {
     ASSERT_TRUE(wait_for([&] { return peek(fd) != liveness::alive; }));
     auto conn = pool.get_for(10s);
     ASSERT_TRUE(conn) << conn.error().message();
-    EXPECT_TRUE(round_trip(**conn, "after reset"));
+    EXPECT_TRUE(echoed_whole(**conn, "after reset"));
     EXPECT_EQ(pool.stats().closed_health, 1u);
   }
 }
@@ -434,7 +424,7 @@ TYPED_TEST(PoolSocketTest, SocketLeasesOutlivingThePoolAreClosedOnReturn) {
     }
   }
   ASSERT_TRUE(wait_for([&] { return server.connection_count() == 3; }));
-  for (auto& l : leases) EXPECT_TRUE(round_trip(*l, "still usable"));
+  for (auto& l : leases) EXPECT_TRUE(echoed_whole(*l, "still usable"));
   leases.clear();
   EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; }));
 }

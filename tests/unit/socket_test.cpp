@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "netpool/dialer.hpp"
+#include "socket_helpers.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -57,12 +58,7 @@ netpool::socket dial(const echo_server& server) {
   return dial(server.host(), server.port());
 }
 
-// Reads exactly n bytes (the echo may arrive in pieces); empty on EOF or an error.
-std::string read_n(netpool::socket& s, std::size_t n) {
-  std::string out(n, '\0');
-  if (s.recv_all(out.data(), n)) out.clear();
-  return out;
-}
+using netpool::test::read_exactly;
 
 TEST(SocketTest, DefaultIsEmpty) {
   netpool::socket s;
@@ -166,7 +162,7 @@ TEST(SocketTest, SendAllAndRecvRoundTrip) {
   ASSERT_TRUE(s);
   const std::string message(100000, 'x');  // larger than one segment: exercises partial writes
   std::thread writer([&] { EXPECT_FALSE(s.send_all(message)); });
-  const std::string echoed = read_n(s, message.size());
+  const std::string echoed = read_exactly(s, message.size());
   writer.join();
   EXPECT_EQ(echoed, message);
 }
@@ -295,14 +291,14 @@ TEST(SocketTest, ProbeAliveAndUnreadData) {
   ASSERT_FALSE(s.send_all("abc"));
   ASSERT_TRUE(wait_for([&] { return s.probe() == liveness::unread_data; }));
   EXPECT_EQ(s.probe(), liveness::unread_data);  // peeking consumed nothing
-  EXPECT_EQ(read_n(s, 3), "abc");
+  EXPECT_EQ(read_exactly(s, 3), "abc");
   EXPECT_EQ(s.probe(), liveness::alive);
 
   // Unsolicited bytes from the server.
   ASSERT_TRUE(wait_for([&] { return server.connection_count() == 1; }));
   server.send_to_all("+extra\r\n");
   ASSERT_TRUE(wait_for([&] { return s.probe() == liveness::unread_data; }));
-  EXPECT_EQ(read_n(s, 8), "+extra\r\n");
+  EXPECT_EQ(read_exactly(s, 8), "+extra\r\n");
   EXPECT_EQ(s.probe(), liveness::alive);
 }
 
@@ -457,7 +453,7 @@ TEST(SocketDeadlineTest, APassedDeadlineStillReadsWhatIsReady) {
   auto sent = s.send("d", 1, passed);
   ASSERT_TRUE(sent) << sent.error().message();
   EXPECT_EQ(*sent, 1u);
-  EXPECT_EQ(read_n(s, 1), "d");
+  EXPECT_EQ(read_exactly(s, 1), "d");
   // recv_all too: what is all there is read, the deadline passed or not.
   ASSERT_FALSE(s.send_all("efg"));
   ASSERT_TRUE(wait_for([&] { return s.probe() == liveness::unread_data; }));
