@@ -47,6 +47,7 @@
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
+#include "socket_helpers.hpp"
 #include "test_support.hpp"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -64,6 +65,7 @@ namespace netpool::fault {
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
+using netpool::test::fd_leak_check;
 using std::chrono::milliseconds;
 
 // Sanitizers slow everything 2-15x: fewer threads and requests, same fault durations (those are
@@ -578,18 +580,6 @@ void expect_empty_after_close(Pool& pool) {
 }
 
 // ---- descriptors and the scenario's record --------------------------------------------------------
-
-// Declared first in a test, destroyed last: compares the process's descriptors at both ends.
-class fd_leak_check {
- public:
-  fd_leak_check() : before_(netpool::test::open_fd_count()) {}
-  fd_leak_check(const fd_leak_check&) = delete;
-  fd_leak_check& operator=(const fd_leak_check&) = delete;
-  ~fd_leak_check() { EXPECT_EQ(netpool::test::open_fd_count(), before_) << "descriptors leaked"; }
-
- private:
-  std::size_t before_;
-};
 
 // Declared first in a scenario (so destroyed last, after its pools and servers): counts the
 // process's descriptors at both ends, and appends the scenario's JSON line when

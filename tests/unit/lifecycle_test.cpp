@@ -41,6 +41,7 @@ using clock_type = std::chrono::steady_clock;
 using netpool::errc;
 using netpool::liveness;
 using netpool::test::echo_server;
+using netpool::test::fd_leak_check;
 using netpool::test::manual_clock;
 using netpool::test::wait_for;
 
@@ -164,18 +165,6 @@ void open_cohort(netpool::pool<Conn>& pool, std::size_t n) {
     held.push_back(std::move(*l));
   }
 }
-
-// Declared first in a test, destroyed last: compares the process's descriptors at both ends.
-class fd_leak_check {
- public:
-  fd_leak_check() : before_(netpool::test::open_fd_count()) {}
-  fd_leak_check(const fd_leak_check&) = delete;
-  fd_leak_check& operator=(const fd_leak_check&) = delete;
-  ~fd_leak_check() { EXPECT_EQ(netpool::test::open_fd_count(), before_) << "descriptors leaked"; }
-
- private:
-  std::size_t before_;
-};
 
 // What a peek at descriptor `fd` says, without owning it: lets a test wait until an idle pooled
 // socket has really received the server's FIN, RST or data before the pool looks at it.

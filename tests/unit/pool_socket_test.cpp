@@ -34,19 +34,8 @@ using netpool::liveness;
 using netpool::test::echo_server;
 using netpool::test::wait_for;
 
-// Declared first in a test, destroyed last: compares the process's descriptors at both ends.
-class fd_leak_check {
- public:
-  fd_leak_check() : before_(netpool::test::open_fd_count()) {}
-  fd_leak_check(const fd_leak_check&) = delete;
-  fd_leak_check& operator=(const fd_leak_check&) = delete;
-  ~fd_leak_check() { EXPECT_EQ(netpool::test::open_fd_count(), before_) << "descriptors leaked"; }
-
- private:
-  std::size_t before_;
-};
-
 using netpool::test::echoed_whole;
+using netpool::test::fd_leak_check;
 
 bool probe_alive(netpool::socket& s) {
   return s.probe() == liveness::alive;
