@@ -65,6 +65,8 @@ const char* describe(config_problem problem) noexcept {
       return "starvation_threshold must be >= 0";
     case config_problem::wait_spin_out_of_range:
       return "wait_spin must be in [0, 1 ms] (0 sleeps at once)";
+    case config_problem::health_check_timeout_not_positive:
+      return "health_check_timeout must be > 0";
   }
   return "unknown configuration problem";
 }

@@ -42,25 +42,30 @@ namespace netpool {
 template <class Conn>
 using factory_function = std::function<result<Conn>(std::chrono::steady_clock::time_point deadline)>;
 
-// The type of pool_config::on_connect: set-up after a dial (AUTH, SELECT a database, a handshake).
-// Takes either shape:
+// A hook the pool may give a deadline: `Result(Conn&, steady_clock::time_point deadline)` or
+// `Result(Conn&)`. Two fields take one:
 //
 //   cfg.on_connect = [](netpool::socket& s, std::chrono::steady_clock::time_point deadline) {
-//     return authenticate(s, deadline);  // send_all / recv with the deadline
+//     return authenticate(s, deadline);  // send_all / recv with the deadline: std::error_code
 //   };
 //   cfg.on_connect = [](netpool::socket& s) { return select_db(s); };  // bounds its own I/O
+//   cfg.health_check = [](netpool::socket& s, std::chrono::steady_clock::time_point deadline) {
+//     return ping(s, deadline);          // bool: false condemns the connection
+//   };
 //
-// The two-argument form is given the dial's deadline, the one the factory was given: dial_timeout
-// (or a sooner caller's deadline, where the caller's thread dials) bounds the dial and its set-up
-// together, as the Go original's dial timeout bounds its whole dial. A callable that can be called
-// both ways (std::bind(f, _1), which drops extra arguments; a generic `(auto&&...)` lambda) counts
-// as the one-argument form: taken for the other, a hook that never sees the deadline would have
-// its own timeouts read as the caller's. Empty by default; an empty std::function or a null
-// function pointer leaves it empty.
+// connect_hook<Conn> (on_connect) returns std::error_code and is given the dial's deadline;
+// check_hook<Conn> (health_check) returns bool and is given now + health_check_timeout. Their
+// fields in pool_config say what each deadline is and how a timeout is read.
 //
-// Unlike the std::function<std::error_code(Conn&)> this field was until 0.2, a connect_hook is
-// called with the deadline too. A hook that wraps the configured one must keep its shape, or a
-// one-argument hook's own timeouts would be read as the caller's; takes_deadline() says which:
+// A callable that can be called both ways (std::bind(f, _1), which drops extra arguments; a
+// generic `(auto&&...)` lambda) counts as the one-argument form: taken for the other, a hook that
+// never sees the deadline would have its own timeouts read as the caller's. Empty by default; an
+// empty std::function or a null function pointer leaves it empty.
+//
+// Unlike the std::function<Result(Conn&)> these fields were (on_connect until 0.2, health_check
+// until 0.3), a deadline_hook is called with the deadline too. A hook that wraps the configured
+// one must keep its shape, or a one-argument hook's own timeouts would be read as the caller's;
+// takes_deadline() says which:
 //
 //   using hook = netpool::connect_hook<Conn>;
 //   hook inner = cfg.on_connect;
@@ -70,46 +75,51 @@ using factory_function = std::function<result<Conn>(std::chrono::steady_clock::t
 //
 // Spell a wrapper's parameters out: a variadic `(auto&&... a)` forwarder to a two-argument
 // callable does not compile, because the one-argument check instantiates its body.
+template <class Result, class Conn>
+class deadline_hook;
+
 template <class Conn>
-class connect_hook;
+using connect_hook = deadline_hook<std::error_code, Conn>;
+template <class Conn>
+using check_hook = deadline_hook<bool, Conn>;
 
 namespace detail {
 // Checked on the decayed type, as std::function does, so that a const copy of a mutable lambda
 // qualifies too; and the one-argument shape first, so that the two-argument check never
 // instantiates the body of a variadic lambda that cannot take two.
-template <class F, class Conn>
-concept connect_hook_taking_connection = (std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&>);
-template <class F, class Conn>
-concept connect_hook_taking_deadline =
-    !connect_hook_taking_connection<F, Conn> &&
-    (std::is_invocable_r_v<std::error_code, std::decay_t<F>&, Conn&, std::chrono::steady_clock::time_point>);
-// What connect_hook is built from: either shape of hook, but not a connect_hook, which is callable
-// too and must be copied and moved by its own constructors.
-template <class F, class Conn>
-concept connect_hook_callable =
-    !std::is_same_v<std::remove_cvref_t<F>, connect_hook<Conn>> &&
-    (connect_hook_taking_connection<F, Conn> || connect_hook_taking_deadline<F, Conn>);
+template <class F, class Result, class Conn>
+concept hook_taking_connection = (std::is_invocable_r_v<Result, std::decay_t<F>&, Conn&>);
+template <class F, class Result, class Conn>
+concept hook_taking_deadline =
+    !hook_taking_connection<F, Result, Conn> &&
+    (std::is_invocable_r_v<Result, std::decay_t<F>&, Conn&, std::chrono::steady_clock::time_point>);
+// What a deadline_hook is built from: either shape of hook, but not a deadline_hook, which is
+// callable too and must be copied and moved by its own constructors.
+template <class F, class Result, class Conn>
+concept deadline_hook_callable =
+    !std::is_same_v<std::remove_cvref_t<F>, deadline_hook<Result, Conn>> &&
+    (hook_taking_connection<F, Result, Conn> || hook_taking_deadline<F, Result, Conn>);
 }  // namespace detail
 
-template <class Conn>
-class connect_hook {
+template <class Result, class Conn>
+class deadline_hook {
  public:
   using deadline_type = std::chrono::steady_clock::time_point;
 
-  connect_hook() noexcept = default;
-  // Implicit, so that `cfg.on_connect = nullptr;` and `cfg.on_connect = [](Conn&) {...};` read as
-  // they did when the field was a std::function. (The concept keeps the forwarding constructor
-  // off connect_hook itself; clang-tidy 14 looks for enable_if only.)
-  connect_hook(std::nullptr_t) noexcept {}  // NOLINT(google-explicit-constructor)
-  template <detail::connect_hook_callable<Conn> F>
+  deadline_hook() noexcept = default;
+  // Implicit, so that `cfg.on_connect = nullptr;` and `cfg.health_check = [](Conn&) {...};` read as
+  // they did when the fields were std::functions. (The concept keeps the forwarding constructor
+  // off deadline_hook itself; clang-tidy 14 looks for enable_if only.)
+  deadline_hook(std::nullptr_t) noexcept {}  // NOLINT(google-explicit-constructor)
+  template <detail::deadline_hook_callable<Result, Conn> F>
   // NOLINTNEXTLINE(google-explicit-constructor,bugprone-forwarding-reference-overload)
-  connect_hook(F&& f) : takes_deadline_(detail::connect_hook_taking_deadline<F, Conn>) {
-    if constexpr (detail::connect_hook_taking_deadline<F, Conn>) {
+  deadline_hook(F&& f) : takes_deadline_(detail::hook_taking_deadline<F, Result, Conn>) {
+    if constexpr (detail::hook_taking_deadline<F, Result, Conn>) {
       call_ = std::forward<F>(f);
     } else {
       // Through std::function first, which knows an empty std::function or a null pointer when it
       // sees one: wrapped directly, it would make a non-empty hook that throws bad_function_call.
-      std::function<std::error_code(Conn&)> without_deadline(std::forward<F>(f));
+      std::function<Result(Conn&)> without_deadline(std::forward<F>(f));
       if (without_deadline) {
         call_ = [hook = std::move(without_deadline)](Conn& c, deadline_type) { return hook(c); };
       }
@@ -117,17 +127,17 @@ class connect_hook {
   }
 
   [[nodiscard]] explicit operator bool() const noexcept { return static_cast<bool>(call_); }
-  [[nodiscard]] friend bool operator==(const connect_hook& h, std::nullptr_t) noexcept { return !h; }
+  [[nodiscard]] friend bool operator==(const deadline_hook& h, std::nullptr_t) noexcept { return !h; }
   // Whether the hook takes the deadline (the two-argument form). A timeout from one that does, at
   // a caller's deadline, is that caller's; from one that does not, it is the hook's own limit.
   [[nodiscard]] bool takes_deadline() const noexcept { return takes_deadline_; }
 
   // Runs the hook; one that ignores the deadline is called without it. Empty: throws
   // std::bad_function_call, as std::function does.
-  std::error_code operator()(Conn& conn, deadline_type deadline) const { return call_(conn, deadline); }
+  Result operator()(Conn& conn, deadline_type deadline) const { return call_(conn, deadline); }
 
  private:
-  std::function<std::error_code(Conn&, deadline_type)> call_;
+  std::function<Result(Conn&, deadline_type)> call_;
   bool takes_deadline_ = false;
 };
 
@@ -154,11 +164,21 @@ struct pool_config {
   std::chrono::nanoseconds max_idle_time = std::chrono::nanoseconds::zero();
 
   // pool only, optional: called on a pooled connection before it is handed out. false (or a throw)
-  // closes that connection and the get goes on with another one or a fresh dial. Runs on the
-  // getting thread, outside the pool's locks (keepalive_interval also runs it in the maintenance
-  // round); it must bound its own time (e.g. a non-blocking probe or an
-  // I/O timeout) because the pool cannot interrupt it.
-  std::function<bool(Conn&)> health_check;
+  // closes that connection (close_reason::health) and the get goes on with another one or a fresh
+  // dial. Runs on the getting thread, outside the pool's locks (keepalive_interval also runs it in
+  // the maintenance round). It may take (Conn&) or (Conn&, deadline), see deadline_hook above.
+  // The pool cannot interrupt a check: the two-argument form is given now + health_check_timeout
+  // to bound its I/O by (socket::send_all/recv_all take a deadline), and the one-argument form
+  // must bound its own. A check that runs out of time should return false: its request may have
+  // gone out and its reply still be on the way, so the connection is not fit to lend.
+  check_hook<Conn> health_check;
+
+  // pool only: how long a two-argument health_check is given, from when it starts, on a get and in
+  // a keepalive round. Not cut to a get_for()'s deadline: a check cut short must condemn a
+  // connection that may be fine, and a get_for(0) would close every idle connection it looked at.
+  // So a get may overrun its deadline by one check: once a get has run a check, it starts no
+  // other past its deadline. Must be > 0.
+  std::chrono::nanoseconds health_check_timeout = std::chrono::seconds(1);
 
   // pool only: a connection older than this (since it was dialed) is closed when it comes back or
   // is found idle — never while lent. 0 turns it off. Must be >= 0. Each connection's limit is
@@ -232,7 +252,10 @@ struct pool_config {
   // for the very connection the hook is looking at.
 
   // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database); it
-  // may take (Conn&) or (Conn&, deadline), see connect_hook above. An error (or a throw:
+  // may take (Conn&) or (Conn&, deadline), see deadline_hook above. The two-argument form is given
+  // the dial's deadline, the one the factory was given: dial_timeout (or a sooner caller's
+  // deadline, where the caller's thread dials) bounds the dial and its set-up together, as the Go
+  // original's dial timeout bounds its whole dial. An error (or a throw:
   // errc::hook_rejected) closes the connection and counts as a failed dial: the get that dialed
   // fails with that error, and backoff starts as for any failed dial. A timeout (errc::io_timeout,
   // or any code == std::errc::timed_out) is read as the factory's is: on the pool's own dial
@@ -313,6 +336,7 @@ enum class config_problem {
   leak_detection_on_lean_pool,  // lean_pool has no maintainer to watch leases: use pool
   starvation_threshold_negative,
   wait_spin_out_of_range,  // must be in [0, pool_config::max_wait_spin]
+  health_check_timeout_not_positive,
 };
 
 // A short sentence naming the field and its constraint, for logs.
@@ -327,6 +351,8 @@ template <class Conn>
   if (config.dial_timeout <= std::chrono::nanoseconds::zero())
     return config_problem::dial_timeout_not_positive;
   if (config.max_idle_time < std::chrono::nanoseconds::zero()) return config_problem::max_idle_time_negative;
+  if (config.health_check_timeout <= std::chrono::nanoseconds::zero())
+    return config_problem::health_check_timeout_not_positive;
   if (config.max_connecting == 0) return config_problem::max_connecting_zero;
   if (config.max_lifetime < std::chrono::nanoseconds::zero()) return config_problem::lifetime_negative;
   if (!(config.lifetime_jitter >= 0.0 && config.lifetime_jitter <= 1.0)) {

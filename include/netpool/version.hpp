@@ -1,19 +1,20 @@
 // netpool/version.hpp — which netpool this is: for #if checks at compile time and for logs.
 //
 //   #include <netpool/version.hpp>
-//   #if NETPOOL_VERSION >= 200  // 0.2.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.2.0"
+//   #if NETPOOL_VERSION >= 300  // 0.3.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.3.0"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
 // project(VERSION), so the installed package's netpoolConfigVersion.cmake says the same.
 // 0.2.0: pool_config::on_connect is a connect_hook (config.hpp), no longer a std::function; recv_all.
+// 0.3.0: pool_config::health_check is a check_hook, given now + health_check_timeout.
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
-#define NETPOOL_VERSION_MINOR 2
+#define NETPOOL_VERSION_MINOR 3
 #define NETPOOL_VERSION_PATCH 0
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)

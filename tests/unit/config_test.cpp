@@ -73,6 +73,7 @@ TEST_F(ConfigTest, DefaultsAreTheOriginalsAndThoseTheReadmeTableStates) {
   EXPECT_EQ(c.probe_after, 500ms);
   EXPECT_EQ(c.keepalive_interval, 0ns);
   EXPECT_EQ(c.max_connecting, 2u);
+  EXPECT_EQ(c.health_check_timeout, 1s);
   EXPECT_EQ(c.dial_backoff_floor, 10ms);
   EXPECT_EQ(c.dial_backoff_cap, 1s);
   EXPECT_TRUE(c.background_maintenance);
@@ -272,6 +273,18 @@ TEST_F(ConfigTest, WaitSpinIsBetweenZeroAndOneMillisecond) {
   EXPECT_EQ(netpool::validate(c), config_problem::none);
 }
 
+TEST_F(ConfigTest, HealthCheckTimeoutMustBePositive) {
+  config_type c = valid();
+  c.health_check_timeout = 0ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::health_check_timeout_not_positive);
+  expect_rejected_by_both(c);
+  expect_description_mentions(config_problem::health_check_timeout_not_positive, "health_check_timeout");
+  c.health_check_timeout = -1ms;
+  EXPECT_EQ(netpool::validate(c), config_problem::health_check_timeout_not_positive);
+  c.health_check_timeout = 1ns;
+  EXPECT_EQ(netpool::validate(c), config_problem::none);
+}
+
 TEST_F(ConfigTest, DialBackoffBounds) {
   config_type c = valid();
   c.dial_backoff_floor = -1ms;
@@ -350,6 +363,7 @@ TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
       config_problem::leak_detection_on_lean_pool,
       config_problem::starvation_threshold_negative,
       config_problem::wait_spin_out_of_range,
+      config_problem::health_check_timeout_not_positive,
   };
   for (const auto a : all) {
     for (const auto b : all) {

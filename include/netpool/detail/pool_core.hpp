@@ -868,9 +868,14 @@ class pool_core {
     }
   }
 
+  // The check's deadline is its own (health_check_timeout in config.hpp says why it is not the
+  // get's); a one-argument check ignores it, and reading the clock for one would be wasted.
   bool healthy(Conn& conn) noexcept {
     try {
-      return config_.health_check(conn);
+      const clock::time_point deadline = config_.health_check.takes_deadline()
+                                             ? deadline_after(config_.health_check_timeout)
+                                             : clock::time_point{};
+      return config_.health_check(conn, deadline);
     } catch (...) {
       return false;  // a throwing check condemns the connection, never the caller
     }
