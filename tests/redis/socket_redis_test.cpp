@@ -1,7 +1,7 @@
 // netpool::socket (the default connection) pooled against a private redis-server on a free
 // loopback port, started and stopped by pid (tests/support's redis_server): the raw RESP a user
-// writes without a client library, with the socket's I/O deadlines, and AUTH in on_connect. Skips
-// without redis-server.
+// writes without a client library, with the socket's I/O deadlines, AUTH in on_connect and a PING
+// health check. Skips without redis-server.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -10,6 +10,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include <netpool/netpool.hpp>
 
@@ -137,6 +138,59 @@ TEST(RedisAuthTest, AWrongPasswordFailsTheDialAndClosesTheConnection) {
   EXPECT_EQ(s.dial_failures, 1u);
   EXPECT_EQ(s.closed_hook, 1u);
   EXPECT_EQ(s.active, 0u);
+}
+
+// health_check's job in practice: PING before a borrow, bounded by the deadline the pool gives it
+// (health_check_timeout). A redis that stops answering (CLIENT PAUSE, as a server stalled by a slow
+// command or a failover would) fails the check at that deadline: the stalled connection is closed
+// and the get goes on with a fresh dial, long before the server answers again.
+TEST(RedisHealthCheckTest, APingCheckBoundedByHealthCheckTimeoutReplacesAStalledConnection) {
+  if (!netpool::test::redis_server::available()) GTEST_SKIP() << "redis-server is not installed";
+  netpool::test::redis_server redis;
+  netpool::pool_config<netpool::socket> cfg;
+  cfg.factory = netpool::tcp_dialer("127.0.0.1", redis.port());
+  cfg.max_size = 2;
+  cfg.health_check_timeout = 300ms;
+  std::vector<steady::duration> check_took;  // checks run on the getting thread (this one) only
+  cfg.health_check = [&check_took](netpool::socket& s, steady::time_point deadline) {
+    const steady::time_point start = steady::now();
+    std::error_code ec = s.send_all("*1\r\n$4\r\nPING\r\n", deadline);
+    const std::string reply = ec ? std::string() : read_reply(s, 7, deadline, ec);
+    check_took.push_back(steady::now() - start);
+    return reply == "+PONG\r\n";
+  };
+  auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
+  {
+    auto fresh = pool.get_for(10s);  // dialed now: not checked
+    ASSERT_TRUE(fresh) << fresh.error().message();
+  }
+  {
+    auto checked = pool.get_for(10s);
+    ASSERT_TRUE(checked) << checked.error().message();
+    ASSERT_EQ(check_took.size(), 1u);
+    EXPECT_EQ(ping(**checked), "+PONG\r\n");
+  }
+
+  // Another client pauses every client's commands for 5 s; the pooled connection's PING waits.
+  auto admin = netpool::tcp_dialer("127.0.0.1", redis.port())(steady::now() + 10s);
+  ASSERT_TRUE(admin) << admin.error().message();
+  const steady::time_point paused_at = steady::now();
+  ASSERT_FALSE(
+      admin->send_all("*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n$4\r\n5000\r\n$3\r\nALL\r\n", paused_at + 10s));
+  std::error_code ec;
+  ASSERT_EQ(read_reply(*admin, 5, paused_at + 10s, ec), "+OK\r\n") << ec.message();
+
+  auto replaced = pool.get_for(10s);
+  const steady::duration waited = steady::now() - paused_at;
+  ASSERT_TRUE(replaced) << replaced.error().message();
+  ASSERT_EQ(check_took.size(), 2u);
+  EXPECT_GE(check_took[1], 300ms) << "the check gave up before its deadline";
+  EXPECT_LT(waited, 4s) << "the check waited for the pause to end, not for health_check_timeout";
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.closed_health, 1u);
+  EXPECT_EQ(s.dials, 2u);
+  // The fresh connection's first reply is its own, once the pause is over.
+  EXPECT_EQ(ping(**replaced), "+PONG\r\n");
 }
 
 }  // namespace
