@@ -15,7 +15,8 @@
 //   byte 2  bits 0-2 the factory's mode at creation (dial_mode) | bit 3 tear down leases first |
 //           bits 4-5 probe_after (off, 0, 1ms, 500ms)
 //   byte 3  bits 0-1 max_lifetime (off, 5ms, 20ms, 1s; lifetime_jitter 0) | bits 2-3
-//           keepalive_interval (off, 2ms, 10ms, 100ms)
+//           keepalive_interval (off, 2ms, 10ms, 100ms) | bits 4-5 health_check_timeout (1s, 1ns,
+//           1h, nanoseconds::max())
 //   (lean_pool ignores byte 0 bits 1 and 4-6, byte 2 bits 4-5 and byte 3: those are pool only)
 //   then two bytes per operation: [opcode (low 4 bits)] [parameter], see `op` below.
 //
@@ -84,6 +85,8 @@ struct world {
   // What the factory's deadline must be: min(caller's deadline, now + dial_timeout).
   nanoseconds dial_timeout{0};
   nanoseconds caller_budget = nanoseconds::max();  // max: the caller has no deadline
+  // What the health check's deadline must be: now + health_check_timeout, whatever the caller's.
+  nanoseconds health_check_timeout{0};
   steady::time_point op_start{};
 
   void violate(std::string what) {
@@ -171,9 +174,13 @@ inline factory_function<fuzz_conn> make_factory(world& w) {
   };
 }
 
-inline std::function<bool(fuzz_conn&)> make_health_check(world& w) {
-  return [&w](fuzz_conn& c) -> bool {
+inline std::function<bool(fuzz_conn&, steady::time_point)> make_health_check(world& w) {
+  return [&w](fuzz_conn& c, steady::time_point deadline) -> bool {
     ++w.health_calls;
+    const steady::time_point lo = saturating_add(w.op_start, w.health_check_timeout);
+    const steady::time_point hi = saturating_add(steady::now(), w.health_check_timeout);
+    if (deadline < lo || deadline > hi)
+      w.violate("the health check's deadline is not now + health_check_timeout");
     const conn_record& r = w.conns[static_cast<std::size_t>(c.id())];
     if (r.held) w.violate("health check ran on connection " + std::to_string(c.id()) + " while lent");
     if (r.closes != 0) w.violate("health check ran on closed connection " + std::to_string(c.id()));
@@ -197,6 +204,8 @@ inline constexpr std::array<nanoseconds, 4> dial_timeout_choices{5s, 1ms, std::c
 inline constexpr std::array<nanoseconds, 4> probe_choices{nanoseconds::max(), 0ns, 1ms, 500ms};
 inline constexpr std::array<nanoseconds, 4> lifetime_choices{0ns, 5ms, 20ms, 1s};
 inline constexpr std::array<nanoseconds, 4> keepalive_choices{0ns, 2ms, 10ms, 100ms};
+inline constexpr std::array<nanoseconds, 4> check_timeout_choices{1s, 1ns, std::chrono::hours(1),
+                                                                  nanoseconds::max()};
 inline constexpr std::size_t registers = 8;  // leases the input can hold at once
 
 // How a run goes. The defaults read the environment: NETPOOL_FUZZ_TRACE=1 prints each step;
@@ -220,6 +229,7 @@ struct settings {
   nanoseconds probe_after = nanoseconds::max();  // max: off
   nanoseconds max_lifetime{0};
   nanoseconds keepalive{0};
+  nanoseconds health_check_timeout = 1s;
   dial_mode initial_mode = dial_mode::ok;
   bool leases_first = false;  // teardown order
 
@@ -256,6 +266,7 @@ struct settings {
       s.probe_after = probe_choices[(c >> 4) & 3];
       s.max_lifetime = lifetime_choices[d & 3];
       s.keepalive = keepalive_choices[(d >> 2) & 3];
+      s.health_check_timeout = check_timeout_choices[(d >> 4) & 3];
     }
     return s;
   }
@@ -268,6 +279,7 @@ struct settings {
     cfg.dial_timeout = dial_timeout;
     cfg.max_idle_time = max_idle;
     if (health_check) cfg.health_check = make_health_check(w);
+    cfg.health_check_timeout = health_check_timeout;
     cfg.max_connecting = max_connecting;
     cfg.probe_after = probe_after;
     cfg.max_lifetime = max_lifetime;
@@ -798,11 +810,15 @@ class driver {
  public:
   driver(const settings& s, bool trace) : s_(s), model_(s, world_), trace_(trace) {
     world_.dial_timeout = s.dial_timeout;
+    world_.health_check_timeout = s.health_check_timeout;
     world_.mode = s.initial_mode;
     other_world_.dial_timeout = 5s;
   }
   driver(const driver&) = delete;
   driver& operator=(const driver&) = delete;
+  driver(driver&&) = delete;  // the pool's callbacks hold references into world_
+  driver& operator=(driver&&) = delete;
+  ~driver() = default;
 
   run_result run(const std::uint8_t* data, std::size_t size) {
     setup();
