@@ -58,13 +58,14 @@ using factory_function = std::function<result<Conn>(std::chrono::steady_clock::t
 // fields in pool_config say what each deadline is and how a timeout is read.
 //
 // A callable that can be called both ways (std::bind(f, _1), which drops extra arguments; a
-// generic `(auto&&...)` lambda) counts as the one-argument form: taken for the other, a hook that
-// never sees the deadline would have its own timeouts read as the caller's. Empty by default; an
-// empty std::function or a null function pointer leaves it empty.
+// generic `(auto&&...)` lambda) counts as the one-argument form: taken for the other, an
+// on_connect that never sees the deadline would have its own timeouts read as the caller's. Empty
+// by default; an empty std::function or a null function pointer leaves it empty.
 //
-// Unlike the std::function<Result(Conn&)> these fields were (on_connect until 0.2, health_check
-// until 0.3), a deadline_hook is called with the deadline too. A hook that wraps the configured
-// one must keep its shape, or a one-argument hook's own timeouts would be read as the caller's;
+// Unlike the std::function<Result(Conn&)> these fields were (on_connect before 0.2, health_check
+// before 0.3), a deadline_hook is called with the deadline too. A wrapper around the configured
+// on_connect must keep its shape, or a one-argument hook's own timeouts would be read as the
+// caller's (a two-argument wrapper around a one-argument check only costs a clock read);
 // takes_deadline() says which:
 //
 //   using hook = netpool::connect_hook<Conn>;
@@ -128,8 +129,9 @@ class deadline_hook {
 
   [[nodiscard]] explicit operator bool() const noexcept { return static_cast<bool>(call_); }
   [[nodiscard]] friend bool operator==(const deadline_hook& h, std::nullptr_t) noexcept { return !h; }
-  // Whether the hook takes the deadline (the two-argument form). A timeout from one that does, at
-  // a caller's deadline, is that caller's; from one that does not, it is the hook's own limit.
+  // Whether the hook takes the deadline (the two-argument form). For on_connect, a timeout from
+  // one that does, at a caller's deadline, is that caller's; from one that does not, the hook's own
+  // limit. A health check that does not is given no deadline (no clock is read for it).
   [[nodiscard]] bool takes_deadline() const noexcept { return takes_deadline_; }
 
   // Runs the hook; one that ignores the deadline is called without it. Empty: throws
@@ -176,8 +178,11 @@ struct pool_config {
   // pool only: how long a two-argument health_check is given, from when it starts, on a get and in
   // a keepalive round. Not cut to a get_for()'s deadline: a check cut short must condemn a
   // connection that may be fine, and a get_for(0) would close every idle connection it looked at.
-  // So a get may overrun its deadline by one check: once a get has run a check, it starts no
-  // other past its deadline. Must be > 0.
+  // So a get may overrun its deadline by up to one check, no more: once it has run a check and its
+  // deadline has passed, its scan of the idle connections starts no other. It bounds each check,
+  // not a get or a round: a get with no deadline (try_get() too) that meets several idle
+  // connections failing their checks runs one check each until one passes, and a keepalive round
+  // checks each idle connection in turn. Must be > 0.
   std::chrono::nanoseconds health_check_timeout = std::chrono::seconds(1);
 
   // pool only: a connection older than this (since it was dialed) is closed when it comes back or
@@ -241,8 +246,8 @@ struct pool_config {
   bool background_maintenance = true;
 
   // Optional: the clock that measures idle time and backoff (not callers' deadlines, not dial
-  // timeouts). Inject one to drive time deterministically in tests. Empty: steady_clock::now.
-  // It must not throw: the pool calls it from noexcept code (a throw would terminate).
+  // timeouts, not health_check_timeout). Inject one to drive time deterministically in tests. Empty:
+  // steady_clock::now. It must not throw: the pool calls it from noexcept code (a throw would terminate).
   std::function<std::chrono::steady_clock::time_point()> clock;
 
   // ---- hooks (hooks.hpp has the types). Each is optional and costs nothing when empty. ----------

@@ -70,7 +70,8 @@ class pool_handle {
   // Closes the pool (see close()). Leases still out stay valid; returning them closes them.
   // Blocking: waits for the maintainer and the dialer threads to stop; a dial in flight (a min_size
   // refill, or a dial posted for a caller) runs to its end first, at most dial_timeout, and so does
-  // a keepalive health check the maintainer is running.
+  // a keepalive health check the maintainer is running (a two-argument one is given
+  // health_check_timeout).
   ~pool_handle() { release_core(); }
 
   // Every get takes a trailing source_location, defaulted to the caller's: with leak detection on

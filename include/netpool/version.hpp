@@ -8,7 +8,9 @@
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
 // project(VERSION), so the installed package's netpoolConfigVersion.cmake says the same.
 // 0.2.0: pool_config::on_connect is a connect_hook (config.hpp), no longer a std::function; recv_all.
-// 0.3.0: pool_config::health_check is a check_hook, given now + health_check_timeout.
+// 0.3.0: pool_config::health_check is a check_hook, given now + health_check_timeout; connect_hook
+//        is an alias of deadline_hook<std::error_code, Conn> (a forward declaration of it as a class
+//        template no longer compiles).
 #pragma once
 
 #include <string_view>

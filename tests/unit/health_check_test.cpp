@@ -3,12 +3,15 @@
 // shapes a check_hook takes; and a backend that stops answering, which the pool's bound catches.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "manual_clock.hpp"
@@ -124,6 +127,58 @@ TEST_F(HealthCheckDeadline, AThrowingCheckClosesThatConnectionAndTheGetDialsAnot
   EXPECT_EQ(s.dials, 2u);
 }
 
+// Each check has its own deadline, read as it starts: not one per get, nor one per keepalive round
+// (a get or a round that checks several connections would give the later ones less than their
+// timeout). The first check takes 30 ms here; the next one's deadline is at least that much later.
+TEST_F(HealthCheckDeadline, EachCheckIsGivenItsOwnDeadlineOnAGetAndInAKeepaliveRound) {
+  netpool::test::manual_clock idle_clock;
+  std::vector<clock_type::time_point> given;
+  bool slow_next = false;   // the next check takes 30 ms...
+  bool slow_passes = true;  // ...and then says this
+  auto cfg = recording_config(given);
+  cfg.clock = idle_clock.function();
+  cfg.keepalive_interval = 1s;
+  cfg.probe_after = std::chrono::nanoseconds::max();
+  cfg.health_check = [&](tracked_conn&, clock_type::time_point deadline) {
+    given.push_back(deadline);
+    if (!std::exchange(slow_next, false)) return true;
+    std::this_thread::sleep_for(30ms);
+    return slow_passes;
+  };
+  auto pool = make(std::move(cfg));
+  const auto two_idle = [&] {
+    auto a = pool.get();
+    auto b = pool.get();
+    ASSERT_TRUE(a && b);
+  };
+  two_idle();
+  ASSERT_EQ(pool.len(), 2u);
+
+  // A get: the first connection it looks at fails its 30 ms check, the second passes.
+  given.clear();
+  slow_next = true;
+  slow_passes = false;
+  {
+    auto l = pool.get();
+    ASSERT_TRUE(l) << l.error().message();
+  }
+  ASSERT_EQ(given.size(), 2u);
+  EXPECT_GE(given[1], given[0] + 30ms);
+  EXPECT_EQ(pool.stats().closed_health, 1u);
+
+  // A keepalive round over two idle connections: both pass, the first after 30 ms.
+  two_idle();
+  ASSERT_EQ(pool.len(), 2u);
+  given.clear();
+  slow_next = true;
+  slow_passes = true;
+  idle_clock.advance(1h);
+  pool.maintain();
+  ASSERT_EQ(given.size(), 2u) << "a keepalive round checks both idle connections";
+  EXPECT_GE(given[1], given[0] + 30ms);
+  EXPECT_EQ(pool.len(), 2u);
+}
+
 TEST(CheckHook, TakesEitherShapeAndKnowsWhichAndEmptyStaysEmpty) {
   netpool::test::connection_registry registry;
   {
@@ -187,14 +242,17 @@ TEST(HealthCheckOnASocket, TheTimeoutBoundsTheCheckOfABackendThatStopsAnswering)
   cfg.factory = netpool::tcp_dialer(server.host(), server.port());
   cfg.max_size = 1;
   cfg.health_check_timeout = 200ms;
-  std::vector<clock_type::duration> check_took;  // only the getting thread (this one) checks
-  cfg.health_check = [&check_took](netpool::socket& s, clock_type::time_point deadline) {
-    const clock_type::time_point start = clock_type::now();
+  // Each check's deadline, and when it ended. Only the getting thread (this one) checks.
+  struct check_record {
+    clock_type::time_point deadline, ended;
+  };
+  std::vector<check_record> checks;
+  cfg.health_check = [&checks](netpool::socket& s, clock_type::time_point deadline) {
     // Capped by patience, so that a deadline that never comes fails the test instead of hanging it.
-    const clock_type::time_point until = std::min(deadline, start + patience);
+    const clock_type::time_point until = std::min(deadline, clock_type::now() + patience);
     char echo[5];
     const bool answered = !s.send_all("ping\n", until) && !s.recv_all(echo, sizeof echo, until);
-    check_took.push_back(clock_type::now() - start);
+    checks.push_back({deadline, clock_type::now()});
     return answered;
   };
   auto pool = netpool::pool<netpool::socket>::create(std::move(cfg)).value();
@@ -205,7 +263,7 @@ TEST(HealthCheckOnASocket, TheTimeoutBoundsTheCheckOfABackendThatStopsAnswering)
   {
     auto healthy = pool.get();  // the check's ping is echoed
     ASSERT_TRUE(healthy) << healthy.error().message();
-    ASSERT_EQ(check_took.size(), 1u);
+    ASSERT_EQ(checks.size(), 1u);
   }
   EXPECT_EQ(pool.stats().closed_health, 0u);
 
@@ -214,8 +272,9 @@ TEST(HealthCheckOnASocket, TheTimeoutBoundsTheCheckOfABackendThatStopsAnswering)
   auto replaced = pool.get();
   const clock_type::duration waited = clock_type::now() - start;
   ASSERT_TRUE(replaced) << replaced.error().message();
-  ASSERT_EQ(check_took.size(), 2u);
-  EXPECT_GE(check_took[1], 200ms) << "the check gave up before its deadline";
+  ASSERT_EQ(checks.size(), 2u);
+  EXPECT_GE(checks[1].deadline, start + 200ms);
+  EXPECT_GE(checks[1].ended, checks[1].deadline) << "the check gave up before its deadline";
   EXPECT_LT(waited, patience / 2) << "the check was not bounded by health_check_timeout";
   netpool::pool_stats s = pool.stats();
   EXPECT_EQ(s.closed_health, 1u);
@@ -226,11 +285,13 @@ TEST(HealthCheckOnASocket, TheTimeoutBoundsTheCheckOfABackendThatStopsAnswering)
   replaced->release();
 
   server.set_mode(netpool::test::server_mode::silent);
+  const clock_type::time_point impatient_start = clock_type::now();
   auto impatient = pool.get_for(20ms);
   ASSERT_FALSE(impatient);
   EXPECT_EQ(impatient.error(), errc::timeout) << impatient.error().message();
-  ASSERT_EQ(check_took.size(), 3u);
-  EXPECT_GE(check_took[2], 200ms) << "the check was cut to the get's 20 ms";
+  ASSERT_EQ(checks.size(), 3u);
+  EXPECT_GE(checks[2].deadline, impatient_start + 200ms) << "the check was cut to the get's 20 ms";
+  EXPECT_GE(checks[2].ended, checks[2].deadline);
   s = pool.stats();
   EXPECT_EQ(s.closed_health, 2u);
   EXPECT_EQ(s.dials, 2u) << "no dial past the get's deadline";
