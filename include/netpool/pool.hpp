@@ -21,7 +21,8 @@
 // Thread safety: every member function may be called concurrently from any thread, except that
 // the destructor and move assignment must not race with other calls on the same handle.
 // Blocking: get(), get_for(), get_until() block while every connection is in use and the pool is
-// full, and while dialing (bounded by dial_timeout). try_get() never blocks and never dials. put,
+// full, and while dialing (bounded by dial_timeout). try_get() never waits and never dials (only
+// the health check and on_borrow it runs on an idle connection, user code, may block). put,
 // put_with_error, stats, len and close never block on the network (close() does not wait for
 // leased connections; it fails waiters at once).
 // Errors: see error.hpp. pool_closed after close(); timeout when the deadline passes (waiting or
@@ -110,7 +111,9 @@ class pool_handle {
                                              source_location where = source_location::current()) noexcept {
     return acquire(deadline, &stop, where);
   }
-  // An idle connection now, or errc::exhausted. Never blocks and never dials (dialing blocks).
+  // An idle connection now, or errc::exhausted. Never waits for one and never dials (dialing
+  // blocks); the health check (a two-argument one bounded by health_check_timeout) and on_borrow
+  // it runs on the idle connections it meets are user code, which may.
   [[nodiscard]] result<lease_type> try_get(source_location where = source_location::current()) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
     return core_->acquire(clock::time_point::min(), pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
