@@ -34,6 +34,7 @@
 // and the keyed pool; returning one then closes its connection, and its global token comes back.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +42,7 @@
 #include <memory>
 #include <optional>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "netpool/config.hpp"
@@ -226,9 +228,19 @@ class keyed_pool {
       got = (*found)->sub->get_until(deadline, where);
       // This get's dial waited for the global limit, and a connection of this key came back idle
       // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. Each round
-      // follows a connection that went idle; the cap only guards against a factory of the user's
-      // returning the code itself.
-      if (!got && got.error() == errc::dial_not_needed && ++not_needed < 1000) continue;
+      // follows a connection that went idle, which the next round nearly always takes; it may
+      // lose it to another get of the key, which may itself be descheduled as it takes it. So
+      // later rounds give the other threads the CPU, then back off (1 us more each round, up to
+      // 1 ms): the cap, which only guards against a factory of the user's returning the code
+      // itself, is then about half a second away, not a few spins.
+      if (!got && got.error() == errc::dial_not_needed && ++not_needed < 1000) {
+        if (not_needed > 8) {
+          std::this_thread::sleep_for(std::chrono::microseconds(std::min(not_needed - 8, 1000)));
+        } else if (not_needed > 1) {
+          std::this_thread::yield();
+        }
+        continue;
+      }
       if (!evicted_under_us(got, **found)) break;
       ++round;
     }
@@ -238,7 +250,7 @@ class keyed_pool {
     return got;
   }
   // An idle connection to `key` now, or errc::exhausted (also when the key has no sub-pool: it
-  // is not created). Never blocks, never dials.
+  // is not created). Never waits, never dials (the sub-pool's health check and on_borrow may block).
   [[nodiscard]] result<lease_type> try_get(const Key& key,
                                            source_location where = source_location::current()) noexcept {
     if (!state_ || state_->closed()) return errc::pool_closed;

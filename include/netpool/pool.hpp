@@ -143,7 +143,8 @@ class pool_handle {
   bool reclaim_idle() noexcept { return core_ != nullptr && core_->reclaim_idle(); }
 
   [[nodiscard]] pool_stats stats() const noexcept { return core_ != nullptr ? core_->stats() : pool_stats{}; }
-  // Idle connections (the original's Len()).
+  // Idle connections (the original's Len()); one being returned this instant counts once its put
+  // is done.
   [[nodiscard]] std::size_t len() const noexcept { return core_ != nullptr ? core_->idle_count() : 0; }
 
   // Idempotent: wakes every waiter with errc::pool_closed, closes idle connections; connections

@@ -984,6 +984,41 @@ TEST_F(KeyedRaceTest, AKeyUsedWhileItsEvictionWaitsForTheLockIsLookedAtAgain) {
   EXPECT_EQ(registry.live(), 0);
 }
 
+// A get of a key whose dial waits for the global limit is told when a connection of its key comes
+// back (dial_not_needed), and looks again. A connection its returner has made idle but not yet
+// listed (held here at that point, as a descheduled thread would be) cannot be taken yet: counted
+// as idle, it ended the waiting dial at once, the get found nothing and dialed again, and after a
+// thousand such rounds in a millisecond or two the get failed with dial_not_needed (seen in CI).
+// The dial must go on waiting until the connection can be taken.
+TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
+  auto cfg = config();
+  cfg.per_key_max = 2;
+  cfg.global_max = 1;  // below per_key_max: a key's second get waits for the token
+  auto pools = keyed::create(std::move(cfg)).value();
+  auto held = pools.get(1);
+  ASSERT_TRUE(held);
+  stop_at returner("returner", "put_back:idle_in_transit");
+  active_stops.push_back(&returner);
+  // No deadline: the get dials on its own thread, and that dial waits for the token. Its scan met
+  // the lent slot and unlisted it (INV12), so the put must list it again.
+  auto second = run_named("getter", [&] { return pools.get(1); });
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+  auto put = run_named("returner", [&] { return held->release(); });
+  ASSERT_TRUE(returner.reached_within()) << "the put never made the connection idle";
+  EXPECT_FALSE(ready_within(second, 200ms)) << "the get gave up while its connection was on its way back";
+  EXPECT_EQ(pools.stats().total.dial_failures, 0u) << "a connection no get could take yet ended the dial";
+  returner.let_go();
+  ASSERT_TRUE(ready_within(put));
+  EXPECT_FALSE(put.get());
+  ASSERT_TRUE(ready_within(second));
+  auto got = second.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(pools.stats().open, 1u) << "a second connection was dialed";
+  got->release();
+  pools.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
 // remove() with a lease out leaves the sub-pool in the graveyard until the lease comes back; the
 // sweeper must then destroy it (its threads joined, its config let go). remove() did not wake the
 // sweeper, which had nothing due and slept without a timeout: the sub-pool lived on until another

@@ -360,6 +360,8 @@ class keyed_state {
         if (it == map_.end() || it->second.get() != self) return false;
         e = it->second;
       }
+      // len() leaves out a connection still on its way back (idle, not yet listed), which no get
+      // could take yet: counted, it ended the dial, and the get found nothing and dialed again.
       return e->sub->len() > 0;
     } catch (...) {  // a throwing Hash or KeyEq
       return false;

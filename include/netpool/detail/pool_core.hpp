@@ -344,6 +344,7 @@ class pool_core {
     // and the look cost the hot path 3 instructions, which INV12's flag test (below) now uses.
     if (s.state.compare_exchange_strong(w, idle_in_transit, std::memory_order_seq_cst,
                                         std::memory_order_relaxed)) [[likely]] {
+      NETPOOL_SYNC_POINT("put_back:idle_in_transit");  // nothing, outside the race tests
       // seq_cst: INV12, after our CAS, with a scanner's unlist() (then its reload of the word). On
       // the slot's own line, which the CAS has just written: no miss, no shared write.
       if (s.unlisted.load(std::memory_order_seq_cst) != 0) [[unlikely]]
@@ -552,11 +553,17 @@ class pool_core {
     return last_dial_error_;
   }
 
+  // Idle connections a get could take now: not those still in transit, whose returner has made
+  // them idle but may not have listed them yet (INV12 (a)), where a get's miss path cannot see
+  // them. keyed_pool asks this of a key whose dial waits for a token: counted in that window, a
+  // connection that no get could take yet ended the dial (dial_not_needed), the get found nothing
+  // and dialed again, round after round, while its returner was descheduled.
   [[nodiscard]] std::size_t idle_count() const noexcept {
     std::size_t n = 0;
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed: best effort, like stats().
-      n += word::phase(slots_[i].state.load(std::memory_order_relaxed)) == word::idle ? 1 : 0;
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
+      n += word::phase(w) == word::idle && (w & word::transit) == 0 ? 1 : 0;
     }
     return n;
   }
