@@ -246,8 +246,9 @@ struct pool_config {
   bool background_maintenance = true;
 
   // Optional: the clock that measures idle time and backoff (not callers' deadlines, not dial
-  // timeouts, not health_check_timeout). Inject one to drive time deterministically in tests. Empty:
-  // steady_clock::now. It must not throw: the pool calls it from noexcept code (a throw would terminate).
+  // timeouts, not health_check_timeout). Inject one to drive time deterministically in tests.
+  // Empty: steady_clock::now. It must not throw: the pool calls it from noexcept code (a throw
+  // would terminate).
   std::function<std::chrono::steady_clock::time_point()> clock;
 
   // ---- hooks (hooks.hpp has the types). Each is optional and costs nothing when empty. ----------

@@ -69,10 +69,10 @@ class pool_handle {
   pool_handle(const pool_handle&) = delete;
   pool_handle& operator=(const pool_handle&) = delete;
   // Closes the pool (see close()). Leases still out stay valid; returning them closes them.
-  // Blocking: waits for the maintainer and the dialer threads to stop; a dial in flight (a min_size
-  // refill, or a dial posted for a caller) runs to its end first, at most dial_timeout, and so does
-  // a keepalive health check the maintainer is running (a two-argument one is given
-  // health_check_timeout).
+  // Blocking: waits for the maintainer and the dialer threads to stop. The maintainer stops at the
+  // next connection of its round, but a dial in flight (a min_size refill, or a dial posted for a
+  // caller) runs to its end first, at most dial_timeout, and so does the keepalive health check it
+  // is running (a two-argument one is given health_check_timeout).
   ~pool_handle() { release_core(); }
 
   // Every get takes a trailing source_location, defaulted to the caller's: with leak detection on

@@ -39,15 +39,19 @@
 // FreeSlotBitmapTest: not a race, but needs a sync point: every freed slot is found again through
 // the bitmap of free slots (INV14), without the scan of every slot behind it.
 //
+// MaintainerStopRaceTest: close() and the destructor while a maintenance round checks (keepalive)
+// or dials (min_size) one connection after another: the round stops at the next connection.
+//
 // KeyedRaceTest: keyed pools (keyed_state.hpp). An eviction that waits for the map's lock while a
 // get touches the key it is about to evict must keep the key and come back to it; a sub-pool
 // removed with a lease out must be destroyed once the lease is back, even by a sweeper that had
-// nothing due and slept without a timeout.
+// nothing due and slept without a timeout; a connection still being returned must not end a dial
+// that waits for the global limit.
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
-// ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest and
-// DialFailureRaceTest run the standard pool only (max lifetime, reset(), maintenance rounds,
-// health checks, leak reports and dialer threads are its own).
+// ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
+// DialFailureRaceTest and MaintainerStopRaceTest run the standard pool only (max lifetime, reset(),
+// maintenance rounds, health checks, leak reports and dialer threads are its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -647,6 +651,76 @@ TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
   EXPECT_EQ(seen.active, 0u) << "the caller's stats() still counted the failed dial";
   EXPECT_EQ(seen.dialing, 0u);
   pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// A maintenance round checks idle connections (keepalive) and dials up to min_size one after
+// another, each check up to health_check_timeout and each dial up to dial_timeout; close() and the
+// destructor waited for the whole round: with a PING check against a stalled backend, that is the
+// timeout times the connections. The round now stops at the next connection once the maintainer
+// is asked to stop. Here the round's first check (or dial) is held until the destructor has asked
+// (it passes "stop_maintainer:requested" before it joins the maintainer); without the stop, the
+// round went on to the other two. The maintainer is not a named thread: a hook of its own.
+class MaintainerStopRaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    stop_requested = false;
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      if (std::string_view(where) == "stop_maintainer:requested") stop_requested = true;
+    };
+  }
+  void TearDown() override { netpool::detail::sync_point_hook = nullptr; }
+
+  static inline std::atomic<bool> stop_requested{false};
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory{registry};
+};
+
+TEST_F(MaintainerStopRaceTest, AKeepaliveRoundStopsAtTheNextConnectionWhenThePoolIsDestroyed) {
+  netpool::test::manual_clock clock;
+  std::atomic<bool> armed{false};
+  std::atomic<int> checks{0};
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 3;
+  cfg.clock = clock.function();
+  cfg.keepalive_interval = std::chrono::hours(1);  // due once the clock is moved, not before
+  cfg.probe_after = std::chrono::nanoseconds::max();
+  cfg.health_check = [&](netpool::test::tracked_conn&) {
+    if (!armed.load()) return true;
+    // The first check of the round waits for the destructor's stop request (at most patience).
+    if (checks.fetch_add(1) == 0) (void)wait_for([] { return stop_requested.load(); }, patience);
+    return true;
+  };
+  std::optional<netpool::test::std_pool> pool(netpool::test::std_pool::create(std::move(cfg)).value());
+  {
+    std::vector<netpool::test::tracked_lease> three;  // dialed now: not checked
+    for (int i = 0; i < 3; ++i) three.push_back(pool->get().value());
+  }
+  ASSERT_EQ(pool->len(), 3u);
+  armed = true;
+  clock.advance(std::chrono::hours(2));
+  ASSERT_FALSE(pool->set_min_size(0));  // wakes the maintainer: its next round is a keepalive round
+  ASSERT_TRUE(wait_for([&] { return checks.load() == 1; })) << "no keepalive round started";
+  pool.reset();
+  EXPECT_EQ(checks.load(), 1) << "the destructor waited for the round to check every connection";
+  EXPECT_EQ(registry.live(), 0);
+}
+
+TEST_F(MaintainerStopRaceTest, AMinSizeRefillStopsAtTheNextDialWhenThePoolIsDestroyed) {
+  std::atomic<int> dials{0};
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = [&dials, inner = factory.function()](std::chrono::steady_clock::time_point deadline) {
+    // The round's first dial waits for the destructor's stop request (at most patience).
+    if (dials.fetch_add(1) == 0) (void)wait_for([] { return stop_requested.load(); }, patience);
+    return inner(deadline);
+  };
+  cfg.max_size = 3;
+  cfg.min_size = 3;  // the maintainer dials them one after another
+  std::optional<netpool::test::std_pool> pool(netpool::test::std_pool::create(std::move(cfg)).value());
+  ASSERT_TRUE(wait_for([&] { return dials.load() == 1; })) << "the refill never started";
+  pool.reset();
+  EXPECT_EQ(dials.load(), 1) << "the destructor waited for the refill to dial every connection";
   EXPECT_EQ(registry.live(), 0);
 }
 

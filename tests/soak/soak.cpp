@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
         char tag[32];
         for (std::uint64_t i = 0; i < max_ops && !stop.load(std::memory_order_relaxed); ++i) {
           if (clock_type::now() >= hard_stop) break;
-          // One get in 16 is a try_get: never blocks, never dials.
+          // One get in 16 is a try_get: never waits, never dials.
           auto conn = (i % 16 == 15) ? pool.try_get() : pool.get_for(1s);
           if (!conn) {
             errors.add(code_name(conn.error()));

@@ -907,7 +907,8 @@ class pool_core {
     }
   }
 
-  // A get that has run one user check starts no other past its deadline (scan_idle()).
+  // In its scan (scan_idle()), a get that has run one user check starts no other past its deadline.
+  // (A connection handed to it in line is still checked, but it queued before its deadline.)
   static bool checks_over(bool user_checked, clock::time_point deadline) noexcept {
     return user_checked && clock::now() >= deadline;
   }
@@ -2149,11 +2150,20 @@ class pool_core {
   }
 
   void stop_maintainer() noexcept {
+    // relaxed: a hint that cuts the round in progress short (keep_alive(), fill_to_min()), so that
+    // close() and the destructor do not wait for a check or a dial of every connection; the
+    // maintainer's loop still stops on maintainer_stop_, read under the mutex.
+    maintainer_stopping_.store(true, std::memory_order_relaxed);
     {
       std::lock_guard lock(maintainer_mutex_);
       maintainer_stop_ = true;
     }
+    NETPOOL_SYNC_POINT("stop_maintainer:requested");
     maintainer_cv_.notify_one();
+  }
+  // Whether a maintenance round should end at the next connection (stop_maintainer()).
+  [[nodiscard]] bool maintainer_stopping() const noexcept {
+    return maintainer_stopping_.load(std::memory_order_relaxed);  // relaxed: a hint, as stored
   }
 
   // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick (the
@@ -2265,9 +2275,11 @@ class pool_core {
   }
 
   // Checks every idle connection (probe, health check) so that dead ones are found before a
-  // caller borrows them — including the min_size ones nobody uses. The idle stamp is kept.
+  // caller borrows them — including the min_size ones nobody uses. The idle stamp is kept. Stops at
+  // the next connection once the pool is closing: each check may take health_check_timeout.
   void keep_alive() noexcept {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
+      if (maintainer_stopping()) return;
       slot_type& s = slots_[i];
       std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
       if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
@@ -2388,7 +2400,8 @@ class pool_core {
   // Dials until min_size connections are open, or a dial fails, or backoff or max_connecting
   // says not now. A new connection goes to the oldest waiter, or idle.
   void fill_to_min() noexcept {
-    while (!is_closed() && active_.load(std::memory_order_relaxed) < min_size()) {
+    // One dial after another, each up to dial_timeout: a closing pool stops at the next one.
+    while (!is_closed() && !maintainer_stopping() && active_.load(std::memory_order_relaxed) < min_size()) {
       if (backoff_error()) return;
       auto reserved = reserve_slot();
       if (!reserved) return;
@@ -2646,8 +2659,9 @@ class pool_core {
 
   std::mutex maintainer_mutex_;
   std::condition_variable maintainer_cv_;
-  bool maintainer_stop_ = false;  // guarded by maintainer_mutex_
-  bool maintainer_wake_ = false;  // guarded by maintainer_mutex_
+  bool maintainer_stop_ = false;                  // guarded by maintainer_mutex_
+  bool maintainer_wake_ = false;                  // guarded by maintainer_mutex_
+  std::atomic<bool> maintainer_stopping_{false};  // set once, with maintainer_stop_
   std::atomic<bool> maintainer_sleeps_indefinitely_{false};
   std::thread maintainer_;
 
