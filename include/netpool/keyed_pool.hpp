@@ -34,7 +34,6 @@
 // and the keyed pool; returning one then closes its connection, and its global token comes back.
 #pragma once
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -228,14 +227,18 @@ class keyed_pool {
       got = (*found)->sub->get_until(deadline, where);
       // This get's dial waited for the global limit, and a connection of this key came back idle
       // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. Each round
-      // follows a connection that went idle, which the next round nearly always takes; it may
-      // lose it to another get of the key, which may itself be descheduled as it takes it. So
-      // later rounds give the other threads the CPU, then back off (1 us more each round, up to
-      // 1 ms): the cap, which only guards against a factory of the user's returning the code
-      // itself, is then about half a second away, not a few spins.
+      // follows a connection that went idle and could be taken (keyed_state::has_idle()), which
+      // the next round nearly always takes, unless another get of the key takes it first. Later
+      // rounds give the other threads the CPU, then back off (1 us more each round, up to about
+      // 1 ms, never past the deadline), so that the cap, which guards against a factory of the
+      // user's returning the code itself, is about half a second away rather than a few spins.
       if (!got && got.error() == errc::dial_not_needed && ++not_needed < 1000) {
         if (not_needed > 8) {
-          std::this_thread::sleep_for(std::chrono::microseconds(std::min(not_needed - 8, 1000)));
+          const clock::time_point now = clock::now();
+          if (now < deadline) {
+            const std::chrono::nanoseconds pause = std::chrono::microseconds(not_needed - 8);
+            std::this_thread::sleep_for(deadline - now < pause ? deadline - now : pause);
+          }
         } else if (not_needed > 1) {
           std::this_thread::yield();
         }

@@ -50,6 +50,9 @@ namespace netpool {
 
 namespace detail {
 
+template <class Key, class Conn, class Hash, class KeyEq>
+class keyed_state;
+
 // The API both pools share. Not used directly: see pool and lean_pool below.
 template <class Conn, pool_kind Kind>
 class pool_handle {
@@ -143,8 +146,7 @@ class pool_handle {
   bool reclaim_idle() noexcept { return core_ != nullptr && core_->reclaim_idle(); }
 
   [[nodiscard]] pool_stats stats() const noexcept { return core_ != nullptr ? core_->stats() : pool_stats{}; }
-  // Idle connections (the original's Len()); one being returned this instant counts once its put
-  // is done.
+  // Idle connections (the original's Len()).
   [[nodiscard]] std::size_t len() const noexcept { return core_ != nullptr ? core_->idle_count() : 0; }
 
   // Idempotent: wakes every waiter with errc::pool_closed, closes idle connections; connections
@@ -264,6 +266,11 @@ class pool : public detail::pool_handle<Conn, detail::pool_kind::standard> {
   }
 
  private:
+  // A keyed pool's waiting dial asks its sub-pool's core whether an idle connection can be taken
+  // (keyed_state::has_idle()): not part of the API.
+  template <class Key, class C, class Hash, class KeyEq>
+  friend class detail::keyed_state;
+
   explicit pool(detail::pool_core<Conn>* core) noexcept : base(core) {}
 };
 

@@ -697,7 +697,8 @@ TEST_F(MaintainerStopRaceTest, AKeepaliveRoundStopsAtTheNextConnectionWhenThePoo
     std::vector<netpool::test::tracked_lease> three;  // dialed now: not checked
     for (int i = 0; i < 3; ++i) three.push_back(pool->get().value());
   }
-  ASSERT_EQ(pool->len(), 3u);
+  // The maintainer's first round (keepalive due at once, unarmed) may be checking one right now.
+  ASSERT_TRUE(wait_for([&] { return pool->len() == 3; }));
   armed = true;
   clock.advance(std::chrono::hours(2));
   ASSERT_FALSE(pool->set_min_size(0));  // wakes the maintainer: its next round is a keepalive round
@@ -1068,13 +1069,19 @@ TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
   auto cfg = config();
   cfg.per_key_max = 2;
   cfg.global_max = 1;  // below per_key_max: a key's second get waits for the token
+  cfg.make_config = [inner = cfg.make_config](const int& key) {
+    auto c = inner(key);
+    c.dial_timeout = 3 * patience;  // the waiting dial must outlast the test, however slow
+    return c;
+  };
   auto pools = keyed::create(std::move(cfg)).value();
   auto held = pools.get(1);
   ASSERT_TRUE(held);
   stop_at returner("returner", "put_back:idle_in_transit");
   active_stops.push_back(&returner);
-  // No deadline: the get dials on its own thread, and that dial waits for the token. Its scan met
-  // the lent slot and unlisted it (INV12), so the put must list it again.
+  // No deadline: the get dials on its own thread, and that dial waits for the token. The lent slot
+  // was dialed for its caller and never listed (its `unlisted` flag is set), so the put must list
+  // it, and is held just before it does.
   auto second = run_named("getter", [&] { return pools.get(1); });
   ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
   auto put = run_named("returner", [&] { return held->release(); });

@@ -360,9 +360,10 @@ class keyed_state {
         if (it == map_.end() || it->second.get() != self) return false;
         e = it->second;
       }
-      // len() leaves out a connection still on its way back (idle, not yet listed), which no get
-      // could take yet: counted, it ended the dial, and the get found nothing and dialed again.
-      return e->sub->len() > 0;
+      // Not len(): it counts an idle connection no other get can take yet (pool_core's
+      // has_takeable_idle() says which), and the get this dial is for would dial again.
+      const pool_core<Conn>* core = e->sub->core();
+      return core != nullptr && core->has_takeable_idle();
     } catch (...) {  // a throwing Hash or KeyEq
       return false;
     }

@@ -553,19 +553,31 @@ class pool_core {
     return last_dial_error_;
   }
 
-  // Idle connections a get could take now: not those still in transit, whose returner has made
-  // them idle but may not have listed them yet (INV12 (a)), where a get's miss path cannot see
-  // them. keyed_pool asks this of a key whose dial waits for a token: counted in that window, a
-  // connection that no get could take yet ended the dial (dial_not_needed), the get found nothing
-  // and dialed again, round after round, while its returner was descheduled.
   [[nodiscard]] std::size_t idle_count() const noexcept {
     std::size_t n = 0;
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed: best effort, like stats().
-      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
-      n += word::phase(w) == word::idle && (w & word::transit) == 0 ? 1 : 0;
+      n += word::phase(slots_[i].state.load(std::memory_order_relaxed)) == word::idle ? 1 : 0;
     }
     return n;
+  }
+
+  // Whether a get's miss path could take an idle connection now: one that is idle, out of
+  // transit and listed. An idle slot that is not is in the hands of its returner, who has yet to
+  // list it (INV12 (a)), or of a scanner, who has cleared its bit and will take it itself (b): no
+  // other get can take it. keyed_pool asks this of a key whose dial waits for a token
+  // (keyed_state::has_idle()). It asked len(), which counts those too: such a connection ended
+  // the dial (dial_not_needed), the get found nothing and dialed again, round after round, while
+  // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
+  [[nodiscard]] bool has_takeable_idle() const noexcept {
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
+      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
+      if ((listed_[i / 64].load(std::memory_order_relaxed) & (std::uint64_t{1} << (i % 64))) != 0)
+        return true;
+    }
+    return false;
   }
 
  private:
