@@ -53,7 +53,9 @@ enum class errc : int {
   hook_rejected = 11,       // a user hook refused the connection
   dial_not_needed = 12,     // a factory ended its dial because a connection of its pool went idle
                             // while it waited (keyed_pool, at its global limit): no backoff; a
-                            // keyed_pool get then looks again and takes that connection
+                            // keyed_pool get then looks again and takes that connection, so its
+                            // callers never see it (a keyed sub-pool's own factory that returns
+                            // it fails its dial with dial_failed)
   io_timeout = 13,          // socket::send/send_all/recv/recv_all with a deadline: it passed.
                             // == std::errc::timed_out, as the kernel's own ETIMEDOUT (keep-alive,
                             // TCP_USER_TIMEOUT: a system_category() code) is; == errc::io_timeout

@@ -47,6 +47,7 @@
 #include "netpool/config.hpp"
 #include "netpool/detail/deadline.hpp"
 #include "netpool/detail/keyed_state.hpp"
+#include "netpool/detail/sync_point.hpp"
 #include "netpool/error.hpp"
 #include "netpool/hooks.hpp"
 #include "netpool/lease.hpp"
@@ -228,11 +229,15 @@ class keyed_pool {
       // This get's dial waited for the global limit, and a connection of this key came back idle
       // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. Each round
       // follows a connection that went idle and could be taken (keyed_state::has_idle()), which
-      // the next round nearly always takes, unless another get of the key takes it first. Later
-      // rounds give the other threads the CPU, then back off (1 us more each round, up to about
-      // 1 ms, never past the deadline), so that the cap, which guards against a factory of the
-      // user's returning the code itself, is about half a second away rather than a few spins.
-      if (!got && got.error() == errc::dial_not_needed && ++not_needed < 1000) {
+      // the next round nearly always takes, unless another get of the key takes it first. Only
+      // the budget's wait says dial_not_needed (a factory of the user's that does fails its dial
+      // with dial_failed: wrap_config), so every round is a connection lost to another get, and
+      // this get goes on until its deadline as it would while waiting in line. Later rounds give
+      // the other threads the CPU, then back off: 1 us more each round up to 1 ms, never past
+      // the deadline.
+      if (!got && got.error() == errc::dial_not_needed) {
+        NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
+        if (not_needed < max_not_needed_pause_us + 8) ++not_needed;
         if (not_needed > 8) {
           const clock::time_point now = clock::now();
           if (now < deadline) {
@@ -342,6 +347,9 @@ class keyed_pool {
   [[nodiscard]] bool closed() const noexcept { return !state_ || state_->closed(); }
 
  private:
+  // The longest pause between two rounds of a get whose dials were not needed (get_until()).
+  static constexpr int max_not_needed_pause_us = 1000;
+
   explicit keyed_pool(std::unique_ptr<state_type> state) noexcept : state_(std::move(state)) {}
 
   // The get on `e`'s sub-pool failed only because the sweeper evicted it after our lookup (not

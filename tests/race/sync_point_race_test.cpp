@@ -46,7 +46,7 @@
 // get touches the key it is about to evict must keep the key and come back to it; a sub-pool
 // removed with a lease out must be destroyed once the lease is back, even by a sweeper that had
 // nothing due and slept without a timeout; a connection still being returned must not end a dial
-// that waits for the global limit.
+// that waits for the global limit; a get whose dials are ended again and again goes on.
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
 // ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
@@ -58,6 +58,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -997,8 +998,13 @@ class KeyedRaceTest : public ::testing::Test {
 
   void SetUp() override {
     sweeper_sleeps = 0;
+    not_needed_rounds = 0;
+    rounds_retaken = 0;
+    hold_not_needed_rounds = false;
     netpool::detail::sync_point_hook = [](const char* where) noexcept {
-      if (std::string_view(where) == "keyed_sweeper:sleep") sweeper_sleeps.fetch_add(1);
+      const std::string_view point(where);
+      if (point == "keyed_sweeper:sleep") sweeper_sleeps.fetch_add(1);
+      if (point == "keyed_get:dial_not_needed" && thread_name == "getter") on_not_needed();
       pass_to_stops(where);
     };
   }
@@ -1019,6 +1025,21 @@ class KeyedRaceTest : public ::testing::Test {
 
   // Times the sweeper went to sleep with nothing due (without a timeout).
   static inline std::atomic<int> sweeper_sleeps{0};
+
+  // The "getter" thread's keyed get found its dial not needed (round N: not_needed_rounds == N).
+  // While hold_not_needed_rounds is set, it waits there until the test has taken the connection
+  // away again (rounds_retaken == N), as another get would; patience bounds a test that fails.
+  static void on_not_needed() noexcept {
+    const int round = not_needed_rounds.fetch_add(1) + 1;
+    if (!hold_not_needed_rounds.load()) return;
+    const auto give_up = std::chrono::steady_clock::now() + patience;
+    while (rounds_retaken.load() < round && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+    }
+  }
+  static inline std::atomic<int> not_needed_rounds{0};
+  static inline std::atomic<int> rounds_retaken{0};
+  static inline std::atomic<bool> hold_not_needed_rounds{false};
   netpool::test::connection_registry registry;
   netpool::test::factory_control factory{registry};
 };
@@ -1095,6 +1116,63 @@ TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
   auto got = second.get();
   ASSERT_TRUE(got) << got.error().message();
   EXPECT_EQ(pools.stats().open, 1u) << "a second connection was dialed";
+  got->release();
+  pools.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// A get whose dials are ended, round after round, by a connection of its key that another thread
+// takes before it can: it used to give up after a thousand rounds and return dial_not_needed, an
+// internal code. It goes on until its deadline (here none), as a get waiting in line does, and
+// takes the connection once nobody else does. Each round the test returns the only connection
+// while the get's dial waits for the global token, then takes it back with try_get() while the get
+// is between rounds.
+TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
+  constexpr int lost_rounds = 1100;  // more than the old limit of 1000
+  auto cfg = config();
+  cfg.per_key_max = 2;
+  cfg.global_max = 1;  // below per_key_max: the get's own dial waits for the token
+  cfg.make_config = [inner = cfg.make_config](const int& key) {
+    auto c = inner(key);
+    c.dial_timeout = 3 * patience;        // only a connection coming back ends a waiting dial
+    c.dial_backoff_floor = 3 * patience;  // a backoff after an ended dial would fail the next at once
+    c.dial_backoff_cap = 3 * patience;
+    return c;
+  };
+  auto pools = keyed::create(std::move(cfg)).value();
+  auto held = pools.get(1);
+  ASSERT_TRUE(held);
+  const int held_id = held->get().id();
+  hold_not_needed_rounds = true;
+  // No deadline: the get dials on its own thread, and that dial waits for the token.
+  auto getter = run_named("getter", [&] { return pools.get(1); });
+  const auto until = [](auto pred) {  // yields rather than sleeps: a round takes about 1 ms
+    const auto give_up = std::chrono::steady_clock::now() + patience;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= give_up) return false;
+      std::this_thread::yield();
+    }
+    return true;
+  };
+  for (int round = 1; round <= lost_rounds; ++round) {
+    ASSERT_TRUE(until([&] { return pools.stats().global_waiters == 1; })) << "round " << round;
+    ASSERT_FALSE(held->release());  // idle: the waiting dial ends, not needed
+    ASSERT_TRUE(until([&] { return not_needed_rounds.load() >= round; }))
+        << "the get gave up after " << round - 1 << " rounds";
+    held = pools.try_get(1);  // the get is between rounds: this thread takes the connection first
+    ASSERT_TRUE(held) << "round " << round << ": " << held.error().message();
+    rounds_retaken = round;
+  }
+  hold_not_needed_rounds = false;
+  ASSERT_TRUE(until([&] { return pools.stats().global_waiters == 1; }));
+  ASSERT_FALSE(held->release());  // this time nobody takes it away
+  ASSERT_TRUE(ready_within(getter));
+  auto got = getter.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(got->get().id(), held_id);
+  EXPECT_EQ(registry.made(), 1) << "a second connection was dialed";
+  EXPECT_EQ(pools.stats().total.dial_failures, static_cast<std::uint64_t>(lost_rounds) + 1);
+  EXPECT_EQ(pools.stats().total.fast_failures, 0u);
   got->release();
   pools.close();
   EXPECT_EQ(registry.live(), 0);

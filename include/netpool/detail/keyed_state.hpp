@@ -502,6 +502,9 @@ class keyed_state {
       if (std::error_code ec = budget->take(deadline, reclaim, not_needed, abandoned)) return ec;
       scope_guard token([&budget] { budget->give_back(); });  // the dial failed or threw: KB1
       result<Conn> made = user(deadline);
+      // dial_not_needed is the budget's verdict above, and keyed_pool's get looks again on it until
+      // its deadline: the user's factory must not be able to send it round that loop.
+      if (!made && made.error() == errc::dial_not_needed) return errc::dial_failed;
       // From now on the connection holds the token (on_close gives it back). Not one that says it
       // is closed: the core fails that dial and destroys it without on_close.
       if (made && !made_closed(*made)) token.dismiss();
