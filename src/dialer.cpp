@@ -74,15 +74,6 @@ std::error_code set_flag(int fd, int level, int option) noexcept {
 constexpr std::int64_t max_keep_alive_seconds = 32767;
 constexpr int max_keep_alive_count = 127;
 
-bool options_in_range(const tcp_options& options) noexcept {
-  const auto timer_ok = [](std::chrono::seconds timer) {
-    return timer.count() >= 0 && timer.count() <= max_keep_alive_seconds;
-  };
-  return timer_ok(options.keep_alive_idle) && timer_ok(options.keep_alive_interval) &&
-         options.keep_alive_count >= 0 && options.keep_alive_count <= max_keep_alive_count &&
-         options.user_timeout.count() >= 0 && options.user_timeout.count() <= INT_MAX;
-}
-
 // TCP_NODELAY, keep-alive and its timers, TCP_USER_TIMEOUT, as `options` asks.
 std::error_code apply_tcp_options(int fd, const tcp_options& options) noexcept {
   if (options.no_delay) {
@@ -93,7 +84,7 @@ std::error_code apply_tcp_options(int fd, const tcp_options& options) noexcept {
   if (options.keep_alive || timers) {
     if (auto ec = set_flag(fd, SOL_SOCKET, SO_KEEPALIVE)) return ec;
   }
-  // Each value fits in an int: options_in_range() has checked it.
+  // Each value fits in an int: validate() has checked it.
   if (options.keep_alive_idle.count() > 0) {
     const int idle = static_cast<int>(options.keep_alive_idle.count());
     if (auto ec = set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle)) return ec;
@@ -163,7 +154,49 @@ bool time_left(steady::time_point deadline, timeval& tv) noexcept {
   return true;
 }
 
+// A name that starts with a NUL byte is in Linux's abstract namespace: it is exactly its bytes (a
+// terminating NUL would be one more byte of the name, and another name), and may fill sun_path.
+// A path needs room for its terminating NUL.
+bool is_abstract(const std::string& path) noexcept {
+  return !path.empty() && path.front() == '\0';
+}
+constexpr std::size_t sun_path_size = sizeof(sockaddr_un::sun_path);
+bool fits_sun_path(const std::string& path) noexcept {
+  return path.size() + (is_abstract(path) ? 0 : 1) <= sun_path_size;
+}
+
 }  // namespace
+
+tcp_options_problem validate(const tcp_options& options) noexcept {
+  const auto timer_ok = [](std::chrono::seconds timer) {
+    return timer.count() >= 0 && timer.count() <= max_keep_alive_seconds;
+  };
+  if (!timer_ok(options.keep_alive_idle)) return tcp_options_problem::keep_alive_idle_out_of_range;
+  if (!timer_ok(options.keep_alive_interval)) return tcp_options_problem::keep_alive_interval_out_of_range;
+  if (options.keep_alive_count < 0 || options.keep_alive_count > max_keep_alive_count) {
+    return tcp_options_problem::keep_alive_count_out_of_range;
+  }
+  if (options.user_timeout.count() < 0 || options.user_timeout.count() > INT_MAX) {
+    return tcp_options_problem::user_timeout_out_of_range;
+  }
+  return tcp_options_problem::none;
+}
+
+const char* describe(tcp_options_problem problem) noexcept {
+  switch (problem) {
+    case tcp_options_problem::none:
+      return "valid TCP options";
+    case tcp_options_problem::keep_alive_idle_out_of_range:
+      return "tcp_options::keep_alive_idle must be in [0 s, 32767 s]";
+    case tcp_options_problem::keep_alive_interval_out_of_range:
+      return "tcp_options::keep_alive_interval must be in [0 s, 32767 s]";
+    case tcp_options_problem::keep_alive_count_out_of_range:
+      return "tcp_options::keep_alive_count must be in [0, 127]";
+    case tcp_options_problem::user_timeout_out_of_range:
+      return "tcp_options::user_timeout must be in [0 ms, 2147483647 ms]";
+  }
+  return "unknown TCP options problem";
+}
 
 std::error_code system_resolver(std::string_view host, std::uint16_t port, std::vector<endpoint>& out) {
   // "[::1]" is the URL spelling of an IPv6 literal; getaddrinfo wants it bare.
@@ -197,7 +230,7 @@ tcp_dialer::tcp_dialer(std::string host, std::uint16_t port, tcp_options options
 result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
   // A caller already out of time gets the answer at once, without a (possibly slow) lookup.
   if (steady::now() >= deadline) return errc::timeout;
-  if (!options_in_range(options_)) return make_dial_error(EINVAL);
+  if (validate(options_) != tcp_options_problem::none) return make_dial_error(EINVAL);
 
   std::vector<endpoint> endpoints;
   if (auto ec = options_.resolve(host_, port_, endpoints)) return ec;
@@ -227,17 +260,18 @@ result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
 
 unix_dialer::unix_dialer(std::string path) : path_(std::move(path)) {}
 
+bool unix_dialer::path_fits() const noexcept {
+  return !path_.empty() && fits_sun_path(path_);
+}
+
 result<socket> unix_dialer::operator()(steady::time_point deadline) const {
   if (steady::now() >= deadline) return errc::timeout;
 
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  // A name that starts with a NUL byte is in Linux's abstract namespace: it is exactly its bytes
-  // (a terminating NUL would be one more byte of the name, and another name), and may fill
-  // sun_path. A path needs room for its terminating NUL. An empty path names nothing.
-  const bool abstract = !path_.empty() && path_.front() == '\0';
-  if (path_.size() + (abstract ? 0 : 1) > sizeof address.sun_path) return make_dial_error(ENAMETOOLONG);
-  if (path_.empty()) return make_dial_error(ENOENT);
+  if (!fits_sun_path(path_)) return make_dial_error(ENAMETOOLONG);
+  if (path_.empty()) return make_dial_error(ENOENT);  // names nothing
+  const bool abstract = is_abstract(path_);
   std::memcpy(address.sun_path, path_.data(), path_.size());
   const auto length =
       static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path_.size() + (abstract ? 0 : 1));

@@ -67,6 +67,10 @@ const char* describe(config_problem problem) noexcept {
       return "wait_spin must be in [0, 1 ms] (0 sleeps at once)";
     case config_problem::health_check_timeout_not_positive:
       return "health_check_timeout must be > 0";
+    case config_problem::tcp_options_out_of_range:
+      return "factory: the tcp_dialer's tcp_options are out of range (validate(options) says which)";
+    case config_problem::unix_path_invalid:
+      return "factory: the unix_dialer's path is empty or does not fit in sockaddr_un (107 bytes)";
   }
   return "unknown configuration problem";
 }

@@ -66,11 +66,27 @@ struct tcp_options {
   // connection (the next send or recv fails with ETIMEDOUT). 0 keeps the kernel's default, ~15 min
   // of retransmissions. 0–2147483647 ms.
   std::chrono::milliseconds user_timeout{0};
-  // An option out of its range fails every dial with make_dial_error(EINVAL), before connecting:
-  // a pool takes that for a failing backend (backoff, fast failures), so check values you compute.
-  // The timers and user_timeout apply to TCP endpoints; a custom resolver's other kinds of
-  // endpoint get keep_alive alone.
+  // An option out of its range (validate() says which) fails every dial with
+  // make_dial_error(EINVAL), before connecting. A pool whose factory is a tcp_dialer itself
+  // rejects it at creation (config_problem::tcp_options_out_of_range); one wrapped in a lambda of
+  // yours is not seen through, and its dials fail, which the pool takes for a failing backend
+  // (backoff, fast failures): check values you compute. The timers and user_timeout apply to TCP
+  // endpoints; a custom resolver's other kinds of endpoint get keep_alive alone.
 };
+
+// Why tcp_options would fail every dial; tcp_options_problem::none when they are in range.
+enum class tcp_options_problem {
+  none,
+  keep_alive_idle_out_of_range,      // must be in [0 s, 32767 s]
+  keep_alive_interval_out_of_range,  // must be in [0 s, 32767 s]
+  keep_alive_count_out_of_range,     // must be in [0, 127]
+  user_timeout_out_of_range,         // must be in [0 ms, 2147483647 ms]
+};
+
+// The first option out of the kernel's range, in declaration order.
+[[nodiscard]] tcp_options_problem validate(const tcp_options& options) noexcept;
+// A short sentence naming the option and its range, for logs.
+[[nodiscard]] const char* describe(tcp_options_problem problem) noexcept;
 
 class tcp_dialer {
  public:
@@ -84,6 +100,7 @@ class tcp_dialer {
 
   [[nodiscard]] const std::string& host() const noexcept { return host_; }
   [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+  [[nodiscard]] const tcp_options& options() const noexcept { return options_; }
 
  private:
   std::string host_;
@@ -105,6 +122,9 @@ class unix_dialer {
   result<socket> operator()(std::chrono::steady_clock::time_point deadline) const;
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  // Whether `path` can name a socket at all: not empty, and fits in sockaddr_un. A pool whose
+  // factory is a unix_dialer itself rejects one that cannot (config_problem::unix_path_invalid).
+  [[nodiscard]] bool path_fits() const noexcept;
 
  private:
   std::string path_;

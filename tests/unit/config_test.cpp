@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "netpool/dialer.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
 #include "tracked_connection.hpp"
@@ -364,6 +365,8 @@ TEST_F(ConfigTest, EveryProblemHasADistinctDescription) {
       config_problem::starvation_threshold_negative,
       config_problem::wait_spin_out_of_range,
       config_problem::health_check_timeout_not_positive,
+      config_problem::tcp_options_out_of_range,
+      config_problem::unix_path_invalid,
   };
   for (const auto a : all) {
     for (const auto b : all) {
@@ -382,6 +385,72 @@ TEST_F(ConfigTest, SocketConfigValidates) {
     return errc::dial_failed;
   };
   EXPECT_EQ(netpool::validate_for_pool(c), config_problem::none);
+}
+
+// A built-in dialer given as the factory itself is checked at creation: options out of the
+// kernel's range, or a Unix path that names no socket, would fail every dial, and the pool would
+// take that for a backend that is down (backoff, fast failures). A dialer wrapped in a lambda is
+// not seen through; its dials fail (dialer_test).
+TEST_F(ConfigTest, ABuiltInDialerThatCannotDialIsRejectedAtCreation) {
+  using socket_config = netpool::pool_config<netpool::socket>;
+  const auto expect_rejected = [](const socket_config& c, config_problem expected, const char* what) {
+    SCOPED_TRACE(what);
+    EXPECT_EQ(netpool::validate_for_pool(c), expected);
+    EXPECT_EQ(netpool::validate_for_lean_pool(c), expected);
+    auto p = netpool::pool<netpool::socket>::create(c);
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error(), errc::invalid_config);
+    auto lean = netpool::lean_pool<netpool::socket>::create(c);
+    ASSERT_FALSE(lean);
+    EXPECT_EQ(lean.error(), errc::invalid_config);
+  };
+  const auto tcp = [](auto change) {
+    netpool::tcp_options options;
+    change(options);
+    socket_config c;
+    c.factory = netpool::tcp_dialer("127.0.0.1", 1, options);  // never dialed
+    return c;
+  };
+  const auto local = [](std::string path) {
+    socket_config c;
+    c.factory = netpool::unix_dialer(std::move(path));
+    return c;
+  };
+  expect_rejected(tcp([](netpool::tcp_options& o) { o.keep_alive_idle = 32768s; }),
+                  config_problem::tcp_options_out_of_range, "keep_alive_idle");
+  expect_rejected(tcp([](netpool::tcp_options& o) { o.keep_alive_interval = -1s; }),
+                  config_problem::tcp_options_out_of_range, "keep_alive_interval");
+  expect_rejected(tcp([](netpool::tcp_options& o) { o.keep_alive_count = 128; }),
+                  config_problem::tcp_options_out_of_range, "keep_alive_count");
+  expect_rejected(tcp([](netpool::tcp_options& o) { o.user_timeout = -1ms; }),
+                  config_problem::tcp_options_out_of_range, "user_timeout");
+  expect_rejected(local(""), config_problem::unix_path_invalid, "empty path");
+  expect_rejected(local(std::string(108, 'p')), config_problem::unix_path_invalid, "108-byte path");
+  expect_rejected(local(std::string(1, '\0') + std::string(108, 'a')), config_problem::unix_path_invalid,
+                  "109-byte abstract name");
+  expect_description_mentions(config_problem::tcp_options_out_of_range, "tcp_options");
+  expect_description_mentions(config_problem::unix_path_invalid, "path");
+
+  // The limits themselves pass, and so does the default dialer.
+  EXPECT_EQ(netpool::validate_for_pool(tcp([](netpool::tcp_options& o) {
+              o.keep_alive_idle = 32767s;
+              o.keep_alive_interval = 32767s;
+              o.keep_alive_count = 127;
+              o.user_timeout = std::chrono::milliseconds(std::numeric_limits<int>::max());
+            })),
+            config_problem::none);
+  EXPECT_EQ(netpool::validate_for_pool(tcp([](netpool::tcp_options&) {})), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_pool(local(std::string(107, 'p'))), config_problem::none);
+  EXPECT_EQ(netpool::validate_for_pool(local(std::string(1, '\0') + std::string(107, 'a'))),
+            config_problem::none);
+
+  // Wrapped, the dialer is not seen: the configuration passes, and its dials fail instead.
+  netpool::tcp_options bad;
+  bad.keep_alive_count = 128;
+  socket_config wrapped;
+  wrapped.factory = [dial = netpool::tcp_dialer("127.0.0.1", 1, bad)](
+                        std::chrono::steady_clock::time_point d) { return dial(d); };
+  EXPECT_EQ(netpool::validate_for_pool(wrapped), config_problem::none);
 }
 
 }  // namespace

@@ -23,8 +23,10 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "netpool/error.hpp"
@@ -467,6 +469,62 @@ TEST(TcpDialerTest, AnOptionOutOfRangeFailsTheDialBeforeConnecting) {
   EXPECT_EQ(int_option(edge->native_handle(), IPPROTO_TCP, TCP_USER_TIMEOUT), INT_MAX);
 }
 
+// validate() names the first option out of range, which the dial above refuses with EINVAL, and
+// describe() names it in words; a pool whose factory is the dialer itself is rejected
+// (config_test).
+TEST(TcpDialerTest, ValidateNamesTheOptionOutOfRange) {
+  using problem = netpool::tcp_options_problem;
+  const auto check = [](auto change) {
+    netpool::tcp_options options;
+    change(options);
+    EXPECT_EQ(netpool::tcp_dialer("127.0.0.1", 1, options).options().keep_alive_count,
+              options.keep_alive_count);
+    return netpool::validate(options);
+  };
+  EXPECT_EQ(check([](netpool::tcp_options&) {}), problem::none);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_idle = 32768s; }),
+            problem::keep_alive_idle_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_idle = -1s; }),
+            problem::keep_alive_idle_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_interval = 32768s; }),
+            problem::keep_alive_interval_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_interval = -1s; }),
+            problem::keep_alive_interval_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_count = 128; }),
+            problem::keep_alive_count_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.keep_alive_count = -1; }),
+            problem::keep_alive_count_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.user_timeout = -1ms; }),
+            problem::user_timeout_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) { o.user_timeout = std::chrono::milliseconds(INT_MAX) + 1ms; }),
+            problem::user_timeout_out_of_range);
+  EXPECT_EQ(check([](netpool::tcp_options& o) {
+              o.keep_alive_idle = 32767s;
+              o.keep_alive_interval = 32767s;
+              o.keep_alive_count = 127;
+              o.user_timeout = std::chrono::milliseconds(INT_MAX);
+            }),
+            problem::none);
+  // The first in declaration order.
+  EXPECT_EQ(check([](netpool::tcp_options& o) {
+              o.keep_alive_count = 128;
+              o.keep_alive_interval = -1s;
+            }),
+            problem::keep_alive_interval_out_of_range);
+
+  const std::pair<problem, const char*> named[] = {
+      {problem::keep_alive_idle_out_of_range, "keep_alive_idle"},
+      {problem::keep_alive_interval_out_of_range, "keep_alive_interval"},
+      {problem::keep_alive_count_out_of_range, "keep_alive_count"},
+      {problem::user_timeout_out_of_range, "user_timeout"},
+  };
+  for (const auto& [p, field] : named) {
+    EXPECT_NE(std::string_view(netpool::describe(p)).find(field), std::string_view::npos)
+        << netpool::describe(p);
+  }
+  EXPECT_STREQ(netpool::describe(problem::none), "valid TCP options");
+}
+
 TEST(TcpDialerTest, ConcurrentDialsShareOneDialer) {
   echo_server server;
   const netpool::tcp_dialer dial("127.0.0.1", server.port());
@@ -578,6 +636,23 @@ TEST(UnixDialerTest, TooLongPathGivesEnametoolong) {
   auto s = netpool::unix_dialer("/tmp/" + std::string(200, 'a'))(steady::now() + 10s);
   ASSERT_FALSE(s);
   EXPECT_EQ(s.error(), netpool::make_dial_error(ENAMETOOLONG));
+}
+
+// path_fits() is what a pool checks at creation (config_test): exactly the paths that the dials
+// above refuse with ENAMETOOLONG, or with ENOENT for the empty one, do not fit.
+TEST(UnixDialerTest, PathFitsSaysWhetherAPathCanNameASocket) {
+  constexpr std::size_t sun_path = sizeof(sockaddr_un{}.sun_path);  // 108 on Linux
+  const std::string abstract(1, '\0');
+  EXPECT_TRUE(netpool::unix_dialer("/run/redis/redis.sock").path_fits());
+  EXPECT_TRUE(netpool::unix_dialer(std::string(sun_path - 1, 'p')).path_fits());  // and its NUL
+  EXPECT_FALSE(netpool::unix_dialer(std::string(sun_path, 'p')).path_fits());
+  EXPECT_TRUE(netpool::unix_dialer(abstract + std::string(sun_path - 1, 'a')).path_fits());  // no NUL
+  EXPECT_FALSE(netpool::unix_dialer(abstract + std::string(sun_path, 'a')).path_fits());
+  EXPECT_FALSE(netpool::unix_dialer("").path_fits());
+
+  auto too_long = netpool::unix_dialer(std::string(sun_path, 'p'))(steady::now() + 10s);
+  ASSERT_FALSE(too_long);
+  EXPECT_EQ(too_long.error(), netpool::make_dial_error(ENAMETOOLONG));
 }
 
 TEST(UnixDialerTest, StoppedServerRefuses) {

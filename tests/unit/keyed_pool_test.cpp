@@ -823,16 +823,22 @@ TEST_F(KeyedPoolTest, InvalidKeyConfigFailsThatKeyOnly) {
   const endpoint no_factory{"127.0.0.1", 1};
   const endpoint throws{"127.0.0.1", 2};
   const endpoint warm{"127.0.0.1", 3};
-  cfg.make_config = [inner = cfg.make_config, no_factory, throws, warm](const endpoint& e) {
+  const endpoint bad_options{"127.0.0.1", 4};
+  cfg.make_config = [inner = cfg.make_config, no_factory, throws, warm, bad_options](const endpoint& e) {
     auto c = inner(e);
     if (e == no_factory) c.factory = nullptr;
     if (e == throws) throw std::runtime_error("no such shard");
     if (e == warm) c.min_size = 1;  // not with a global limit
+    if (e == bad_options) {
+      netpool::tcp_options options;
+      options.keep_alive_count = 128;  // out of the kernel's range: every dial would fail
+      c.factory = netpool::tcp_dialer(e.host, e.port, options);
+    }
     return c;
   };
   keyed pools = make(std::move(cfg));
 
-  for (const endpoint& bad : {no_factory, throws, warm}) {
+  for (const endpoint& bad : {no_factory, throws, warm, bad_options}) {
     auto r = pools.get_for(bad, 1s);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error(), errc::invalid_config);
@@ -843,6 +849,9 @@ TEST_F(KeyedPoolTest, InvalidKeyConfigFailsThatKeyOnly) {
   EXPECT_EQ(missing.pool_problem, netpool::config_problem::missing_factory);
   EXPECT_EQ(pools.check_key(throws).problem, keyed_config_problem::make_config_threw);
   EXPECT_EQ(pools.check_key(warm).problem, keyed_config_problem::min_size_with_global_limit);
+  const netpool::key_config_check options = pools.check_key(bad_options);
+  EXPECT_EQ(options.problem, keyed_config_problem::pool_config_rejected);
+  EXPECT_EQ(options.pool_problem, netpool::config_problem::tcp_options_out_of_range);
   EXPECT_EQ(pools.check_key(key(0)).problem, keyed_config_problem::none);
 
   auto good = pools.get_for(key(0), 10s);  // other keys are unaffected
