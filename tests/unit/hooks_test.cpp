@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -454,6 +455,72 @@ TYPED_TEST(HooksTest, OnCloseSeesEveryConnectionTheFactoryMadeExactlyOnceWithIts
   std::vector<int> ids = closes.ids;
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end()) << "on_close twice for one connection";
+}
+
+// The counters add up however the hooks refuse (stats.hpp): every dial ends a success or a
+// failure, and every connection a dial made is open or closed for one reason. A connection that
+// on_connect refuses is made and closed (closed_hook) without being a successful dial, so
+// dials_ok + those refusals == active + every closed count. Checked after each of 120 rounds in
+// which on_connect, on_borrow and on_return each refuse some connections and some leases are
+// discarded, and after close().
+TYPED_TEST(HooksTest, TheCountersAddUpWhileHooksRefuse) {
+  auto cfg = this->config(4);
+  std::atomic<int> connects{0};
+  std::atomic<int> borrows{0};
+  std::atomic<int> returns{0};
+  std::atomic<std::uint64_t> refused_at_connect{0};
+  cfg.on_connect = [&](tracked_conn&) {
+    if (connects.fetch_add(1) % 3 != 2) return std::error_code();
+    refused_at_connect.fetch_add(1);
+    return std::make_error_code(std::errc::permission_denied);
+  };
+  cfg.on_borrow = [&](tracked_conn&) { return borrows.fetch_add(1) % 5 != 4; };
+  cfg.on_return = [&](tracked_conn&) { return returns.fetch_add(1) % 4 != 3; };
+  cfg.dial_backoff_floor = 0ns;  // a refused connect must not make the next gets fail fast
+  cfg.dial_backoff_cap = 0ns;
+  auto pool = this->make(std::move(cfg));
+  const auto expect_counts_add_up = [&](int round) {
+    const netpool::pool_stats s = pool.stats();
+    std::uint64_t closed = 0;
+    for (const std::uint64_t n : s.closed) closed += n;
+    EXPECT_EQ(s.dials, s.dials_ok + s.dial_failures) << "round " << round;
+    EXPECT_EQ(s.dials_ok + refused_at_connect.load(), s.active + closed) << "round " << round;
+    EXPECT_EQ(this->registry.live(), static_cast<long>(s.active)) << "round " << round;
+    EXPECT_EQ(this->registry.made(), static_cast<long>(s.dials_ok + refused_at_connect.load()))
+        << "round " << round;
+  };
+  std::vector<netpool::lease<tracked_conn>> held;
+  int served = 0;
+  for (int round = 0; round < 120; ++round) {
+    for (int i = 0; i < 3; ++i) {
+      auto got = pool.get_for(patience);
+      if (got) {
+        held.push_back(std::move(*got));
+      } else {
+        // on_connect refused a fresh connection, or on_borrow did (config.hpp)
+        EXPECT_TRUE(got.error() == std::errc::permission_denied || got.error() == errc::hook_rejected)
+            << got.error().message();
+      }
+    }
+    served += static_cast<int>(held.size());
+    for (std::size_t i = 0; i < held.size(); ++i) {
+      if ((static_cast<std::size_t>(round) + i) % 7 == 0) {
+        EXPECT_FALSE(held[i].discard());
+      } else {
+        (void)held[i].release();  // on_return may refuse: the connection is closed, not returned
+      }
+    }
+    held.clear();
+    expect_counts_add_up(round);
+  }
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_GT(served, 0);
+  EXPECT_GT(refused_at_connect.load(), 0u);
+  EXPECT_GT(s.closed_hook, refused_at_connect.load()) << "on_borrow or on_return never refused";
+  EXPECT_GT(s.closed_error, 0u);
+  pool.close();
+  expect_counts_add_up(-1);
+  EXPECT_EQ(pool.stats().active, 0u);
 }
 
 TYPED_TEST(HooksTest, OnCloseForALeaseThatOutlivesItsPool) {
