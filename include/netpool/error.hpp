@@ -55,7 +55,8 @@ enum class errc : int {
                             // while it waited (keyed_pool, at its global limit): no backoff; a
                             // keyed_pool get then looks again and takes that connection, so its
                             // callers never see it (a keyed sub-pool's own factory that returns
-                            // it fails its dial with dial_failed)
+                            // it fails its dial with dial_failed; from on_connect it is a
+                            // refusal, hook_rejected)
   io_timeout = 13,          // socket::send/send_all/recv/recv_all with a deadline: it passed.
                             // == std::errc::timed_out, as the kernel's own ETIMEDOUT (keep-alive,
                             // TCP_USER_TIMEOUT: a system_category() code) is; == errc::io_timeout

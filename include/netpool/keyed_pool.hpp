@@ -227,16 +227,20 @@ class keyed_pool {
       if (!found) return found.error();
       got = (*found)->sub->get_until(deadline, where);
       // This get's dial waited for the global limit, and a connection of this key came back idle
-      // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. Each round
-      // follows a connection that went idle and could be taken (keyed_state::has_idle()), which
-      // the next round nearly always takes, unless another get of the key takes it first. Only
-      // the budget's wait says dial_not_needed (a factory of the user's that does fails its dial
-      // with dial_failed: wrap_config), so every round is a connection lost to another get, and
-      // this get goes on until its deadline as it would while waiting in line. Later rounds give
-      // the other threads the CPU, then back off: 1 us more each round up to 1 ms, never past
-      // the deadline.
+      // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. It looks at
+      // once, with try_get(), and nearly always takes it, unless another get of the key took it
+      // first. Only the budget's wait says dial_not_needed (from the user's factory it becomes
+      // dial_failed in wrap_config, from on_connect hook_rejected in the core), so each round
+      // that finds nothing is a connection lost to another get, and this get goes on until its
+      // deadline, as one waiting in its sub-pool's line does (though not in FIFO order: each
+      // returned connection goes to whichever get looks first). Between rounds it gives the
+      // other threads the CPU, then backs off: 1 us more each round up to 1 ms, never past the
+      // deadline.
       if (!got && got.error() == errc::dial_not_needed) {
         NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
+        got = (*found)->sub->try_get(where);
+        if (got) break;
+        NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
         if (not_needed < max_not_needed_pause_us + 8) ++not_needed;
         if (not_needed > 8) {
           const clock::time_point now = clock::now();

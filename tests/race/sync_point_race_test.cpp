@@ -1000,11 +1000,13 @@ class KeyedRaceTest : public ::testing::Test {
     sweeper_sleeps = 0;
     not_needed_rounds = 0;
     rounds_retaken = 0;
+    rounds_lost = 0;
     hold_not_needed_rounds = false;
     netpool::detail::sync_point_hook = [](const char* where) noexcept {
       const std::string_view point(where);
       if (point == "keyed_sweeper:sleep") sweeper_sleeps.fetch_add(1);
       if (point == "keyed_get:dial_not_needed" && thread_name == "getter") on_not_needed();
+      if (point == "keyed_get:lost_to_another_get" && thread_name == "getter") rounds_lost.fetch_add(1);
       pass_to_stops(where);
     };
   }
@@ -1038,6 +1040,8 @@ class KeyedRaceTest : public ::testing::Test {
     }
   }
   static inline std::atomic<int> not_needed_rounds{0};
+  // Rounds after which the "getter" thread's look at once (try_get) found nothing.
+  static inline std::atomic<int> rounds_lost{0};
   static inline std::atomic<int> rounds_retaken{0};
   static inline std::atomic<bool> hold_not_needed_rounds{false};
   netpool::test::connection_registry registry;
@@ -1124,9 +1128,9 @@ TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
 // A get whose dials are ended, round after round, by a connection of its key that another thread
 // takes before it can: it used to give up after a thousand rounds and return dial_not_needed, an
 // internal code. It goes on until its deadline (here none), as a get waiting in line does, and
-// takes the connection once nobody else does. Each round the test returns the only connection
-// while the get's dial waits for the global token, then takes it back with try_get() while the get
-// is between rounds.
+// takes the connection once nobody else does: at once, in the round whose dial it ended, before
+// any pause. Each round the test returns the only connection while the get's dial waits for the
+// global token, then takes it back with try_get() while the get is between rounds.
 TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   constexpr int lost_rounds = 1100;  // more than the old limit of 1000
   auto cfg = config();
@@ -1146,6 +1150,12 @@ TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   hold_not_needed_rounds = true;
   // No deadline: the get dials on its own thread, and that dial waits for the token.
   auto getter = run_named("getter", [&] { return pools.get(1); });
+  // If an assertion below fails, the get may still be going round: closing the pools ends it
+  // (pool_closed) before the future's destructor waits for it.
+  struct close_first {
+    keyed& pools;
+    ~close_first() { pools.close(); }
+  } const closing{pools};
   const auto until = [](auto pred) {  // yields rather than sleeps: a round takes about 1 ms
     const auto give_up = std::chrono::steady_clock::now() + patience;
     while (!pred()) {
@@ -1170,6 +1180,7 @@ TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   auto got = getter.get();
   ASSERT_TRUE(got) << got.error().message();
   EXPECT_EQ(got->get().id(), held_id);
+  EXPECT_EQ(rounds_lost.load(), lost_rounds) << "the last round did not take the connection at once";
   EXPECT_EQ(registry.made(), 1) << "a second connection was dialed";
   EXPECT_EQ(pools.stats().total.dial_failures, static_cast<std::uint64_t>(lost_rounds) + 1);
   EXPECT_EQ(pools.stats().total.fast_failures, 0u);

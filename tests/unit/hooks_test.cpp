@@ -110,6 +110,32 @@ TYPED_TEST(HooksTest, OnConnectErrorFailsTheGetClosesTheConnectionAndCountsAFail
   EXPECT_EQ(s.active, 0u) << "the slot is free again";
 }
 
+// exhausted and dial_not_needed say that a dial did not happen (no capacity, no need): no backoff
+// follows them, and a keyed get dials again on dial_not_needed. From on_connect, which refuses a
+// connection just made, they are a refusal like any other: hook_rejected, with backoff.
+TYPED_TEST(HooksTest, OnConnectReturningACodeForNoDialIsARefusal) {
+  for (const errc code : {errc::exhausted, errc::dial_not_needed}) {
+    SCOPED_TRACE(std::error_code(code).message());
+    auto cfg = this->config(2);
+    cfg.on_connect = [code](tracked_conn&) { return std::error_code(code); };
+    cfg.dial_backoff_floor = 10 * patience;  // the second get must fail fast
+    cfg.dial_backoff_cap = 10 * patience;
+    auto pool = this->make(std::move(cfg));
+    auto got = pool.get_for(patience);
+    ASSERT_FALSE(got);
+    EXPECT_EQ(got.error(), errc::hook_rejected);
+    EXPECT_EQ(pool.last_dial_error(), errc::hook_rejected);
+    auto again = pool.get_for(patience);
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error(), errc::hook_rejected);
+    const netpool::pool_stats s = pool.stats();
+    EXPECT_EQ(s.dials, 1u) << "dialed again: no backoff after the refusal";
+    EXPECT_EQ(s.fast_failures, 1u);
+    EXPECT_EQ(s.closed_hook, 1u);
+    EXPECT_EQ(this->registry.live(), 0);
+  }
+}
+
 TYPED_TEST(HooksTest, OnConnectWhoseIoTimesOutIsADialThatTimedOut) {
   // Set-up I/O bounded by the socket's own deadline (errc::io_timeout): the backend did not
   // answer in time, which is what a dial that runs out of dial_timeout says too.

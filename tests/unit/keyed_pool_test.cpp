@@ -477,35 +477,46 @@ TEST_F(KeyedPoolTest, AFactoryThatReturnsAClosedSocketLosesNoToken) {
 
 // dial_not_needed is the keyed pool's own word for a dial that a returned connection made
 // unnecessary, and a keyed get looks again on it until its deadline. A factory of the user's that
-// returns it fails its dial with dial_failed: a get without a deadline would otherwise go round
-// for ever (it used to give up after a thousand rounds, returning the internal code). With and
-// without a global limit: the budget's wait is on the way only with one.
-TEST_F(KeyedPoolTest, AFactoryThatReturnsDialNotNeededFailsItsDial) {
-  for (const std::size_t global_max : {std::size_t{0}, std::size_t{1}}) {
-    SCOPED_TRACE(global_max);
-    keyed_config cfg = config(2, global_max);
-    cfg.make_config = [inner = cfg.make_config](const endpoint& e) {
-      auto c = inner(e);
-      c.factory = [](std::chrono::steady_clock::time_point) -> netpool::result<netpool::socket> {
-        return errc::dial_not_needed;
+// returns it fails its dial with dial_failed, and an on_connect that does refuses the connection
+// (hook_rejected): a get without a deadline would otherwise go round for ever, dialing (and, for
+// on_connect, closing) a connection each round. (It used to give up after a thousand rounds and
+// return the internal code.) With and without a global limit: the budget's wait is on the way only
+// with one.
+TEST_F(KeyedPoolTest, AFactoryOrOnConnectThatReturnsDialNotNeededFailsItsDial) {
+  for (const bool from_on_connect : {false, true}) {
+    for (const std::size_t global_max : {std::size_t{0}, std::size_t{1}}) {
+      SCOPED_TRACE(testing::Message()
+                   << (from_on_connect ? "on_connect" : "factory") << ", global_max " << global_max);
+      keyed_config cfg = config(2, global_max);
+      cfg.make_config = [inner = cfg.make_config, from_on_connect](const endpoint& e) {
+        auto c = inner(e);
+        if (from_on_connect) {
+          c.on_connect = [](netpool::socket&) { return std::error_code(errc::dial_not_needed); };
+        } else {
+          c.factory = [](std::chrono::steady_clock::time_point) -> netpool::result<netpool::socket> {
+            return errc::dial_not_needed;
+          };
+        }
+        return c;
       };
-      return c;
-    };
-    keyed pools = make(std::move(cfg));
-    auto get = std::async(std::launch::async, [&] { return pools.get(key(0)); });  // no deadline
-    if (get.wait_for(20s) != std::future_status::ready) {
-      pools.close();  // ends the get (pool_closed): its future's destructor would wait for ever
-      FAIL() << "the get went round and round";
+      keyed pools = make(std::move(cfg));
+      auto get = std::async(std::launch::async, [&] { return pools.get(key(0)); });  // no deadline
+      if (get.wait_for(20s) != std::future_status::ready) {
+        pools.close();  // ends the get (pool_closed): its future's destructor would wait for ever
+        FAIL() << "the get went round and round";
+      }
+      auto got = get.get();
+      const errc expected = from_on_connect ? errc::hook_rejected : errc::dial_failed;
+      ASSERT_FALSE(got);
+      EXPECT_EQ(got.error(), expected);
+      EXPECT_EQ(pools.stats().total.dial_failures, 1u);
+      EXPECT_EQ(pools.stats().total.closed_hook, from_on_connect ? 1u : 0u);
+      EXPECT_EQ(pools.stats().open, 0u);
+      auto again = pools.get_for(key(0), 10s);  // the token was given back, and the key backs off
+      ASSERT_FALSE(again);
+      EXPECT_EQ(again.error(), expected);
+      EXPECT_EQ(pools.stats().total.dial_failures, 1u) << "dialed again: the key did not back off";
     }
-    auto got = get.get();
-    ASSERT_FALSE(got);
-    EXPECT_EQ(got.error(), errc::dial_failed);
-    EXPECT_EQ(got.error(), netpool::condition::dial_failed);
-    EXPECT_EQ(pools.stats().total.dial_failures, 1u);
-    EXPECT_EQ(pools.stats().open, 0u);
-    auto again = pools.get_for(key(0), 10s);  // the token was given back, and the key backs off
-    ASSERT_FALSE(again);
-    EXPECT_EQ(again.error(), errc::dial_failed);
   }
 }
 

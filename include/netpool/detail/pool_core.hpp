@@ -1311,6 +1311,10 @@ class pool_core {
     } catch (...) {
       error = errc::hook_rejected;
     }
+    // exhausted and dial_not_needed say that a dial did not happen (no capacity, no need), which
+    // call_factory() answers without backoff and a keyed get by dialing again; from a hook that
+    // refuses a connection just made they would make a loop of dials that closes each one.
+    if (error == errc::exhausted || error == errc::dial_not_needed) error = errc::hook_rejected;
     if (error) notify_close(conn, close_reason::hook);  // destroyed by the caller's result
     return error;
   }

@@ -8,8 +8,8 @@
 //
 // Without NETPOOL_SYNC_POINTS (every build but the race tests) a point compiles to nothing. The
 // points sit only in member functions of templates on the connection type (pool_core<Conn>,
-// keyed_state<Key, Conn, ...>), and the race tests instantiate them with a connection type of
-// their own, so no binary holds two definitions of one function.
+// keyed_state<Key, Conn, ...>, keyed_pool<Key, Conn, ...>), and the race tests instantiate them
+// with a connection type of their own, so no binary holds two definitions of one function.
 #pragma once
 
 #ifdef NETPOOL_SYNC_POINTS
