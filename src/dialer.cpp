@@ -22,6 +22,7 @@
 #include <memory>
 #include <utility>
 
+#include "netpool/config.hpp"
 #include "netpool/error.hpp"
 
 namespace netpool {
@@ -197,6 +198,26 @@ const char* describe(tcp_options_problem problem) noexcept {
   }
   return "unknown TCP options problem";
 }
+
+namespace detail {
+
+// A lambda around a dialer is opaque; only a std::function that holds the dialer itself is looked
+// into. std::function::target() needs RTTI, except in libstdc++ from GCC 11 on, which compares the
+// stored manager function instead. Without either, nothing is checked and the dials fail.
+config_problem builtin_dialer_problem([[maybe_unused]] const factory_function<socket>& factory) noexcept {
+#if defined(__cpp_rtti) || (defined(_GLIBCXX_RELEASE) && _GLIBCXX_RELEASE >= 11)
+  if (const auto* tcp = factory.target<tcp_dialer>()) {
+    if (validate(tcp->options()) != tcp_options_problem::none)
+      return config_problem::tcp_options_out_of_range;
+  }
+  if (const auto* local = factory.target<unix_dialer>()) {
+    if (!local->path_fits()) return config_problem::unix_path_invalid;
+  }
+#endif
+  return config_problem::none;
+}
+
+}  // namespace detail
 
 std::error_code system_resolver(std::string_view host, std::uint16_t port, std::vector<endpoint>& out) {
   // "[::1]" is the URL spelling of an IPv6 literal; getaddrinfo wants it bare.

@@ -23,10 +23,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "netpool/dialer.hpp"
 #include "netpool/hooks.hpp"
 #include "netpool/result.hpp"
-#include "netpool/socket.hpp"
 
 namespace netpool {
 
@@ -354,34 +352,23 @@ enum class config_problem {
 // A short sentence naming the field and its constraint, for logs.
 [[nodiscard]] const char* describe(config_problem problem) noexcept;
 
+class socket;  // socket.hpp
+
 namespace detail {
-// A built-in dialer given as the factory itself is checked at creation: its bad settings would
-// fail every dial, which the pool takes for a backend that is down. One wrapped in a lambda is not
-// seen. std::function::target() needs RTTI, except in libstdc++.
-template <class Conn>
-[[nodiscard]] config_problem dialer_problem([[maybe_unused]] const factory_function<Conn>& factory) noexcept {
-#if defined(__GLIBCXX__) || defined(__cpp_rtti)
-  if constexpr (std::is_same_v<Conn, socket>) {
-    if (const auto* tcp = factory.template target<tcp_dialer>()) {
-      if (netpool::validate(tcp->options()) != tcp_options_problem::none) {
-        return config_problem::tcp_options_out_of_range;
-      }
-    }
-    if (const auto* local = factory.template target<unix_dialer>()) {
-      if (!local->path_fits()) return config_problem::unix_path_invalid;
-    }
-  }
-#endif
-  return config_problem::none;
-}
+// A built-in dialer (tcp_dialer, unix_dialer) given as the factory itself, whose settings would
+// fail every dial: the pool would take that for a backend that is down. src/dialer.cpp, out of
+// line, so that this header needs neither dialer.hpp nor RTTI.
+[[nodiscard]] config_problem builtin_dialer_problem(const factory_function<socket>& factory) noexcept;
 }  // namespace detail
 
 template <class Conn>
 [[nodiscard]] config_problem validate(const pool_config<Conn>& config) noexcept {
   if (!config.factory) return config_problem::missing_factory;
-  if (const config_problem problem = detail::dialer_problem<Conn>(config.factory);
-      problem != config_problem::none) {
-    return problem;
+  if constexpr (std::is_same_v<Conn, socket>) {
+    if (const config_problem problem = detail::builtin_dialer_problem(config.factory);
+        problem != config_problem::none) {
+      return problem;
+    }
   }
   if (config.max_size == 0) return config_problem::max_size_zero;
   if (config.max_size > pool_config<Conn>::max_supported) return config_problem::max_size_too_large;

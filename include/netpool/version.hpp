@@ -11,16 +11,19 @@
 // 0.3.0: pool_config::health_check is a check_hook, given now + health_check_timeout; connect_hook
 //        is an alias of deadline_hook<std::error_code, Conn> (a forward declaration of it as a class
 //        template no longer compiles).
-// 0.3.1: a pool whose factory is a tcp_dialer with tcp_options out of range, or a unix_dialer whose
-//        path cannot name a socket, is rejected at creation (config_problem::tcp_options_out_of_range,
-//        unix_path_invalid); validate(tcp_options); a keyed get never returns dial_not_needed.
+// 0.4.0: a pool whose factory is a tcp_dialer with tcp_options out of range, or a unix_dialer whose
+//        path cannot name a socket, is rejected at creation: new config_problem values
+//        tcp_options_out_of_range and unix_path_invalid (a switch over config_problem must handle
+//        them); validate(tcp_options). An on_connect that returns errc::exhausted or
+//        errc::dial_not_needed refuses the connection (errc::hook_rejected, with backoff). A keyed
+//        get never returns dial_not_needed.
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
-#define NETPOOL_VERSION_MINOR 3
-#define NETPOOL_VERSION_PATCH 1
+#define NETPOOL_VERSION_MINOR 4
+#define NETPOOL_VERSION_PATCH 0
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 

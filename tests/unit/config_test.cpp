@@ -15,6 +15,7 @@
 #include "netpool/dialer.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
+#include "no_rtti_config.hpp"
 #include "tracked_connection.hpp"
 
 namespace {
@@ -451,6 +452,16 @@ TEST_F(ConfigTest, ABuiltInDialerThatCannotDialIsRejectedAtCreation) {
   wrapped.factory = [dial = netpool::tcp_dialer("127.0.0.1", 1, bad)](
                         std::chrono::steady_clock::time_point d) { return dial(d); };
   EXPECT_EQ(netpool::validate_for_pool(wrapped), config_problem::none);
+}
+
+// The same check for a program built without RTTI: its std::function holds the dialer without
+// type_info (no_rtti_config.cpp is compiled with -fno-rtti).
+TEST_F(ConfigTest, ABuiltInDialerThatCannotDialIsRejectedWithoutRtti) {
+  namespace no_rtti = netpool::test::no_rtti;
+  EXPECT_EQ(no_rtti::validate_out_of_range_tcp_dialer(), config_problem::tcp_options_out_of_range);
+  EXPECT_EQ(no_rtti::validate_empty_unix_dialer(), config_problem::unix_path_invalid);
+  EXPECT_EQ(no_rtti::validate_default_tcp_dialer(), config_problem::none);
+  EXPECT_EQ(no_rtti::create_with_out_of_range_tcp_dialer(), errc::invalid_config);
 }
 
 }  // namespace
