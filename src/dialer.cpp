@@ -202,10 +202,14 @@ const char* describe(tcp_options_problem problem) noexcept {
 namespace detail {
 
 // A lambda around a dialer is opaque; only a std::function that holds the dialer itself is looked
-// into. std::function::target() needs RTTI, except in libstdc++ from GCC 11 on, which compares the
-// stored manager function instead. Without either, nothing is checked and the dials fail.
+// into, with target(). The std::function was built in the user's code, whose RTTI setting this
+// file cannot know, so only libstdc++ from GCC 11 on is asked: its target() compares the stored
+// manager function first, and a manager built without RTTI answers a type_info query with
+// nullptr. Before GCC 11 such a manager leaves the answer unset, and libc++'s target() is a
+// virtual that a std::function built without RTTI does not have. Elsewhere nothing is checked and
+// the dials fail.
 config_problem builtin_dialer_problem([[maybe_unused]] const factory_function<socket>& factory) noexcept {
-#if defined(__cpp_rtti) || (defined(_GLIBCXX_RELEASE) && _GLIBCXX_RELEASE >= 11)
+#if defined(_GLIBCXX_RELEASE) && _GLIBCXX_RELEASE >= 11
   if (const auto* tcp = factory.target<tcp_dialer>()) {
     if (validate(tcp->options()) != tcp_options_problem::none)
       return config_problem::tcp_options_out_of_range;
