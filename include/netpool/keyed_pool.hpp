@@ -228,17 +228,17 @@ class keyed_pool {
       got = (*found)->sub->get_until(deadline, where);
       // This get's dial waited for the global limit, and a connection of this key came back idle
       // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. It looks at
-      // once, with try_get(), and nearly always takes it, unless another get of the key took it
-      // first. Only the budget's wait says dial_not_needed (from the user's factory it becomes
-      // dial_failed in wrap_config, from on_connect hook_rejected in the core), so each round
-      // that finds nothing is a connection lost to another get, and this get goes on until its
-      // deadline, as one waiting in its sub-pool's line does (though not in FIFO order: each
-      // returned connection goes to whichever get looks first). Between rounds it gives the
-      // other threads the CPU, then backs off: 1 us more each round up to 1 ms, never past the
-      // deadline.
+      // once, as the sub-pool's try_get() does (but starting no check past the deadline), and
+      // nearly always takes it, unless another get of the key took it first. Only the budget's
+      // wait says dial_not_needed (from the user's factory it becomes dial_failed in
+      // wrap_config, from on_connect hook_rejected in the core), so each round that finds
+      // nothing is a connection lost to another get, and this get goes on until its deadline, as
+      // one waiting in its sub-pool's line does (though not in FIFO order: each returned
+      // connection goes to whichever get looks first). Between rounds it gives the other threads
+      // the CPU, then backs off: 1 us more each round up to 1 ms, never past the deadline.
       if (!got && got.error() == errc::dial_not_needed) {
         NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
-        got = (*found)->sub->try_get(where);
+        got = state_type::try_get_until(*(*found)->sub, deadline, where);
         if (got) break;
         NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
         if (not_needed < max_not_needed_pause_us + 8) ++not_needed;

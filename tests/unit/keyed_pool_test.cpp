@@ -490,6 +490,8 @@ TEST_F(KeyedPoolTest, AFactoryOrOnConnectThatReturnsDialNotNeededFailsItsDial) {
       keyed_config cfg = config(2, global_max);
       cfg.make_config = [inner = cfg.make_config, from_on_connect](const endpoint& e) {
         auto c = inner(e);
+        c.dial_backoff_floor = 100s;  // the second get below fails fast, however slow the machine
+        c.dial_backoff_cap = 100s;
         if (from_on_connect) {
           c.on_connect = [](netpool::socket&) { return std::error_code(errc::dial_not_needed); };
         } else {
@@ -518,6 +520,50 @@ TEST_F(KeyedPoolTest, AFactoryOrOnConnectThatReturnsDialNotNeededFailsItsDial) {
       EXPECT_EQ(pools.stats().total.dial_failures, 1u) << "dialed again: the key did not back off";
     }
   }
+}
+
+// The look a keyed get takes after a dial that was not needed (keyed_state::try_get_until) is the
+// sub-pool's try_get(), but like a get it starts no check past its deadline: try_get() checks
+// every idle connection it meets, which could hold a get long past its deadline.
+TEST(KeyedStateTest, TheLookAfterADialNotNeededStartsNoCheckPastTheDeadline) {
+  using tracked = netpool::test::tracked_conn;
+  using state = netpool::detail::keyed_state<int, tracked, std::hash<int>, std::equal_to<int>>;
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory{registry};
+  std::atomic<int> checks{0};
+  netpool::pool_config<tracked> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 3;
+  cfg.health_check = [&checks](tracked&) {
+    checks.fetch_add(1);
+    return false;  // every check fails: the connection is closed and the look goes on
+  };
+  auto pool = netpool::pool<tracked>::create(cfg).value();
+  const auto fill = [&] {
+    std::vector<netpool::lease<tracked>> held;
+    for (int i = 0; i < 3; ++i) held.push_back(std::move(pool.get_for(netpool::test::patience).value()));
+    // idle now: the checks below condemn them
+  };
+  const auto now = std::chrono::steady_clock::now();
+
+  fill();
+  auto past = state::try_get_until(pool, now - 1s, netpool::source_location::current());
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error(), errc::exhausted);
+  EXPECT_EQ(checks.load(), 1) << "a check started past the deadline";
+
+  checks = 0;
+  (void)pool.try_get();  // the other two: nothing idle is left to check afterwards
+  fill();
+  checks = 0;
+  auto later = state::try_get_until(pool, now + 1h, netpool::source_location::current());
+  ASSERT_FALSE(later);
+  EXPECT_EQ(checks.load(), 3) << "before its deadline the look checks every idle connection";
+
+  fill();
+  checks = 0;
+  EXPECT_FALSE(pool.try_get());  // try_get() has no deadline of its own
+  EXPECT_EQ(checks.load(), 3);
 }
 
 // A get whose dial waits for a global token while a connection of its own key comes back idle:

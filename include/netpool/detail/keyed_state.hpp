@@ -369,6 +369,15 @@ class keyed_state {
     }
   }
 
+  // `sub`'s try_get(), but starting no check (health check, on_borrow) past `deadline`, as its
+  // get_until() does: keyed_pool::get_until()'s look after a dial that was not needed.
+  static result<lease<Conn>> try_get_until(const pool<Conn>& sub, clock::time_point deadline,
+                                           source_location where) noexcept {
+    pool_core<Conn>* core = sub.core();
+    if (core == nullptr) return errc::pool_closed;
+    return core->acquire(deadline, pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
+  }
+
   // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).
   sub_problem check(const Key& key, config_problem& pool_problem) const {
     std::lock_guard creating(create_mutex_);  // make_config never runs concurrently with itself

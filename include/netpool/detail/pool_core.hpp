@@ -1887,9 +1887,9 @@ class pool_core {
       if (to_post) {
         // (a slot granted to us that we will have dialed by a dialer thread)
       } else if (!fair_ || waiters_.load(std::memory_order_seq_cst) == 0) {
-        // try_get() has no deadline to keep (it never waits): it checks every idle connection.
-        if (lease_type taken = scan_idle(mode == acquire_mode::wait ? deadline : clock::time_point::max(),
-                                         where, user_checked, waited)) {
+        // try_idle: pool::try_get() passes time_point::max() (it never waits, and checks every idle
+        // connection); keyed_pool's look after a dial that was not needed passes its get's deadline.
+        if (lease_type taken = scan_idle(deadline, where, user_checked, waited)) {
           finish_wait();
           return taken;
         }
