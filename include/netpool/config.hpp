@@ -345,8 +345,10 @@ enum class config_problem {
   starvation_threshold_negative,
   wait_spin_out_of_range,  // must be in [0, pool_config::max_wait_spin]
   health_check_timeout_not_positive,
-  tcp_options_out_of_range,  // the factory is a tcp_dialer whose options fail every dial
-  unix_path_invalid,         // the factory is a unix_dialer whose path names no socket
+  // The factory is a built-in dialer that would fail every dial (checked with libstdc++ 11 or
+  // later only: docs/design.md, "A built-in dialer that cannot dial").
+  tcp_options_out_of_range,  // a tcp_dialer whose options are out of range
+  unix_path_invalid,         // a unix_dialer whose path names no socket
 };
 
 // A short sentence naming the field and its constraint, for logs.

@@ -123,7 +123,8 @@ class unix_dialer {
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   // Whether `path` can name a socket at all: not empty, and fits in sockaddr_un. A pool whose
-  // factory is a unix_dialer itself rejects one that cannot (config_problem::unix_path_invalid).
+  // factory is a unix_dialer itself rejects one that cannot (config_problem::unix_path_invalid;
+  // with libstdc++ 11 or later, see docs/design.md).
   [[nodiscard]] bool path_fits() const noexcept;
 
  private:

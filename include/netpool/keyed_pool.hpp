@@ -228,7 +228,7 @@ class keyed_pool {
       got = (*found)->sub->get_until(deadline, where);
       // This get's dial waited for the global limit, and a connection of this key came back idle
       // meanwhile: the dial ended (dial_not_needed) so that this get takes that one. It looks at
-      // once, as the sub-pool's try_get() does (but starting no check past the deadline), and
+      // once, as the sub-pool's try_get() does (but with the deadline: try_get_until()), and
       // nearly always takes it, unless another get of the key took it first. Only the budget's
       // wait says dial_not_needed (from the user's factory it becomes dial_failed in
       // wrap_config, from on_connect hook_rejected in the core), so each round that finds
@@ -239,7 +239,7 @@ class keyed_pool {
       if (!got && got.error() == errc::dial_not_needed) {
         NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
         got = state_type::try_get_until(*(*found)->sub, deadline, where);
-        if (got) break;
+        if (got || got.error() == errc::timeout) break;
         NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
         if (not_needed < max_not_needed_pause_us + 8) ++not_needed;
         if (not_needed > 8) {

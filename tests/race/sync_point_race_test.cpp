@@ -46,7 +46,8 @@
 // get touches the key it is about to evict must keep the key and come back to it; a sub-pool
 // removed with a lease out must be destroyed once the lease is back, even by a sweeper that had
 // nothing due and slept without a timeout; a connection still being returned must not end a dial
-// that waits for the global limit; a get whose dials are ended again and again goes on.
+// that waits for the global limit; a get whose dials are ended again and again goes on, and one
+// whose deadline passes meanwhile starts one check past it, no more.
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
 // ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
@@ -1187,6 +1188,56 @@ TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   got->release();
   pools.close();
   EXPECT_EQ(registry.live(), 0);
+}
+
+// A keyed get whose dial was not needed looks for the connection at once; if its deadline passes
+// meanwhile and every connection it finds fails its health check, it times out after one check
+// past the deadline, as a get of a plain pool does. Its look first ran without the deadline
+// (try_get()), checking every idle connection; then with it, but the next round's get_until()
+// started one more check.
+TEST_F(KeyedRaceTest, AGetWhoseDialWasNotNeededStartsOneCheckPastItsDeadline) {
+  std::atomic<bool> condemn{false};
+  std::atomic<int> checks{0};
+  auto cfg = config();
+  cfg.per_key_max = 4;
+  cfg.global_max = 3;  // the three held below: the get's own dial waits for a token
+  cfg.make_config = [inner = cfg.make_config, &condemn, &checks](const int& key) {
+    auto c = inner(key);
+    c.dial_timeout = 3 * patience;
+    // A get whose deadline comes before its dial's would hand the dial to a dialer thread and
+    // wait in line; without background maintenance it dials on its own thread, as one without a
+    // deadline does.
+    c.background_maintenance = false;
+    c.health_check = [&condemn, &checks](netpool::test::tracked_conn&) {
+      if (!condemn.load()) return true;
+      checks.fetch_add(1);
+      return false;
+    };
+    return c;
+  };
+  auto pools = keyed::create(std::move(cfg)).value();
+  std::vector<netpool::lease<netpool::test::tracked_conn>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(std::move(pools.get(1).value()));
+  stop_at looking("getter", "keyed_get:dial_not_needed");
+  active_stops.push_back(&looking);
+  const auto deadline = std::chrono::steady_clock::now() + 300ms;
+  auto getter = run_named("getter", [&] { return pools.get_until(1, deadline); });
+  struct close_first {
+    keyed& pools;
+    ~close_first() { pools.close(); }
+  } const closing{pools};
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+  condemn = true;
+  held.clear();  // three idle connections, each to fail its check; the first ends the dial
+  ASSERT_TRUE(looking.reached_within());
+  ASSERT_TRUE(wait_for([&] { return std::chrono::steady_clock::now() > deadline + 50ms; }));
+  looking.let_go();  // the get looks, its deadline passed
+  ASSERT_TRUE(ready_within(getter));
+  auto got = getter.get();
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error(), netpool::errc::timeout);
+  EXPECT_EQ(checks.load(), 1) << "checks started past the deadline";
+  EXPECT_EQ(pools.stats().total.timeouts, 1u);
 }
 
 // remove() with a lease out leaves the sub-pool in the graveyard until the lease comes back; the

@@ -523,9 +523,10 @@ TEST_F(KeyedPoolTest, AFactoryOrOnConnectThatReturnsDialNotNeededFailsItsDial) {
 }
 
 // The look a keyed get takes after a dial that was not needed (keyed_state::try_get_until) is the
-// sub-pool's try_get(), but like a get it starts no check past its deadline: try_get() checks
-// every idle connection it meets, which could hold a get long past its deadline.
-TEST(KeyedStateTest, TheLookAfterADialNotNeededStartsNoCheckPastTheDeadline) {
+// sub-pool's try_get(), but with the get's deadline: once a check has failed, it starts no other
+// past the deadline, and finding nothing then is the get's timeout. try_get() checks every idle
+// connection it meets, which could hold a get long past its deadline.
+TEST(KeyedStateTest, TheLookAfterADialNotNeededKeepsTheDeadline) {
   using tracked = netpool::test::tracked_conn;
   using state = netpool::detail::keyed_state<int, tracked, std::hash<int>, std::equal_to<int>>;
   netpool::test::connection_registry registry;
@@ -549,8 +550,9 @@ TEST(KeyedStateTest, TheLookAfterADialNotNeededStartsNoCheckPastTheDeadline) {
   fill();
   auto past = state::try_get_until(pool, now - 1s, netpool::source_location::current());
   ASSERT_FALSE(past);
-  EXPECT_EQ(past.error(), errc::exhausted);
-  EXPECT_EQ(checks.load(), 1) << "a check started past the deadline";
+  EXPECT_EQ(past.error(), errc::timeout);
+  EXPECT_EQ(checks.load(), 1) << "a second check started past the deadline";
+  EXPECT_EQ(pool.stats().timeouts, 1u);
 
   checks = 0;
   (void)pool.try_get();  // the other two: nothing idle is left to check afterwards
@@ -558,6 +560,7 @@ TEST(KeyedStateTest, TheLookAfterADialNotNeededStartsNoCheckPastTheDeadline) {
   checks = 0;
   auto later = state::try_get_until(pool, now + 1h, netpool::source_location::current());
   ASSERT_FALSE(later);
+  EXPECT_EQ(later.error(), errc::exhausted);  // nothing idle, and time left: the get goes on
   EXPECT_EQ(checks.load(), 3) << "before its deadline the look checks every idle connection";
 
   fill();

@@ -369,13 +369,18 @@ class keyed_state {
     }
   }
 
-  // `sub`'s try_get(), but starting no check (health check, on_borrow) past `deadline`, as its
-  // get_until() does: keyed_pool::get_until()'s look after a dial that was not needed.
+  // keyed_pool::get_until()'s look after a dial that was not needed: `sub`'s try_get(), but with
+  // the get's deadline. As in its get_until(), once a check (health check, on_borrow) has failed,
+  // no other starts past the deadline; and a look that finds nothing once the deadline has passed
+  // is the get's timeout (errc::timeout, counted), so that no further round starts another.
   static result<lease<Conn>> try_get_until(const pool<Conn>& sub, clock::time_point deadline,
                                            source_location where) noexcept {
     pool_core<Conn>* core = sub.core();
     if (core == nullptr) return errc::pool_closed;
-    return core->acquire(deadline, pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
+    result<lease<Conn>> got =
+        core->acquire(deadline, pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
+    if (!got && got.error() == errc::exhausted && clock::now() >= deadline) return core->time_out_get();
+    return got;
   }
 
   // What create() would do with make_config(key), without creating anything (keyed_pool::check_key).

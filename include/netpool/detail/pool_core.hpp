@@ -569,6 +569,14 @@ class pool_core {
   // (keyed_state::has_idle()). It asked len(), which counts those too: such a connection ended
   // the dial (dial_not_needed), the get found nothing and dialed again, round after round, while
   // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
+  // keyed_pool's get, which looked for a connection outside acquire_or_wait()
+  // (keyed_state::try_get_until()) and found none once its deadline had passed: it times out
+  // there, counted as a get of this pool that timed out, as acquire_or_wait() counts its own.
+  std::error_code time_out_get() noexcept {
+    counters_.timeouts.fetch_add(1, std::memory_order_relaxed);  // a statistic
+    return errc::timeout;
+  }
+
   [[nodiscard]] bool has_takeable_idle() const noexcept {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
