@@ -76,6 +76,7 @@
 #include "../unit/manual_clock.hpp"
 #include "../unit/pool_test_helpers.hpp"
 #include "../unit/worker_thread.hpp"
+#include "netpool/detail/keyed_budget.hpp"  // scope_guard
 #include "netpool/detail/sync_point.hpp"
 #include "netpool/error.hpp"
 #include "netpool/keyed_pool.hpp"
@@ -697,6 +698,7 @@ TEST_F(MaintainerStopRaceTest, AKeepaliveRoundStopsAtTheNextConnectionWhenThePoo
   std::optional<netpool::test::std_pool> pool(netpool::test::std_pool::create(std::move(cfg)).value());
   {
     std::vector<netpool::test::tracked_lease> three;  // dialed now: not checked
+    three.reserve(3);
     for (int i = 0; i < 3; ++i) three.push_back(pool->get().value());
   }
   // The maintainer's first round (keepalive due at once, unarmed) may be checking one right now.
@@ -1153,10 +1155,7 @@ TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   auto getter = run_named("getter", [&] { return pools.get(1); });
   // If an assertion below fails, the get may still be going round: closing the pools ends it
   // (pool_closed) before the future's destructor waits for it.
-  struct close_first {
-    keyed& pools;
-    ~close_first() { pools.close(); }
-  } const closing{pools};
+  const netpool::detail::scope_guard closing([&pools] { pools.close(); });
   const auto until = [](auto pred) {  // yields rather than sleeps: a round takes about 1 ms
     const auto give_up = std::chrono::steady_clock::now() + patience;
     while (!pred()) {
@@ -1217,15 +1216,13 @@ TEST_F(KeyedRaceTest, AGetWhoseDialWasNotNeededStartsOneCheckPastItsDeadline) {
   };
   auto pools = keyed::create(std::move(cfg)).value();
   std::vector<netpool::lease<netpool::test::tracked_conn>> held;
+  held.reserve(3);
   for (int i = 0; i < 3; ++i) held.push_back(std::move(pools.get(1).value()));
   stop_at looking("getter", "keyed_get:dial_not_needed");
   active_stops.push_back(&looking);
   const auto deadline = std::chrono::steady_clock::now() + 300ms;
   auto getter = run_named("getter", [&] { return pools.get_until(1, deadline); });
-  struct close_first {
-    keyed& pools;
-    ~close_first() { pools.close(); }
-  } const closing{pools};
+  const netpool::detail::scope_guard closing([&pools] { pools.close(); });  // as in the test above
   ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
   condemn = true;
   held.clear();  // three idle connections, each to fail its check; the first ends the dial

@@ -542,6 +542,7 @@ TEST(KeyedStateTest, TheLookAfterADialNotNeededKeepsTheDeadline) {
   auto pool = netpool::pool<tracked>::create(cfg).value();
   const auto fill = [&] {
     std::vector<netpool::lease<tracked>> held;
+    held.reserve(3);
     for (int i = 0; i < 3; ++i) held.push_back(std::move(pool.get_for(netpool::test::patience).value()));
     // idle now: the checks below condemn them
   };
