@@ -119,8 +119,7 @@ class pool_handle {
   // it runs on the idle connections it meets are user code, which may.
   [[nodiscard]] result<lease_type> try_get(source_location where = source_location::current()) noexcept {
     if (core_ == nullptr) return errc::pool_closed;
-    // No deadline of its own (it never waits): it checks every idle connection it meets.
-    return core_->acquire(clock::time_point::max(), pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
+    return core_->acquire(clock::time_point::min(), pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
   }
 
   // Returns a connection for reuse. Errors (nothing is lost in either case):

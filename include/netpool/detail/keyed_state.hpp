@@ -378,7 +378,7 @@ class keyed_state {
     pool_core<Conn>* core = sub.core();
     if (core == nullptr) return errc::pool_closed;
     result<lease<Conn>> got =
-        core->acquire(deadline, pool_core<Conn>::acquire_mode::try_idle, nullptr, where);
+        core->acquire(deadline, pool_core<Conn>::acquire_mode::try_idle_until, nullptr, where);
     if (!got && got.error() == errc::exhausted && clock::now() >= deadline) return core->time_out_get();
     return got;
   }

@@ -219,7 +219,10 @@ class pool_core {
 
   enum class acquire_mode {
     try_idle,  // try_get: an idle connection or errc::exhausted; never dials, never waits
-    wait,      // get*: idle, else dial if there is room, else wait (until the deadline)
+    // keyed_pool's look after a dial that was not needed (keyed_state::try_get_until()): as
+    // try_idle, but once a check has failed, none starts past the deadline (as in wait)
+    try_idle_until,
+    wait,  // get*: idle, else dial if there is room, else wait (until the deadline)
   };
 
   // Validates, allocates and starts the pool. The caller owns the returned core's one reference.
@@ -1895,13 +1898,14 @@ class pool_core {
       if (to_post) {
         // (a slot granted to us that we will have dialed by a dialer thread)
       } else if (!fair_ || waiters_.load(std::memory_order_seq_cst) == 0) {
-        // try_idle: pool::try_get() passes time_point::max() (it never waits, and checks every idle
-        // connection); keyed_pool's look after a dial that was not needed passes its get's deadline.
-        if (lease_type taken = scan_idle(deadline, where, user_checked, waited)) {
+        // try_get() has no deadline to keep (it never waits): it checks every idle connection.
+        // keyed_pool's look after a dial that was not needed (try_idle_until) keeps its get's.
+        if (lease_type taken = scan_idle(mode == acquire_mode::try_idle ? clock::time_point::max() : deadline,
+                                         where, user_checked, waited)) {
           finish_wait();
           return taken;
         }
-        if (mode == acquire_mode::try_idle) return errc::exhausted;
+        if (mode != acquire_mode::wait) return errc::exhausted;
         // Woken to compete (fair_waiters = false), the scan may have stopped short of the idle
         // connection it was woken for (a check already ran and the deadline passed): this get is
         // about to time out, so pass the wake-up on, or the next waiter sleeps on while it sits
@@ -1918,7 +1922,7 @@ class pool_core {
           }
           to_post = dial_job{reserved->first, reserved->second};
         }
-      } else if (mode == acquire_mode::try_idle) {
+      } else if (mode != acquire_mode::wait) {
         return errc::exhausted;
       }
       if (clock::now() >= deadline) {
