@@ -261,11 +261,10 @@ struct pool_config {
   // may take (Conn&) or (Conn&, deadline), see deadline_hook above. The two-argument form is given
   // the dial's deadline, the one the factory was given: dial_timeout (or a sooner caller's
   // deadline, where the caller's thread dials) bounds the dial and its set-up together, as the Go
-  // original's dial timeout bounds its whole dial. An error (or a throw:
-  // errc::hook_rejected) closes the connection and counts as a failed dial: the get that dialed
-  // fails with that error, and backoff starts as for any failed dial. errc::exhausted and
-  // errc::dial_not_needed, which say that a dial did not happen, become errc::hook_rejected
-  // here. A timeout (errc::io_timeout,
+  // original's dial timeout bounds its whole dial. An error (or a throw: errc::hook_rejected)
+  // closes the connection and counts as a failed dial: the get that dialed fails with that error,
+  // and backoff starts as for any failed dial. errc::exhausted and errc::dial_not_needed, which
+  // say that a dial did not happen, become errc::hook_rejected here. A timeout (errc::io_timeout,
   // or any code == std::errc::timed_out) is read as the factory's is: on the pool's own dial
   // deadline, a failed dial, ETIMEDOUT; on a sooner caller's deadline it was given, that caller's
   // errc::timeout, no backoff. The one-argument form is not given a deadline, so its timeout is

@@ -68,10 +68,11 @@ struct tcp_options {
   std::chrono::milliseconds user_timeout{0};
   // An option out of its range (validate() says which) fails every dial with
   // make_dial_error(EINVAL), before connecting. A pool whose factory is a tcp_dialer itself
-  // rejects it at creation (config_problem::tcp_options_out_of_range; with libstdc++ 11 or later,
-  // see docs/design.md); one wrapped in a lambda of yours is not seen through, and its dials fail, which the
-  // pool takes for a failing backend (backoff, fast failures): check values you compute. The timers and
-  // user_timeout apply to TCP endpoints; a custom resolver's other kinds of endpoint get keep_alive alone.
+  // rejects it at creation (config_problem::tcp_options_out_of_range; with libstdc++ 11 or
+  // later, see docs/design.md). One wrapped in a lambda of yours is not seen through, and its
+  // dials fail, which the pool takes for a failing backend (backoff, fast failures): check values
+  // you compute. The timers and user_timeout apply to TCP endpoints; a custom resolver's other
+  // kinds of endpoint get keep_alive alone.
 };
 
 // Why tcp_options would fail every dial; tcp_options_problem::none when they are in range.

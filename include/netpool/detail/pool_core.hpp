@@ -565,13 +565,6 @@ class pool_core {
     return n;
   }
 
-  // Whether a get's miss path could take an idle connection now: one that is idle, out of
-  // transit and listed. An idle slot that is not is in the hands of its returner, who has yet to
-  // list it (INV12 (a)), or of a scanner, who has cleared its bit and will take it itself (b): no
-  // other get can take it. keyed_pool asks this of a key whose dial waits for a token
-  // (keyed_state::has_idle()). It asked len(), which counts those too: such a connection ended
-  // the dial (dial_not_needed), the get found nothing and dialed again, round after round, while
-  // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
   // keyed_pool's get, which looked for a connection outside acquire_or_wait()
   // (keyed_state::try_get_until()) and found none once its deadline had passed: it times out
   // there, counted as a get of this pool that timed out, as acquire_or_wait() counts its own.
@@ -580,6 +573,13 @@ class pool_core {
     return errc::timeout;
   }
 
+  // Whether a get's miss path could take an idle connection now: one that is idle, out of
+  // transit and listed. An idle slot that is not is in the hands of its returner, who has yet to
+  // list it (INV12 (a)), or of a scanner, who has cleared its bit and will take it itself (b): no
+  // other get can take it. keyed_pool asks this of a key whose dial waits for a token
+  // (keyed_state::has_idle()). It asked len(), which counts those too: such a connection ended
+  // the dial (dial_not_needed), the get found nothing and dialed again, round after round, while
+  // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
   [[nodiscard]] bool has_takeable_idle() const noexcept {
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
