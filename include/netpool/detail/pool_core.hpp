@@ -580,13 +580,15 @@ class pool_core {
   // (keyed_state::has_idle()). It asked len(), which counts those too: such a connection ended
   // the dial (dial_not_needed), the get found nothing and dialed again, round after round, while
   // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
+  // It walks the listed bits, as take_next_idle() does, and reads only those slots' words.
   [[nodiscard]] bool has_takeable_idle() const noexcept {
-    for (std::uint32_t i = 0; i < capacity_; ++i) {
+    for (std::uint32_t k = 0; k < bitmap_words_; ++k) {
       // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
-      const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
-      if (word::phase(w) != word::idle || (w & word::flag_mask) != 0) continue;
-      if ((listed_[i / 64].load(std::memory_order_relaxed) & (std::uint64_t{1} << (i % 64))) != 0)
-        return true;
+      for (std::uint64_t bits = listed_[k].load(std::memory_order_relaxed); bits != 0; bits &= bits - 1) {
+        const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
+        const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
+        if (word::phase(w) == word::idle && (w & word::flag_mask) == 0) return true;
+      }
     }
     return false;
   }
