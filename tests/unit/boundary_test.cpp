@@ -7,6 +7,8 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
+#include <ratio>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -149,6 +151,38 @@ TEST_F(BoundaryTest, BackoffEndsExactlyAtRetryAt) {
   auto again = pool.get_for(1s);  // same pool time == retry_at: backoff is over
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_EQ(pool.stats().fast_failures, 0u);
+  EXPECT_EQ(factory.calls(), 2);
+}
+
+// dial_backoff_cap = nanoseconds::max() means "no cap". Doubling the backoff, and adding it to the
+// pool's time, must saturate there, not overflow (undefined behaviour; UBSan reports the doubling).
+// Two dials fail together, each doubling the backoff, 200 years into the pool's time (the manual
+// clock's): a sum that wrapped round made a retry time in the past, and the pool dialed again at
+// once; saturated, the next get fails fast, even 50 years later.
+TEST_F(BoundaryTest, AnUncappedBackoffSaturatesInsteadOfOverflowing) {
+  using years = std::chrono::duration<std::int64_t, std::ratio<31'556'952>>;
+  auto cfg = manual(2);
+  cfg.dial_backoff_floor = std::chrono::nanoseconds::max();
+  cfg.dial_backoff_cap = std::chrono::nanoseconds::max();
+  auto pool = make(std::move(cfg));
+  clock.set(years(200));
+  factory.close_gate();
+  auto first = netpool::test::run_async([&] { return pool.get_for(netpool::test::patience); });
+  auto second = netpool::test::run_async([&] { return pool.get_for(netpool::test::patience); });
+  ASSERT_TRUE(netpool::test::wait_for([&] { return factory.at_gate() == 2; }));
+  factory.fail_one_at_gate(std::make_error_code(std::errc::connection_refused));
+  factory.fail_one_at_gate(std::make_error_code(std::errc::connection_refused));
+  ASSERT_TRUE(netpool::test::ready_within(first));
+  ASSERT_TRUE(netpool::test::ready_within(second));
+  EXPECT_EQ(first.get().error(), std::errc::connection_refused);
+  EXPECT_EQ(second.get().error(), std::errc::connection_refused);
+  factory.open_gate();
+  factory.succeed();
+  clock.set(years(250));
+  auto third = pool.get_for(1s);
+  ASSERT_FALSE(third) << "no backoff after two failed dials with an uncapped backoff";
+  EXPECT_EQ(third.error(), std::errc::connection_refused);
+  EXPECT_EQ(pool.stats().fast_failures, 1u);
   EXPECT_EQ(factory.calls(), 2);
 }
 

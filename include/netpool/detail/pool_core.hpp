@@ -101,6 +101,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -1236,11 +1237,19 @@ class pool_core {
     std::lock_guard lock(dial_mutex_);
     last_dial_error_ = error;
     if (config_.dial_backoff_floor <= std::chrono::nanoseconds::zero()) return;
-    backoff_ = std::clamp(backoff_ * 2, config_.dial_backoff_floor, config_.dial_backoff_cap);
+    // Doubled without overflow: dials that were in flight together each double it, and the cap
+    // may be nanoseconds::max() ("no cap").
+    const auto cap = config_.dial_backoff_cap;
+    backoff_ = std::clamp(backoff_ > cap / 2 ? cap : backoff_ * 2, config_.dial_backoff_floor, cap);
     // Jitter in [backoff/2, backoff]: pools that failed together do not retry together.
     const auto half = backoff_.count() / 2;
     std::uniform_int_distribution<std::int64_t> spread(0, half);
-    retry_at_ns_.store(pool_now_ns() + half + spread(jitter_), std::memory_order_relaxed);
+    const std::int64_t wait = half + spread(jitter_);  // <= backoff_
+    const std::int64_t now = pool_now_ns();
+    const std::int64_t retry_at = wait > std::numeric_limits<std::int64_t>::max() - now
+                                      ? std::numeric_limits<std::int64_t>::max()
+                                      : now + wait;
+    retry_at_ns_.store(retry_at, std::memory_order_relaxed);
   }
 
   // A fresh connection's deadline: max_lifetime shortened by up to lifetime_jitter, drawn per
