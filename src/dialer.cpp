@@ -165,6 +165,11 @@ constexpr std::size_t sun_path_size = sizeof(sockaddr_un::sun_path);
 bool fits_sun_path(const std::string& path) noexcept {
   return path.size() + (is_abstract(path) ? 0 : 1) <= sun_path_size;
 }
+// A filesystem path with a NUL inside: the kernel would read it only up to that NUL and connect
+// to another path than the one given. (An abstract name is exact bytes, NULs included.)
+bool cut_short_by_nul(const std::string& path) noexcept {
+  return !is_abstract(path) && path.find('\0') != std::string::npos;
+}
 
 }  // namespace
 
@@ -286,7 +291,7 @@ result<socket> tcp_dialer::operator()(steady::time_point deadline) const {
 unix_dialer::unix_dialer(std::string path) : path_(std::move(path)) {}
 
 bool unix_dialer::path_fits() const noexcept {
-  return !path_.empty() && fits_sun_path(path_);
+  return !path_.empty() && fits_sun_path(path_) && !cut_short_by_nul(path_);
 }
 
 result<socket> unix_dialer::operator()(steady::time_point deadline) const {
@@ -296,6 +301,7 @@ result<socket> unix_dialer::operator()(steady::time_point deadline) const {
   address.sun_family = AF_UNIX;
   if (!fits_sun_path(path_)) return make_dial_error(ENAMETOOLONG);
   if (path_.empty()) return make_dial_error(ENOENT);  // names nothing
+  if (cut_short_by_nul(path_)) return make_dial_error(EINVAL);
   const bool abstract = is_abstract(path_);
   std::memcpy(address.sun_path, path_.data(), path_.size());
   const auto length =

@@ -70,8 +70,8 @@ const char* describe(config_problem problem) noexcept {
     case config_problem::tcp_options_out_of_range:
       return "factory: the tcp_dialer's tcp_options are out of range (validate(options) says which)";
     case config_problem::unix_path_invalid:
-      return "factory: the unix_dialer's path is empty or too long for sockaddr_un "
-             "(a path: 107 bytes and its NUL; an abstract name: 108)";
+      return "factory: the unix_dialer's path is empty, too long for sockaddr_un (a path: 107 bytes "
+             "and its NUL; an abstract name: 108), or a path with a NUL inside";
   }
   return "unknown configuration problem";
 }

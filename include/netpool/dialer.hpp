@@ -118,14 +118,15 @@ class unix_dialer {
   // Connects to the Unix-domain stream socket at `path` (CLOEXEC, blocking once connected). Waits
   // while the listener's accept queue is full, until `deadline` (then errc::timeout). Errors:
   // ENAMETOOLONG if `path` does not fit in sockaddr_un (107 bytes for a path, which needs its NUL;
-  // 108 for an abstract name), ENOENT for a missing (or empty) path,
+  // 108 for an abstract name), ENOENT for a missing (or empty) path, EINVAL for a filesystem path
+  // with a NUL inside (the kernel would stop reading there and connect elsewhere),
   // ECONNREFUSED when nothing listens there, as dial_category() codes.
   result<socket> operator()(std::chrono::steady_clock::time_point deadline) const;
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
-  // Whether `path` can name a socket at all: not empty, and fits in sockaddr_un. A pool whose
-  // factory is a unix_dialer itself rejects one that cannot (config_problem::unix_path_invalid;
-  // with libstdc++ 11 or later, see docs/design.md).
+  // Whether `path` can name a socket at all: not empty, fits in sockaddr_un, and no NUL inside
+  // a filesystem path. A pool whose factory is a unix_dialer itself rejects one that cannot
+  // (config_problem::unix_path_invalid; with libstdc++ 11 or later, see docs/design.md).
   [[nodiscard]] bool path_fits() const noexcept;
 
  private:

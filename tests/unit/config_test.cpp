@@ -431,6 +431,8 @@ TEST_F(ConfigTest, ABuiltInDialerThatCannotDialIsRejectedAtCreation) {
   expect_rejected(local(std::string(108, 'p')), config_problem::unix_path_invalid, "108-byte path");
   expect_rejected(local(std::string(1, '\0') + std::string(108, 'a')), config_problem::unix_path_invalid,
                   "109-byte abstract name");
+  expect_rejected(local(std::string("/tmp/a") + std::string(1, '\0') + "b"),
+                  config_problem::unix_path_invalid, "path with a NUL inside");
   expect_description_mentions(config_problem::tcp_options_out_of_range, "tcp_options");
   expect_description_mentions(config_problem::unix_path_invalid, "path");
 

@@ -655,6 +655,23 @@ TEST(UnixDialerTest, PathFitsSaysWhetherAPathCanNameASocket) {
   EXPECT_EQ(too_long.error(), netpool::make_dial_error(ENAMETOOLONG));
 }
 
+// A filesystem path with a NUL inside: the kernel reads a path only up to its NUL, so the dial
+// would reach the socket named by the part before it. It is refused (EINVAL) even with a server
+// listening there, and the pool's creation check says it cannot dial. An abstract name is exact
+// bytes: a NUL inside one is part of the name.
+TEST(UnixDialerTest, APathWithANulInsideIsRefusedNotCutShort) {
+  netpool::test::unix_echo_server server;
+  const std::string cut = server.path() + std::string(1, '\0') + "junk";
+  const netpool::unix_dialer dialer(cut);
+  EXPECT_FALSE(dialer.path_fits());
+  auto s = dialer(steady::now() + 10s);
+  ASSERT_FALSE(s) << "connected to " << server.path() << ", the path before the NUL";
+  EXPECT_EQ(s.error(), netpool::make_dial_error(EINVAL));
+  EXPECT_TRUE(netpool::unix_dialer(std::string(1, '\0') + "name" + std::string(1, '\0') + "x").path_fits());
+  auto whole = netpool::unix_dialer(server.path())(steady::now() + 10s);  // the server does listen
+  ASSERT_TRUE(whole) << whole.error().message();
+}
+
 TEST(UnixDialerTest, StoppedServerRefuses) {
   netpool::test::unix_echo_server server;
   server.stop();
