@@ -1,7 +1,11 @@
-// A miss get (a thread with no hint for the pool) that starts once close() has begun, while close()
-// is still flagging the slots one by one (held here inside its first on_close), says pool_closed.
-// The lean miss path (acquire_slow()) once took any idle slot not yet flagged: a pool that already
-// said closed() lent a connection. Found by review 10; both tests failed on 4bf4e22.
+// A get that starts once close() has begun, while close() is still at work on the slots (held
+// here inside its first on_close), says pool_closed (pool.hpp: "get() returns pool_closed from
+// now on").
+// - A miss (a thread with no hint for the pool): the lean miss path (acquire_slow()) once took any
+//   idle slot not yet flagged. Found by review 10; both tests failed on 4bf4e22.
+// - A get on the thread's hint (the fast path, which never reads closed_): it took its hint slot
+//   when close() flagged the slots one by one after setting closed_. close() now flags every slot
+//   first. Found by review 19; both tests failed on 049bbdb.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -12,6 +16,7 @@
 #include "netpool/pool.hpp"
 #include "pool_test_helpers.hpp"
 #include "test_support.hpp"
+#include "worker_thread.hpp"
 
 namespace {
 
@@ -25,10 +30,12 @@ template <class P>
 class LeanMissCloseTest : public netpool::test::pool_fixture<P> {
  protected:
   // Opens 8 connections (all idle and listed), starts close() and holds it in its first on_close
-  // (slot 0; slots 1..7 not flagged yet), then runs `get` on a new thread, which has no hint (a
-  // miss), and returns what it got: empty if it was lent a connection.
+  // (slot 0; before review 19's fix, slots 1..7 were not flagged yet), then runs `get` and returns
+  // what it got: empty if it was lent a connection. On a new thread, which has no hint (a miss);
+  // or, `on_hint`, on the thread that opened the connections, whose hint is the slot returned
+  // last, slot 7.
   template <class Get>
-  std::error_code miss_get_during_close(Get get) {
+  std::error_code get_during_close(Get get, bool on_hint = false) {
     constexpr std::size_t max = 8;
     std::atomic<bool> closing{false};  // close() is in its first on_close
     std::atomic<bool> let_go{false};
@@ -38,15 +45,17 @@ class LeanMissCloseTest : public netpool::test::pool_fixture<P> {
       (void)wait_for([&] { return let_go.load(); });
     };
     auto pool = P::create(std::move(config)).value();
-    netpool::test::open_idle(pool, max);
-    if (::testing::Test::HasFatalFailure()) return make_error_code(errc::dial_failed);
+    netpool::test::worker opener;
+    opener.run([&pool] { netpool::test::open_idle(pool, max); });
+    if (pool.stats().idle != max) return make_error_code(errc::dial_failed);
     auto closer = run_async([&pool] { pool.close(); });
     EXPECT_TRUE(wait_for([&] { return closing.load(); }));
     EXPECT_TRUE(pool.closed());
-    auto got = run_async([&pool, &get]() -> std::error_code {
+    auto get_once = [&pool, &get]() -> std::error_code {
       auto l = get(pool);
       return l ? std::error_code{} : l.error();  // a lease goes back (and is closed) here
-    });
+    };
+    auto got = on_hint ? opener.post(get_once) : run_async(get_once);
     const bool got_ready = ready_within(got);
     let_go.store(true);
     EXPECT_TRUE(ready_within(closer));
@@ -59,17 +68,29 @@ TYPED_TEST_SUITE(LeanMissCloseTest, netpool::test::both_pools, netpool::test::po
 // A get that starts once closed() is true, from a thread with no hint, must say pool_closed
 // (pool.hpp: "get() returns pool_closed from now on"; acquire_or_wait() tests is_closed() first).
 TYPED_TEST(LeanMissCloseTest, AMissGetThatStartsAfterClosedIsTrueSaysPoolClosed) {
-  EXPECT_EQ(this->miss_get_during_close([](TypeParam& pool) { return pool.try_get(); }),
+  EXPECT_EQ(this->get_during_close([](TypeParam& pool) { return pool.try_get(); }),
             make_error_code(errc::pool_closed))
       << "a get that began after closed() was true was lent a connection (lean miss path)";
 }
 
 // The same through get_for() (acquire_mode::wait).
 TYPED_TEST(LeanMissCloseTest, AMissGetForThatStartsAfterClosedIsTrueSaysPoolClosed) {
-  EXPECT_EQ(this->miss_get_during_close(
-                [](TypeParam& pool) { return pool.get_for(std::chrono::milliseconds(100)); }),
-            make_error_code(errc::pool_closed))
+  EXPECT_EQ(
+      this->get_during_close([](TypeParam& pool) { return pool.get_for(std::chrono::milliseconds(100)); }),
+      make_error_code(errc::pool_closed))
       << "a get that began after closed() was true was lent a connection (lean miss path)";
+}
+
+// A get on the thread's hint, after closed() is true, says pool_closed too: the hint slot (7)
+// must already be flagged. Through try_get() and get_for().
+TYPED_TEST(LeanMissCloseTest, AGetOnItsHintThatStartsAfterClosedIsTrueSaysPoolClosed) {
+  EXPECT_EQ(this->get_during_close([](TypeParam& pool) { return pool.try_get(); }, true),
+            make_error_code(errc::pool_closed))
+      << "a get that began after closed() was true was lent its hint slot (fast path)";
+  EXPECT_EQ(this->get_during_close(
+                [](TypeParam& pool) { return pool.get_for(std::chrono::milliseconds(100)); }, true),
+            make_error_code(errc::pool_closed))
+      << "a get that began after closed() was true was lent its hint slot (fast path)";
 }
 
 }  // namespace

@@ -384,6 +384,12 @@ class pool_core {
   // Idempotent. Fails every waiter at once, closes idle connections, marks every slot so that
   // connections returned later are closed (INV4), and asks the maintainer to stop.
   void close() noexcept {
+    // Every slot is flagged before closed_ is set: the fast path never reads closed_, and its CAS
+    // (a word without flags) would otherwise lend a connection from a slot not yet flagged while
+    // is_closed() already said true (review 19). Meanwhile a put's CAS fails on the flag and
+    // closes its connection (pool_closed a moment before is_closed() says so); a get finds
+    // nothing to take or reserve and queues, to be failed below.
+    for (std::uint32_t i = 0; i < capacity_; ++i) (void)add_flags(i, word::closed);
     // seq_cst: a getter that reads closed_ == false afterwards must find the waiter queue open and
     // will be failed below; one that reads true returns pool_closed.
     closed_.store(true, std::memory_order_seq_cst);
@@ -409,8 +415,11 @@ class pool_core {
     // slot is orphaned while the handle that calls close() exists (INV9).
     // NOLINTBEGIN(clang-analyzer-cplusplus.NewDelete)
     for (std::uint32_t i = 0; i < capacity_; ++i) {
-      const std::uint64_t w = add_flags(i, word::closed);
-      if (word::phase(w) == word::idle) close_idle_after_close(i, w | word::closed);
+      // acquire: pairs with make_idle()'s release CAS (the connection we may close). Every slot is
+      // flagged, so none becomes idle any more: an idle one now stays so until it is closed here
+      // (or by a concurrent close(): close_idle_after_close()'s CAS picks one of us).
+      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
+      if (word::phase(w) == word::idle) close_idle_after_close(i, w);
     }
     // NOLINTEND(clang-analyzer-cplusplus.NewDelete)
   }
@@ -1837,10 +1846,11 @@ class pool_core {
     // waits: the lowest listed idle connection, lent at once if it needs no check. Everything else
     // (waiters, checks, dials, errors) goes round acquire_or_wait(), which scans again.
     // relaxed: a fairness heuristic, as on the fast path; INV6 does not depend on it.
-    // Not once closed() is true: close() flags the slots one by one after that, and a get that
-    // starts then says pool_closed (pool.hpp), as acquire_or_wait() does (review 10, F1).
+    // Once closed() is true every slot is flagged (close() flags them first), so the walk's CAS
+    // takes none, and acquire_or_wait() says pool_closed (review 10's F1 had this path read
+    // closed_ instead, while close() still flagged the slots after setting it).
     if (!user_checked && (waiters_.load(std::memory_order_relaxed) & waiter_gate_) == 0 &&
-        (stop == nullptr || !stop->stop_requested()) && !is_closed()) {
+        (stop == nullptr || !stop->stop_requested())) {
       const auto [i, owned] = take_lowest_idle();
       if (i != capacity_) {
         slot_type& s = slots_[i];
