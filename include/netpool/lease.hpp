@@ -14,6 +14,9 @@
 // internals stay alive until the last lease comes back. A moved-from or returned lease is empty;
 // dereferencing an empty lease is a precondition violation (asserted in debug builds).
 // Errors: release()/discard() of an empty lease return errc::empty_lease and do nothing else.
+// A connection closed through the lease (lease->close() on a netpool::socket, or any Conn whose
+// `bool is_open() const` says false) is discarded when it comes back, as discard() would do;
+// never lent again.
 #pragma once
 
 #include <cassert>

@@ -60,9 +60,10 @@ class socket {
   explicit operator bool() const noexcept { return is_open(); }
 
   // Closes the descriptor if open; later calls do nothing. Returns close()'s error, if any (the
-  // descriptor is released either way).
+  // descriptor is released either way). A pooled socket closed through its lease is discarded
+  // when the lease comes back.
   std::error_code close() noexcept;
-  // Gives up ownership without closing; the socket becomes empty.
+  // Gives up ownership without closing; the socket becomes empty (pooled: as close()).
   [[nodiscard]] int release() noexcept;
 
   // send(2) with MSG_NOSIGNAL, retried on EINTR: writing to a peer that has gone returns EPIPE (or

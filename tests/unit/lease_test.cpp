@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -246,6 +247,86 @@ TYPED_TEST(LeaseOnPoolTest, LeasesReturnedConcurrentlyAfterThePoolIsDestroyed) {
   }
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(this->registry.live(), 0);
+}
+
+// A connection type of the user's with `bool is_open() const`, which its borrower can close and
+// whose is_open() is not noexcept (and throws when `throw_on_ask` is set).
+class closable_conn {
+ public:
+  closable_conn(std::atomic<int>& live, std::atomic<bool>& throw_on_ask)
+      : live_(&live), throw_(&throw_on_ask) {
+    live_->fetch_add(1);
+  }
+  closable_conn(closable_conn&& other) noexcept
+      : live_(std::exchange(other.live_, nullptr)),
+        throw_(other.throw_),
+        open_(std::exchange(other.open_, false)) {}
+  closable_conn& operator=(closable_conn&&) = delete;
+  ~closable_conn() {
+    if (live_ != nullptr) live_->fetch_sub(1);
+  }
+  bool is_open() const {  // NOLINT(modernize-use-nodiscard): the shape the pool looks for
+    if (throw_->load()) throw std::runtime_error("is_open");
+    return open_;
+  }
+  void shut() noexcept { open_ = false; }
+
+ private:
+  std::atomic<int>* live_;
+  std::atomic<bool>* throw_;
+  bool open_ = true;
+};
+
+// A returned connection that says it is not open is discarded, as a discard() would do
+// (closed_error), on both pools and whichever way it comes back; one whose is_open() throws on
+// the put counts as not open (the put path is noexcept: a throw there would terminate).
+TEST(LeaseClosedByItsBorrowerTest, IsDiscardedOnReturnAndAThrowingIsOpenCountsAsClosed) {
+  std::atomic<int> live{0};
+  std::atomic<bool> throw_on_ask{false};
+  netpool::pool_config<closable_conn> cfg;
+  cfg.factory = [&](auto) -> netpool::result<closable_conn> { return closable_conn(live, throw_on_ask); };
+  cfg.max_size = 2;
+  auto check = [&](auto pool) {
+    {
+      auto open = pool.get();
+      ASSERT_TRUE(open);
+    }
+    EXPECT_EQ(pool.stats().idle, 1u) << "an open one goes back";
+    {
+      auto shut = pool.get();
+      ASSERT_TRUE(shut);
+      (*shut)->shut();
+    }
+    auto s = pool.stats();
+    EXPECT_EQ(s.idle, 0u);
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(s.closed_error, 1u);
+    EXPECT_EQ(live.load(), 0);
+    {
+      auto shut = pool.get();
+      ASSERT_TRUE(shut);
+      (*shut)->shut();
+      EXPECT_FALSE(pool.put(std::move(*shut)));
+    }
+    EXPECT_EQ(pool.stats().closed_error, 2u);
+    {
+      auto asked = pool.get();
+      ASSERT_TRUE(asked);
+      throw_on_ask.store(true);
+    }
+    throw_on_ask.store(false);
+    s = pool.stats();
+    EXPECT_EQ(s.closed_error, 3u);
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(live.load(), 0);
+    auto again = pool.get();
+    ASSERT_TRUE(again);
+    EXPECT_TRUE((*again)->is_open());
+    EXPECT_EQ(pool.stats().dials, 4u);
+  };
+  check(netpool::pool<closable_conn>::create(cfg).value());
+  check(netpool::lean_pool<closable_conn>::create(std::move(cfg)).value());
+  EXPECT_EQ(live.load(), 0);
 }
 
 }  // namespace

@@ -5,12 +5,14 @@
 // any test (counted before the test's servers exist and after its pools are gone).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -173,6 +175,134 @@ TYPED_TEST(PoolSocketTest, AFactoryThatReturnsAClosedSocketIsAFailedDial) {
     auto conn = pool.get_for(10s);
     ASSERT_TRUE(conn) << conn.error().message();
     EXPECT_TRUE(echoed_whole(**conn, "open"));
+  }
+}
+
+// A borrower that closes its socket (lease->close(), or socket::release() and a close of its own)
+// and then lets the lease go, instead of discard(), has returned no connection: the put frees the
+// slot as discard() would (closed_error), and the next get dials a fresh socket. Before, the pool
+// kept the dead socket idle and lent it again: its next user's first I/O failed with EBADF, and a
+// lean_pool of one handed out nothing else. Also through pool::put() and a lease's move
+// assignment, with a waiter in line (it gets a fresh dial, not the dead socket), and after on_return
+// is set (no hook sees the dead socket).
+TYPED_TEST(PoolSocketTest, ASocketClosedByItsBorrowerIsDiscardedWhenReturned) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 1;
+    auto pool = TypeParam::create(std::move(cfg)).value();
+
+    auto expect_fresh_and_working = [&](std::uint64_t dials, const char* how) {
+      auto next = pool.get_for(10s);
+      ASSERT_TRUE(next) << how << ": " << next.error().message();
+      EXPECT_TRUE((*next)->is_open()) << how << ": a closed socket was lent again";
+      EXPECT_TRUE(echoed_whole(**next, how)) << how;
+      EXPECT_EQ(pool.stats().dials, dials) << how;
+    };
+
+    {  // lease->close(), then the lease's destructor
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      EXPECT_FALSE((*conn)->close());
+    }
+    auto s = pool.stats();
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(s.idle, 0u);
+    EXPECT_EQ(s.closed_error, 1u);
+    expect_fresh_and_working(2, "after ~lease()");
+
+    {  // socket::release(), closed by the borrower; returned through pool::put()
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      const int fd = (*conn)->release();
+      ASSERT_GE(fd, 0);
+      ::close(fd);
+      EXPECT_FALSE(pool.put(std::move(*conn)));
+    }
+    EXPECT_EQ(pool.stats().closed_error, 2u);
+    expect_fresh_and_working(3, "after put()");
+
+    {  // a waiter in line when the dead socket comes back through a lease's move assignment
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      auto waiter = netpool::test::run_async([&] { return pool.get_for(netpool::test::patience); });
+      ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+      EXPECT_FALSE((*conn)->close());
+      *conn = netpool::lease<netpool::socket>();
+      ASSERT_TRUE(netpool::test::ready_within(waiter));
+      auto got = waiter.get();
+      ASSERT_TRUE(got) << got.error().message();
+      EXPECT_TRUE((*got)->is_open()) << "the waiter was handed the closed socket";
+      EXPECT_TRUE(echoed_whole(**got, "waiter"));
+    }
+    s = pool.stats();
+    EXPECT_EQ(s.closed_error, 3u);
+    EXPECT_EQ(s.dials, 4u);
+    EXPECT_EQ(s.active, 1u);
+    EXPECT_EQ(s.idle, 1u);
+  }
+  EXPECT_TRUE(wait_for([&] { return server.connection_count() == 0; })) << "the pool closed every socket";
+}
+
+// The same with on_return set: the put takes the hooked path, and on_return never sees the dead
+// socket (on_close does, once: a keyed pool gives its global token back there). And an on_connect
+// that closes the socket but reports success made no connection: a failed dial,
+// errc::dial_failed, closed as the hook's refusal.
+TYPED_TEST(PoolSocketTest, HooksAndASocketClosedByItsBorrowerOrByOnConnect) {
+  const fd_leak_check fds;
+  echo_server server;
+  {
+    std::atomic<int> returns{0};
+    std::atomic<bool> close_on_connect{false};
+    std::atomic<int> closes_heard{0};
+    netpool::pool_config<netpool::socket> cfg;
+    cfg.factory = netpool::tcp_dialer(server.host(), server.port());
+    cfg.max_size = 1;
+    cfg.dial_backoff_floor = 0ns;  // the next get dials again at once
+    cfg.dial_backoff_cap = 0ns;
+    cfg.on_return = [&](netpool::socket& c) {
+      EXPECT_TRUE(c.is_open()) << "on_return was given a closed socket";
+      returns.fetch_add(1);
+      return true;
+    };
+    cfg.on_connect = [&](netpool::socket& c) -> std::error_code {
+      if (close_on_connect.load()) (void)c.close();
+      return {};
+    };
+    cfg.on_close = [&](netpool::socket&, netpool::close_reason) { closes_heard.fetch_add(1); };
+    auto pool = TypeParam::create(std::move(cfg)).value();
+    {
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      EXPECT_FALSE((*conn)->close());
+    }
+    auto s = pool.stats();
+    EXPECT_EQ(returns.load(), 0);
+    EXPECT_EQ(s.closed_error, 1u);
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(closes_heard.load(), 1);
+
+    close_on_connect.store(true);
+    auto refused = pool.get_for(10s);
+    ASSERT_FALSE(refused) << "a socket that on_connect closed was lent";
+    EXPECT_EQ(refused.error(), errc::dial_failed) << refused.error().message();
+    EXPECT_EQ(refused.error(), netpool::condition::dial_failed);
+    s = pool.stats();
+    EXPECT_EQ(s.dial_failures, 1u);
+    EXPECT_EQ(s.closed_hook, 1u);
+    EXPECT_EQ(s.active, 0u);
+    EXPECT_EQ(closes_heard.load(), 2);
+
+    close_on_connect.store(false);
+    {
+      auto conn = pool.get_for(10s);
+      ASSERT_TRUE(conn) << conn.error().message();
+      EXPECT_TRUE(echoed_whole(**conn, "open"));
+    }
+    EXPECT_EQ(returns.load(), 1);
+    EXPECT_EQ(pool.stats().idle, 1u);
   }
 }
 

@@ -189,19 +189,41 @@ inline void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t value) noexcep
 // Unique for the life of the process (never reused, unlike an address), starting at 1.
 std::uint64_t next_pool_id() noexcept;
 
-// A connection that says it is not open (a netpool::socket of fd -1, from a Conn with
-// `bool is_open() const`) is no connection: lent, it would fail the caller's first I/O (EBADF)
-// instead of the get. The factory's result is then a failed dial: call_factory() says so, and
+// A connection type that can say whether it is open: `bool is_open() const` (netpool::socket).
+template <class Conn>
+concept reports_open = requires(const Conn& conn) {
+  { conn.is_open() } -> std::same_as<bool>;
+};
+
+// A connection that says it is not open (a netpool::socket of fd -1) is no connection: lent, it
+// would fail the caller's first I/O (EBADF) instead of the get. The factory's result is then a
+// failed dial: call_factory() says so (and so does run_on_connect() for one the hook closed), and
 // keyed_pool's wrapped factory gives back the global token it took for it (KB1). May throw if
-// is_open() does (both callers run it inside the factory's try).
+// is_open() does (its callers run it inside the factory's or the hook's try).
 template <class Conn>
 bool made_closed(const Conn& conn) {
-  if constexpr (requires {
-                  { conn.is_open() } -> std::same_as<bool>;
-                }) {
+  if constexpr (reports_open<Conn>) {
     return !conn.is_open();
   } else {
     return false;
+  }
+}
+
+// made_closed() for a connection coming back from a borrower, who may have closed it
+// (lease->close(), socket::release()): such a one is discarded, never lent again. On the put
+// path, which must not throw: an is_open() that throws counts as closed.
+template <class Conn>
+bool returned_closed(const Conn& conn) noexcept {
+  if constexpr (!reports_open<Conn>) {
+    return false;
+  } else if constexpr (noexcept(conn.is_open())) {
+    return !conn.is_open();
+  } else {
+    try {
+      return !conn.is_open();
+    } catch (...) {
+      return true;
+    }
   }
 }
 
@@ -338,7 +360,13 @@ class pool_core {
       // relaxed: published by the release CAS below (or by a grant's publication).
       s.idle_since.store(tick_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     }
-    std::uint64_t w = owned;
+    // A connection its borrower closed (lease->close(), socket::release()) must not go back idle:
+    // its CAS expects `owned | 1`, busy in our generation, which the word cannot be while the slot
+    // is ours, so the CAS fails and put_back_slow() discards it. Folded into the CAS's operand,
+    // this costs the put 1 instruction where a branch of its own cost 3 (for a Conn with
+    // is_open() only; none for any other).
+    static_assert((word::leased | 1) == word::busy, "the expected word of a closed connection");
+    std::uint64_t w = owned | static_cast<std::uint64_t>(returned_closed(*s.conn));
     const std::uint64_t idle = owned - (word::leased - word::idle);  // same generation, no flags
     // idle has no flags, so + is | here; as an add the compiler folds it into one lea from owned.
     const std::uint64_t idle_in_transit = idle + word::transit;
@@ -361,7 +389,7 @@ class pool_core {
       regrant_from_transit(index_of(s), idle_in_transit, waiter::granted_connection);
       return put_status::ok;
     }
-    return make_idle_slow(index_of(s), owned);
+    return put_back_slow(s, owned);
   }
 
   // Called by lease::discard(): closes the connection and frees its slot.
@@ -1339,6 +1367,9 @@ class pool_core {
     std::error_code error;
     try {
       error = config_.on_connect(conn, deadline);
+      // A hook that closed the connection and still said yes (say, a failed handshake that closed
+      // it) made none: a failed dial, as the factory's closed one is, and refused as the hook's own.
+      if (!error && made_closed(conn)) error = errc::dial_failed;
     } catch (...) {
       error = errc::hook_rejected;
     }
@@ -1451,6 +1482,8 @@ class pool_core {
     // acquire: pairs with the release that made us the owner (see discard()).
     const std::uint64_t current = s.state.load(std::memory_order_acquire);
     if ((current & ~word::flag_mask) != owned) return put_status::stale;
+    // Closed by its borrower: no hook looks at it (see put_back()).
+    if (returned_closed(*s.conn)) return discard(&s, owned);
     // After close() the connection is closed, not pooled (make_idle below says pool_closed): the
     // hooks would reset a session that is about to end, or report a leak to a user object that may
     // have gone with the pool object. (A close() that lands after this load is a put that ran
@@ -1463,6 +1496,13 @@ class pool_core {
       return put_status::ok;
     }
     return make_idle(i, owned);
+  }
+
+  // put_back() whose CAS failed: the connection was closed by its borrower, or the slot's word has
+  // flags (closed, doomed), or the lease is stale.
+  [[gnu::noinline]] put_status put_back_slow(slot_type& s, std::uint64_t owned) noexcept {
+    if (returned_closed(*s.conn)) return discard(&s, owned);  // freed, never pooled
+    return make_idle_slow(index_of(s), owned);
   }
 
   // We own slot i (word `owned`, leased or busy) holding a connection: make it idle, or hand it to
