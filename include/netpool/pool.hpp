@@ -167,7 +167,8 @@ class pool_handle {
   // Changes max_size at run time, up to pool_config::max_size_limit (slots are preallocated).
   // Growing lets waiters dial at once. Shrinking closes surplus idle connections now and surplus
   // lent ones when they come back (close_reason::resize), never while in use; dials already in
-  // flight finish (pool: the maintainer closes their surplus on its next round).
+  // flight finish, and their surplus is trimmed as they end (pool: by the maintainer's next round,
+  // or the next maintain() without background maintenance; lean_pool: by the dial itself).
   // Errors: invalid_config (0, above max_size_limit, or below min_size), pool_closed.
   std::error_code set_max_size(std::size_t n) noexcept {
     return core_ != nullptr ? core_->set_max_size(n) : std::error_code(errc::pool_closed);

@@ -165,6 +165,35 @@ TEST_F(ResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheMaintaine
   EXPECT_EQ(registry.live(), 1);
 }
 
+// lean_pool has no maintainer: a dial that ends over the limit trims the surplus itself (it
+// closes an idle connection, or dooms a lent one, maybe its own). Before, nothing did, and the
+// pool kept 2 connections with max_size 1 until the next set_max_size() (found by review 19).
+class LeanResizeSurplusTest : public netpool::test::pool_fixture<netpool::test::lean> {};
+
+TEST_F(LeanResizeSurplusTest, DialsInFlightWhenThePoolShrankAreTrimmedByTheDialsThemselves) {
+  auto cfg = config(2);
+  cfg.max_connecting = 2;
+  auto pool = make(std::move(cfg));
+  factory.close_gate();
+  auto a = run_async([&] { return pool.get_for(patience); });
+  auto b = run_async([&] { return pool.get_for(patience); });
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_TRUE(wait_for([&] { return factory.at_gate() == 2; }));
+  ASSERT_FALSE(pool.set_max_size(1));  // nothing idle, nothing lent: no surplus to close or doom now
+  factory.open_gate();
+  ASSERT_TRUE(ready_within(a));
+  ASSERT_TRUE(ready_within(b));
+  {
+    auto first = a.get();
+    auto second = b.get();
+    ASSERT_TRUE(first && second);
+  }  // both back: one of them was doomed by the dial that ended second
+  netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.active, 1u) << "active " << s.active << " with max_size " << s.max;
+  EXPECT_EQ(s.closed_resize, 1u);
+  EXPECT_EQ(registry.live(), 1);
+}
+
 // A lease already doomed (here by reset()) closes when it comes back, so it covers the surplus of
 // a shrink: the shrink must not close an idle connection as well. It used to count the surplus
 // from active_ alone, close the idle one, and once the doomed lease came back the pool had no

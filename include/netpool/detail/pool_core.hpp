@@ -2263,7 +2263,16 @@ class pool_core {
     if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_seq_cst)) wake_maintainer();
     // relaxed: the shrink that made the surplus is ordered before us by resize_mutex_ or not at
     // all; a shrink that lands later dooms this connection itself.
-    if (active_.load(std::memory_order_relaxed) > max_size()) wake_maintainer();
+    if (active_.load(std::memory_order_relaxed) > max_size()) {
+      if (lean_) {
+        // No maintainer: the dial trims the surplus itself (closes an idle connection, or dooms a
+        // lent one, maybe its own). No dial runs under resize_mutex_, so it is free here.
+        std::lock_guard resize(resize_mutex_);
+        (void)shrink_to_max_size();
+      } else {
+        wake_maintainer();  // with background_maintenance off, the next maintain() trims it
+      }
+    }
   }
 
   // The tick only moves forward, whoever advances it.
