@@ -37,6 +37,9 @@ namespace netpool {
 // system_category() code is passed through as it is and does not match that condition. A timeout
 // (errc::timeout or std::errc::timed_out) when the deadline given was the pool's own (dial_timeout)
 // becomes make_dial_error(ETIMEDOUT); when it was the caller's sooner one, errc::timeout.
+// An error result must carry a non-empty code: result's constructor asserts it in debug builds
+// (`return std::error_code(errno, ...)` after a call that did not set errno is the usual slip);
+// without assertions the pool reports an empty one as errc::dial_failed.
 // A connection type with `bool is_open() const` (netpool::socket) is checked: one returned not
 // open (a socket of fd -1) is a failed dial, errc::dial_failed, and is never lent.
 template <class Conn>
@@ -263,8 +266,11 @@ struct pool_config {
   // deadline, where the caller's thread dials) bounds the dial and its set-up together, as the Go
   // original's dial timeout bounds its whole dial. An error (or a throw: errc::hook_rejected)
   // closes the connection and counts as a failed dial: the get that dialed fails with that error,
-  // and backoff starts as for any failed dial. errc::exhausted and errc::dial_not_needed, which
-  // say that a dial did not happen, become errc::hook_rejected here. A timeout (errc::io_timeout,
+  // and backoff starts as for any failed dial. The error is passed through as the factory's is:
+  // return make_dial_error() or errc::dial_failed for `ec == condition::dial_failed` to hold
+  // (errc::hook_rejected does not match it: it also stands for on_borrow's refusal).
+  // errc::exhausted and errc::dial_not_needed, which say that a dial did not happen, become
+  // errc::hook_rejected here. A timeout (errc::io_timeout,
   // or any code == std::errc::timed_out) is read as the factory's is: on the pool's own dial
   // deadline, a failed dial, ETIMEDOUT; on a sooner caller's deadline it was given, that caller's
   // errc::timeout, no backoff. The one-argument form is not given a deadline, so its timeout is

@@ -176,7 +176,7 @@ class pool_handle {
 
   // The error of the most recent failed dial (an empty error_code if none has failed): what a
   // timeout while the backend is down was really about (ECONNREFUSED, or ETIMEDOUT for a dial that
-  // ran out of dial_timeout).
+  // ran out of dial_timeout). errc::pool_closed on a moved-from handle.
   [[nodiscard]] std::error_code last_dial_error() const noexcept {
     return core_ != nullptr ? core_->last_dial_error() : std::error_code(errc::pool_closed);
   }

@@ -6,7 +6,7 @@
 //   if (auto ec = s->send_all("PING\r\n")) return ec;  // EPIPE if the peer left; never SIGPIPE
 //   char buf[64];
 //   auto n = s->recv(buf, sizeof buf);                 // result<std::size_t>; 0 = peer closed
-//   // or, when the reply's length is known:
+//   // or instead, when the reply's length is known:
 //   char pong[7];
 //   auto ec = s->recv_all(pong, sizeof pong);          // "+PONG\r\n": all 7 bytes, or an error
 //   // ~socket() closes the descriptor exactly once

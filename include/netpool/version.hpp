@@ -1,8 +1,8 @@
 // netpool/version.hpp — which netpool this is: for #if checks at compile time and for logs.
 //
 //   #include <netpool/version.hpp>
-//   #if NETPOOL_VERSION >= 300  // 0.3.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.3.0"
+//   #if NETPOOL_VERSION >= 400  // 0.4.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.4.0"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for

@@ -598,7 +598,7 @@ class pool_core {
     std::size_t n = 0;
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       // relaxed: best effort, like stats().
-      n += word::phase(slots_[i].state.load(std::memory_order_relaxed)) == word::idle ? 1 : 0;
+      if (word::phase(slots_[i].state.load(std::memory_order_relaxed)) == word::idle) ++n;
     }
     return n;
   }
@@ -1334,8 +1334,9 @@ class pool_core {
         record_dial_result({});
         return made;
       }
-      // A factory that fails with an empty code (say, std::error_code(errno, ...) with errno 0)
-      // would make a failed get look like success to `if (!r) return r.error();`.
+      // A failure with an empty code (say, std::error_code(errno, ...) with errno 0; result's
+      // constructor asserts against it, so only without assertions) would make a failed get look
+      // like success to `if (!r) return r.error();`.
       if (!made) error = made.error() ? made.error() : make_error_code(errc::dial_failed);
     } catch (...) {
       error = errc::factory_threw;
