@@ -203,7 +203,9 @@ struct pool_config {
   // before lending a connection
   // that has been idle at least this long, a non-blocking peek checks it — no round trip — and
   // discards it if the peer closed it, reset it, or left unread bytes behind. 0 probes on every
-  // borrow; nanoseconds::max() never. Must be >= 0.
+  // borrow; nanoseconds::max() never. Must be >= 0. One idle for less is lent unprobed: a
+  // connection whose I/O failed or timed out (a late reply may still arrive) must be discarded
+  // (lease::discard()), not returned, or its next borrower may read that reply.
   std::chrono::nanoseconds probe_after = std::chrono::milliseconds(500);
 
   // pool only: every keepalive_interval the maintainer checks each idle connection (probe, then

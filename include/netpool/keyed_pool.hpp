@@ -199,10 +199,11 @@ class keyed_pool {
   // Closes (see close()). Leases still out stay valid.
   ~keyed_pool() = default;
 
-  // A connection to `key`, creating its sub-pool on first use; blocks while the key is full or
-  // the global limit is reached. Errors: as pool::get(); exhausted (global limit, see
-  // keyed_pool_config::global_max); invalid_config (the key's config, see check_key());
-  // pool_closed after close().
+  // A connection to `key`, creating its sub-pool on first use; blocks while the key is full. At
+  // the global limit a dial waits for room until its own deadline (dial_timeout, or the get's if
+  // sooner), then the get fails with exhausted: a get() without a deadline gives up there too.
+  // Errors: as pool::get(); exhausted (global limit, see keyed_pool_config::global_max);
+  // invalid_config (the key's config, see check_key()); pool_closed after close().
   [[nodiscard]] result<lease_type> get(const Key& key,
                                        source_location where = source_location::current()) noexcept {
     return get_until(key, clock::time_point::max(), where);
