@@ -27,7 +27,7 @@ class netpool_category_impl final : public std::error_category {
       case errc::pool_closed:
         return "pool closed";
       case errc::timeout:
-        return "timed out";
+        return "timed out waiting for a connection";
       case errc::cancelled:
         return "cancelled";
       case errc::exhausted:

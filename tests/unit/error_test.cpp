@@ -24,7 +24,7 @@ TEST(ErrorTest, CategoryNames) {
 TEST(ErrorTest, NetpoolMessagesReadWellInLogs) {
   using netpool::errc;
   EXPECT_EQ(std::error_code(errc::pool_closed).message(), "pool closed");
-  EXPECT_EQ(std::error_code(errc::timeout).message(), "timed out");
+  EXPECT_EQ(std::error_code(errc::timeout).message(), "timed out waiting for a connection");
   EXPECT_EQ(std::error_code(errc::cancelled).message(), "cancelled");
   EXPECT_EQ(std::error_code(errc::exhausted).message(), "pool exhausted");
   EXPECT_EQ(std::error_code(errc::dial_failed).message(), "dial failed");
@@ -104,7 +104,7 @@ TEST(ErrorTest, TimeoutComparesAsEnumAndFromResult) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error(), netpool::errc::timeout);
   EXPECT_NE(r.error(), netpool::errc::cancelled);
-  EXPECT_EQ(r.error().message(), "timed out");
+  EXPECT_EQ(r.error().message(), "timed out waiting for a connection");
 }
 
 TEST(ErrorTest, AnIoTimeoutIsATimeoutButNotTheKernels) {
