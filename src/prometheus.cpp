@@ -105,7 +105,8 @@ bool same_label_set(label_span a, label_span b) noexcept {
 
 bool valid_pools(std::span<const labelled_stats> pools) noexcept {
   for (std::size_t i = 0; i < pools.size(); ++i) {
-    if (pools[i].stats == nullptr || !valid_labels(pools[i].labels)) return false;
+    if ((pools[i].stats == nullptr && pools[i].keyed == nullptr) || !valid_labels(pools[i].labels))
+      return false;
     for (std::size_t j = 0; j < i; ++j) {
       // Two series with the same name and labels: Prometheus would drop one as a duplicate.
       if (same_label_set(pools[j].labels, pools[i].labels)) return false;
@@ -164,6 +165,11 @@ void append_label_value(std::string& out, std::string_view value) {
   }
 }
 
+// The pool_stats written for a pool: its own, or a keyed pool's total.
+const pool_stats& totals(const labelled_stats& pool) noexcept {
+  return pool.stats != nullptr ? *pool.stats : pool.keyed->total;
+}
+
 // One of netpool's labels (state="idle"); an empty name: none.
 struct own_label {
   std::string_view name;
@@ -220,7 +226,7 @@ class exposition {
   template <class Value>
   void simple(std::string_view name, std::string_view type, std::string_view help, Value value) {
     family(name, type, help);
-    for (const labelled_stats& pool : pools_) sample(name, pool.labels, {}, value(*pool.stats));
+    for (const labelled_stats& pool : pools_) sample(name, pool.labels, {}, value(totals(pool)));
   }
 
   void write_all();
@@ -229,6 +235,16 @@ class exposition {
 
  private:
   void wait_histogram();
+  void keyed_families();
+
+  // A family with one sample per keyed pool.
+  template <class Value>
+  void keyed(std::string_view name, std::string_view type, std::string_view help, Value value) {
+    family(name, type, help);
+    for (const labelled_stats& pool : pools_) {
+      if (pool.keyed != nullptr) sample(name, pool.labels, {}, value(*pool.keyed));
+    }
+  }
 
   std::span<const labelled_stats> pools_;
   std::string text_;
@@ -241,9 +257,9 @@ void exposition::write_all() {
          "Connections the pool holds, by state: idle (open, in the pool), in_use (lent out), dialing (being "
          "opened, checked or closed by the pool).");
   for (const labelled_stats& pool : pools_) {
-    sample("netpool_connections", pool.labels, {"state", "idle"}, pool.stats->idle);
-    sample("netpool_connections", pool.labels, {"state", "in_use"}, pool.stats->in_use);
-    sample("netpool_connections", pool.labels, {"state", "dialing"}, pool.stats->dialing);
+    sample("netpool_connections", pool.labels, {"state", "idle"}, totals(pool).idle);
+    sample("netpool_connections", pool.labels, {"state", "in_use"}, totals(pool).in_use);
+    sample("netpool_connections", pool.labels, {"state", "dialing"}, totals(pool).dialing);
   }
   simple("netpool_connections_max", "gauge", "Most connections the pool may hold (max_size).",
          [](const pool_stats& s) { return s.max; });
@@ -257,7 +273,7 @@ void exposition::write_all() {
          "Connections handed out by get: kind=waited after waiting in line (every connection in use, or the "
          "dial on a dialer thread), kind=immediate otherwise (a dial on the caller's own thread included).");
   for (const labelled_stats& pool : pools_) {
-    const pool_stats& s = *pool.stats;
+    const pool_stats& s = totals(pool);
     // gets = gets_immediate + the gets served after waiting, two counters that only grow (pool
     // stats() reads them apart but adds them up itself; a keyed pool's sums keep that).
     const std::uint64_t waited = s.gets > s.gets_immediate ? s.gets - s.gets_immediate : 0;
@@ -278,8 +294,8 @@ void exposition::write_all() {
       "Finished dials (factory calls): result=ok opened a connection that on_connect accepted, result=failed "
       "did not.");
   for (const labelled_stats& pool : pools_) {
-    sample("netpool_dials_total", pool.labels, {"result", "ok"}, pool.stats->dials_ok);
-    sample("netpool_dials_total", pool.labels, {"result", "failed"}, pool.stats->dial_failures);
+    sample("netpool_dials_total", pool.labels, {"result", "ok"}, totals(pool).dials_ok);
+    sample("netpool_dials_total", pool.labels, {"result", "failed"}, totals(pool).dial_failures);
   }
   simple("netpool_leaks_total", "counter",
          "Leases held longer than leak_threshold (each reported once to on_leak).",
@@ -289,7 +305,7 @@ void exposition::write_all() {
   for (const labelled_stats& pool : pools_) {
     for (std::size_t i = 0; i < close_reason_count; ++i) {
       sample("netpool_connections_closed_total", pool.labels,
-             {"reason", to_string(static_cast<close_reason>(i))}, pool.stats->closed[i]);
+             {"reason", to_string(static_cast<close_reason>(i))}, totals(pool).closed[i]);
     }
   }
 
@@ -298,8 +314,44 @@ void exposition::write_all() {
   family("netpool_get_wait_max_seconds", "gauge",
          "Longest time a single get spent blocked, since the pool was created.");
   for (const labelled_stats& pool : pools_) {
-    sample_seconds("netpool_get_wait_max_seconds", pool.labels, {}, pool.stats->max_wait);
+    sample_seconds("netpool_get_wait_max_seconds", pool.labels, {}, totals(pool).max_wait);
   }
+
+  keyed_families();
+}
+
+// Written only when a keyed pool is among pools_, so that a scrape of plain pools is as before.
+void exposition::keyed_families() {
+  if (std::none_of(pools_.begin(), pools_.end(),
+                   [](const labelled_stats& p) { return p.keyed != nullptr; })) {
+    return;
+  }
+  using stats = keyed_pool_stats;
+  keyed("netpool_keyed_pools", "gauge", "Sub-pools (keys) the keyed pool holds now.",
+        [](const stats& s) { return s.pools; });
+  keyed("netpool_keyed_connections_open", "gauge",
+        "Connections open or being dialed across every key (global tokens taken).",
+        [](const stats& s) { return s.open; });
+  keyed("netpool_keyed_connections_global_max", "gauge",
+        "Most connections across every key (global_max; 0: no global limit).",
+        [](const stats& s) { return s.global_max; });
+  keyed("netpool_keyed_global_waiters", "gauge", "Dials waiting for the global limit now.",
+        [](const stats& s) { return s.global_waiters; });
+  keyed("netpool_keyed_pools_created_total", "counter",
+        "Sub-pools created (a key's first use, or after eviction).",
+        [](const stats& s) { return s.pools_created; });
+  keyed("netpool_keyed_pools_evicted_total", "counter", "Sub-pools closed by evict_idle_after.",
+        [](const stats& s) { return s.pools_evicted; });
+  keyed("netpool_keyed_pools_removed_total", "counter", "Sub-pools closed by remove().",
+        [](const stats& s) { return s.pools_removed; });
+  keyed("netpool_keyed_global_waits_total", "counter", "Dials that found the global limit reached at first.",
+        [](const stats& s) { return s.global_waits; });
+  keyed("netpool_keyed_global_exhausted_total", "counter",
+        "Dials that waited for the global limit until their deadline and gave up (errc::exhausted).",
+        [](const stats& s) { return s.global_exhausted; });
+  keyed("netpool_keyed_reclaimed_total", "counter",
+        "Idle connections of other keys closed to make room for a dial under the global limit.",
+        [](const stats& s) { return s.reclaimed; });
 }
 
 void exposition::wait_histogram() {
@@ -310,7 +362,7 @@ void exposition::wait_histogram() {
   for (std::size_t i = 0; i < bounds.size(); ++i) append_seconds(bounds[i], wait_bucket_bounds[i]);
 
   for (const labelled_stats& pool : pools_) {
-    const pool_stats& s = *pool.stats;
+    const pool_stats& s = totals(pool);
     std::uint64_t observed = 0;
     for (const std::uint64_t n : s.wait_histogram) observed += n;
     // _count is gets_waited. A snapshot taken while gets wait may read the histogram a little ahead
@@ -355,6 +407,12 @@ std::error_code write_prometheus(std::ostream& out, std::span<const labelled_sta
 
 std::error_code write_prometheus(std::ostream& out, const pool_stats& stats, label_span labels) noexcept {
   const std::array<labelled_stats, 1> one{labelled_stats{&stats, labels}};
+  return write_prometheus(out, std::span<const labelled_stats>(one));
+}
+
+std::error_code write_prometheus(std::ostream& out, const keyed_pool_stats& stats,
+                                 label_span labels) noexcept {
+  const std::array<labelled_stats, 1> one{labelled_stats{nullptr, labels, &stats}};
   return write_prometheus(out, std::span<const labelled_stats>(one));
 }
 

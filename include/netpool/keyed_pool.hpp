@@ -43,6 +43,7 @@
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "netpool/config.hpp"
 #include "netpool/detail/deadline.hpp"
@@ -144,23 +145,7 @@ struct key_config_check {
   config_problem pool_problem = config_problem::none;
 };
 
-// A snapshot across every sub-pool. Best effort under concurrency, as pool_stats.
-struct keyed_pool_stats {
-  // Every current sub-pool's stats added up (gauges: now; max: the sum of max_size). Counters also
-  // include the sub-pools already evicted or removed (with what their close counted, and their
-  // leases returned before the sub-pool was destroyed), so they never go down.
-  pool_stats total;
-  std::size_t pools = 0;           // sub-pools now (== size())
-  std::size_t open = 0;            // connections open or being dialed across keys: global tokens taken
-  std::size_t global_max = 0;      // the configured global_max (0: none)
-  std::size_t global_waiters = 0;  // dials waiting for a global token now
-  std::uint64_t pools_created = 0;
-  std::uint64_t pools_evicted = 0;     // closed by evict_idle_after
-  std::uint64_t pools_removed = 0;     // closed by remove()
-  std::uint64_t global_waits = 0;      // dials that found no global token free at first
-  std::uint64_t global_exhausted = 0;  // of those, dials that gave up at their deadline (exhausted)
-  std::uint64_t reclaimed = 0;         // idle connections closed to free a token for a dial
-};
+// keyed_pool_stats, what stats() returns, is in stats.hpp.
 
 template <class Key, class Conn = socket, class Hash = std::hash<Key>, class KeyEq = std::equal_to<Key>>
 class keyed_pool {
@@ -305,6 +290,12 @@ class keyed_pool {
     s.global_exhausted = state_->budget().exhausted();
     s.reclaimed = state_->reclaimed();
     return s;
+  }
+  // Each current sub-pool's key and stats, in no particular order: for per-key metrics (e.g.
+  // write_prometheus() with a "key" label for each). Allocates; O(sub-pools x per_key_max).
+  [[nodiscard]] std::vector<std::pair<Key, pool_stats>> stats_by_key() const {
+    if (!state_) return {};
+    return state_->stats_by_key();
   }
   // Number of sub-pools now.
   [[nodiscard]] std::size_t size() const { return state_ ? state_->size() : 0; }

@@ -13,6 +13,9 @@
 //   const netpool::labelled_stats pools[] = {{&a, primary}, {&b, replica}};
 //   auto ec = netpool::write_prometheus(body, pools);
 //
+//   // A keyed pool: its total and its keyed families (per key: stats_by_key(), below).
+//   auto ec = netpool::write_prometheus(body, keyed, {{"pool", "shards"}});
+//
 // Writes, for each pool (every sample carries the caller's labels first, then netpool's own):
 //   netpool_connections{state="idle|in_use|dialing"}       gauge
 //   netpool_connections_max, netpool_connections_min       gauge (max_size, min_size)
@@ -25,6 +28,16 @@
 //   netpool_get_wait_seconds                                histogram (le = wait_bucket_bounds, +Inf;
 //                                                           every get that blocked, served or failed)
 //   netpool_get_wait_max_seconds                            gauge
+// and for a keyed pool (a labelled_stats with `keyed`, or the keyed overloads), its total as above,
+// then the keyed layer's own numbers (keyed_pool_stats):
+//   netpool_keyed_pools                                     gauge (sub-pools now)
+//   netpool_keyed_connections_open, netpool_keyed_connections_global_max   gauge
+//   netpool_keyed_global_waiters                            gauge
+//   netpool_keyed_pools_created_total, _evicted_total, _removed_total      counter
+//   netpool_keyed_global_waits_total, netpool_keyed_global_exhausted_total counter
+//   netpool_keyed_reclaimed_total                           counter
+// Per key: one labelled_stats per keyed_pool::stats_by_key() entry, with a label of your own
+// (say "key") telling them apart.
 //
 // Thread safety: the functions only read their arguments; call them from any thread. The numbers
 // are those of a stats() snapshot: best effort under concurrency (see stats.hpp).
@@ -33,10 +46,10 @@
 //   std::errc::invalid_argument  a label name is not [a-zA-Z_][a-zA-Z0-9_]*, starts with "__", is
 //                                one netpool uses itself (state, kind, result, reason, le) or appears
 //                                twice for one pool; a label value is not valid UTF-8; a
-//                                labelled_stats has no stats; or two pools have the same label set
-//                                (Prometheus would reject their samples as duplicates; a label with
-//                                an empty value counts as absent, as Prometheus reads it, so {} and
-//                                {pool=""} are the same set). Nothing is written.
+//                                labelled_stats has neither stats nor keyed; or two pools have the same label
+//                                set (Prometheus would reject their samples as duplicates; a label with an
+//                                empty value counts as absent, as Prometheus reads it, so {} and {pool=""}
+//                                are the same set). Nothing is written.
 //   std::errc::not_enough_memory the text could not be allocated. Nothing is written.
 //   std::errc::io_error          `out` was already failed, failed while writing, or threw (an
 //                                exception mask set with out.exceptions()): some of the text may
@@ -68,11 +81,14 @@ struct prometheus_label {
   std::string_view value;
 };
 
-// One pool of a multi-pool scrape. stats must not be null; labels tell the pools apart (two pools
-// with the same label set are rejected; an empty value is no label, as in Prometheus).
+// One pool of a multi-pool scrape; labels tell the pools apart (two pools with the same label set
+// are rejected; an empty value is no label, as in Prometheus). A plain pool: stats, not null. A
+// keyed pool: keyed, not null; its total is written as a pool's (stats, when given, is used for
+// that instead) and its own numbers as the netpool_keyed_* families.
 struct labelled_stats {
   const pool_stats* stats = nullptr;
   std::span<const prometheus_label> labels;
+  const keyed_pool_stats* keyed = nullptr;
 };
 
 // Every pool in `pools`, each metric family once (HELP and TYPE lines, then one sample, or one per
@@ -87,6 +103,16 @@ struct labelled_stats {
 // The same with the labels written in place: write_prometheus(out, stats, {{"pool", "orders"}}).
 [[nodiscard]] inline std::error_code write_prometheus(
     std::ostream& out, const pool_stats& stats, std::initializer_list<prometheus_label> labels) noexcept {
+  return write_prometheus(out, stats, std::span<const prometheus_label>(labels.begin(), labels.size()));
+}
+
+// A keyed pool's snapshot: its total and its netpool_keyed_* families.
+[[nodiscard]] std::error_code write_prometheus(std::ostream& out, const keyed_pool_stats& stats,
+                                               std::span<const prometheus_label> labels = {}) noexcept;
+
+[[nodiscard]] inline std::error_code write_prometheus(
+    std::ostream& out, const keyed_pool_stats& stats,
+    std::initializer_list<prometheus_label> labels) noexcept {
   return write_prometheus(out, stats, std::span<const prometheus_label>(labels.begin(), labels.size()));
 }
 
@@ -110,6 +136,32 @@ template <stats_source Pool>
                                                std::initializer_list<prometheus_label> labels = {}) noexcept {
   const pool_stats stats = pool.stats();
   return write_prometheus(out, stats, std::span<const prometheus_label>(labels.begin(), labels.size()));
+}
+
+// What the keyed overloads accept: netpool::keyed_pool, whose stats() (keyed_pool_stats) may
+// throw (std::bad_alloc, a throwing Hash): that is std::errc::not_enough_memory here, nothing
+// written.
+template <class T>
+concept keyed_stats_source = requires(const T& source) {
+  { source.stats() } -> std::same_as<keyed_pool_stats>;
+};
+
+// A keyed pool: takes one stats() snapshot and writes it.
+template <keyed_stats_source Pool>
+[[nodiscard]] std::error_code write_prometheus(std::ostream& out, const Pool& pool,
+                                               std::span<const prometheus_label> labels) noexcept {
+  try {
+    const keyed_pool_stats stats = pool.stats();
+    return write_prometheus(out, stats, labels);
+  } catch (...) {
+    return std::make_error_code(std::errc::not_enough_memory);
+  }
+}
+
+template <keyed_stats_source Pool>
+[[nodiscard]] std::error_code write_prometheus(std::ostream& out, const Pool& pool,
+                                               std::initializer_list<prometheus_label> labels = {}) noexcept {
+  return write_prometheus(out, pool, std::span<const prometheus_label>(labels.begin(), labels.size()));
 }
 
 }  // namespace netpool

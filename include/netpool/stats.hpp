@@ -78,4 +78,23 @@ struct pool_stats {
   std::uint64_t closed_reclaimed = 0;  // idle, closed by reclaim_idle() (keyed_pool's global limit)
 };
 
+// keyed_pool::stats() (keyed_pool.hpp): a snapshot across every sub-pool. Best effort under
+// concurrency, as pool_stats.
+struct keyed_pool_stats {
+  // Every current sub-pool's stats added up (gauges: now; max: the sum of max_size). Counters also
+  // include the sub-pools already evicted or removed (with what their close counted, and their
+  // leases returned before the sub-pool was destroyed), so they never go down.
+  pool_stats total;
+  std::size_t pools = 0;           // sub-pools now (== size())
+  std::size_t open = 0;            // connections open or being dialed across keys: global tokens taken
+  std::size_t global_max = 0;      // the configured global_max (0: none)
+  std::size_t global_waiters = 0;  // dials waiting for a global token now
+  std::uint64_t pools_created = 0;
+  std::uint64_t pools_evicted = 0;     // closed by evict_idle_after
+  std::uint64_t pools_removed = 0;     // closed by remove()
+  std::uint64_t global_waits = 0;      // dials that found no global token free at first
+  std::uint64_t global_exhausted = 0;  // of those, dials that gave up at their deadline (exhausted)
+  std::uint64_t reclaimed = 0;         // idle connections closed to free a token for a dial
+};
+
 }  // namespace netpool

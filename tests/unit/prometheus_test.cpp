@@ -9,8 +9,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "netpool/dialer.hpp"
+#include "netpool/keyed_pool.hpp"
 #include "netpool/pool.hpp"
 #include "netpool/socket.hpp"
 #include "netpool/stats.hpp"
@@ -578,6 +581,128 @@ TEST(PrometheusTest, ALeanPoolWorksToo) {
   EXPECT_TRUE(has_line(unlabelled.str(), "netpool_connections_max 1")) << unlabelled.str();
 }
 
+// --- keyed pools ----------------------------------------------------------------------------
+
+// keyed_pool has its own overloads (its stats() returns keyed_pool_stats and may throw).
+static_assert(netpool::keyed_stats_source<netpool::keyed_pool<std::string>>);
+static_assert(!netpool::stats_source<netpool::keyed_pool<std::string>>);
+static_assert(!netpool::keyed_stats_source<netpool::pool<netpool::socket>>);
+
+// Every keyed field different, and a total that is sample_stats().
+netpool::keyed_pool_stats keyed_sample() {
+  netpool::keyed_pool_stats k;
+  k.total = sample_stats();
+  k.pools = 3;
+  k.open = 5;
+  k.global_max = 8;
+  k.global_waiters = 2;
+  k.pools_created = 7;
+  k.pools_evicted = 3;
+  k.pools_removed = 1;
+  k.global_waits = 40;
+  k.global_exhausted = 6;
+  k.reclaimed = 9;
+  return k;
+}
+
+std::size_t count_of(const std::string& text, std::string_view needle) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A keyed pool: its total exactly as a pool's, then its own families, each with HELP and TYPE.
+TEST(PrometheusTest, AKeyedPoolWritesItsTotalThenItsOwnFamilies) {
+  const netpool::keyed_pool_stats k = keyed_sample();
+  std::ostringstream out;
+  ASSERT_FALSE(write_prometheus(out, k, {{"pool", "shards"}}));
+  const std::string text = out.str();
+  std::ostringstream total;
+  ASSERT_FALSE(write_prometheus(total, k.total, {{"pool", "shards"}}));
+  EXPECT_TRUE(text.starts_with(total.str())) << text;
+  EXPECT_EQ(total.str().find("netpool_keyed"), std::string::npos) << "a plain pool writes no keyed family";
+  const std::pair<const char*, const char*> expected[] = {
+      {R"(netpool_keyed_pools{pool="shards"})", "3"},
+      {R"(netpool_keyed_connections_open{pool="shards"})", "5"},
+      {R"(netpool_keyed_connections_global_max{pool="shards"})", "8"},
+      {R"(netpool_keyed_global_waiters{pool="shards"})", "2"},
+      {R"(netpool_keyed_pools_created_total{pool="shards"})", "7"},
+      {R"(netpool_keyed_pools_evicted_total{pool="shards"})", "3"},
+      {R"(netpool_keyed_pools_removed_total{pool="shards"})", "1"},
+      {R"(netpool_keyed_global_waits_total{pool="shards"})", "40"},
+      {R"(netpool_keyed_global_exhausted_total{pool="shards"})", "6"},
+      {R"(netpool_keyed_reclaimed_total{pool="shards"})", "9"},
+  };
+  for (const auto& [series, value] : expected)
+    EXPECT_EQ(value_of(text, series), value) << series << "\n" << text;
+  EXPECT_TRUE(has_line(text, "# TYPE netpool_keyed_pools gauge")) << text;
+  EXPECT_TRUE(has_line(text, "# TYPE netpool_keyed_reclaimed_total counter")) << text;
+  EXPECT_EQ(count_of(text, "# HELP netpool_keyed_"), std::size(expected));
+}
+
+// Plain and keyed pools in one scrape: each family once; the keyed families have samples for the
+// keyed pools only. A labelled_stats with neither stats nor keyed is rejected, nothing written.
+TEST(PrometheusTest, PlainAndKeyedPoolsInOneScrapeWriteEachFamilyOnce) {
+  const pool_stats plain = sample_stats();
+  const netpool::keyed_pool_stats k = keyed_sample();
+  const prometheus_label a[] = {{"pool", "a"}};
+  const prometheus_label b[] = {{"pool", "b"}};
+  const labelled_stats pools[] = {{&plain, a}, {nullptr, b, &k}};
+  std::ostringstream out;
+  ASSERT_FALSE(write_prometheus(out, pools));
+  const std::string text = out.str();
+  EXPECT_EQ(count_of(text, "# TYPE netpool_connections "), 1u);
+  EXPECT_EQ(count_of(text, "# TYPE netpool_keyed_pools "), 1u);
+  EXPECT_EQ(value_of(text, R"(netpool_dials_total{pool="a",result="ok"})"), "15") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_dials_total{pool="b",result="ok"})"), "15") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_keyed_pools{pool="b"})"), "3") << text;
+  EXPECT_EQ(text.find(R"(netpool_keyed_pools{pool="a"})"), std::string::npos) << text;
+
+  const labelled_stats none[] = {{&plain, a}, {nullptr, b, nullptr}};
+  std::ostringstream rejected;
+  EXPECT_EQ(write_prometheus(rejected, none), std::errc::invalid_argument);
+  EXPECT_EQ(rejected.str(), "");
+}
+
+// A real keyed pool: write_prometheus(out, keyed_pool) in total, and per key through
+// stats_by_key() with a "key" label of the caller's.
+TEST(PrometheusTest, ARealKeyedPoolInTotalAndPerKey) {
+  netpool::test::echo_server server;
+  netpool::keyed_pool_config<std::string> cfg;
+  cfg.make_config = [&server](const std::string&) { return echo_config(server); };
+  cfg.global_max = 4;
+  auto pools = netpool::keyed_pool<std::string>::create(std::move(cfg)).value();
+  for (const char* key : {"a", "b", "b"}) {
+    auto conn = pools.get_for(key, 10s);
+    ASSERT_TRUE(conn) << conn.error().message();
+  }
+  std::ostringstream out;
+  ASSERT_FALSE(write_prometheus(out, pools, {{"pool", "k"}}));
+  const std::string text = out.str();
+  EXPECT_EQ(value_of(text, R"(netpool_keyed_pools{pool="k"})"), "2") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_keyed_connections_open{pool="k"})"), "2") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_keyed_connections_global_max{pool="k"})"), "4") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_keyed_pools_created_total{pool="k"})"), "2") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_dials_total{pool="k",result="ok"})"), "2") << text;
+  EXPECT_EQ(value_of(text, R"(netpool_gets_total{pool="k",kind="immediate"})"), "3") << text;
+
+  auto by_key = pools.stats_by_key();
+  ASSERT_EQ(by_key.size(), 2u);
+  std::sort(by_key.begin(), by_key.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  EXPECT_EQ(by_key[0].first, "a");
+  EXPECT_EQ(by_key[0].second.gets, 1u);
+  EXPECT_EQ(by_key[1].first, "b");
+  EXPECT_EQ(by_key[1].second.gets, 2u);
+  std::vector<std::array<prometheus_label, 1>> labels;
+  for (const auto& [key, stats] : by_key) labels.push_back({prometheus_label{"key", key}});
+  std::vector<labelled_stats> per_key;
+  for (std::size_t i = 0; i < by_key.size(); ++i) per_key.push_back({&by_key[i].second, labels[i]});
+  std::ostringstream keys;
+  ASSERT_FALSE(write_prometheus(keys, per_key));
+  EXPECT_EQ(value_of(keys.str(), R"(netpool_gets_total{key="a",kind="immediate"})"), "1") << keys.str();
+  EXPECT_EQ(value_of(keys.str(), R"(netpool_gets_total{key="b",kind="immediate"})"), "2") << keys.str();
+}
+
 // --- promtool -------------------------------------------------------------------------------
 
 // promtool's path if it is on PATH, else empty.
@@ -640,7 +765,13 @@ TEST(PrometheusTest, PromtoolCheckMetricsAcceptsTheOutput) {
   std::ostringstream real;
   ASSERT_FALSE(write_prometheus(real, pool));
 
-  for (const std::string& text : {two.str(), real.str(), render(pool_stats{})}) {
+  // A plain pool and a keyed one in one scrape.
+  const netpool::keyed_pool_stats keyed = keyed_sample();
+  const labelled_stats mixed_pools[] = {{&snapshots[0], a}, {nullptr, b, &keyed}};
+  std::ostringstream mixed;
+  ASSERT_FALSE(write_prometheus(mixed, mixed_pools));
+
+  for (const std::string& text : {two.str(), real.str(), render(pool_stats{}), mixed.str()}) {
     const command_result checked = promtool_check(promtool, text);
     EXPECT_EQ(checked.status, 0) << checked.output << "\n--- input ---\n" << text;
     EXPECT_EQ(checked.output, "") << "promtool reported problems:\n"

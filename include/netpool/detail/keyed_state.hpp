@@ -412,6 +412,15 @@ class keyed_state {
     return sum;
   }
 
+  // Each current sub-pool's key and stats (keyed_pool::stats_by_key()).
+  std::vector<std::pair<Key, pool_stats>> stats_by_key() const {
+    std::vector<std::pair<Key, pool_stats>> all;
+    std::shared_lock lock(map_mutex_);
+    all.reserve(map_.size());
+    for (const auto& kv : map_) all.emplace_back(kv.first, kv.second->sub->stats());
+    return all;
+  }
+
   [[nodiscard]] const keyed_budget& budget() const noexcept { return *budget_; }
   [[nodiscard]] std::uint64_t created() const noexcept { return created_.load(std::memory_order_relaxed); }
   [[nodiscard]] std::uint64_t evicted() const noexcept { return evicted_.load(std::memory_order_relaxed); }
