@@ -1,8 +1,8 @@
 // netpool/version.hpp — which netpool this is: for #if checks at compile time and for logs.
 //
 //   #include <netpool/version.hpp>
-//   #if NETPOOL_VERSION >= 400  // 0.4.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.4.0"
+//   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.0"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -17,12 +17,18 @@
 //        them); validate(tcp_options). An on_connect that returns errc::exhausted or
 //        errc::dial_not_needed refuses the connection (errc::hook_rejected, with backoff). A keyed
 //        get never returns dial_not_needed.
+// 0.5.0: a connection that comes back closed (is_open() false) is discarded, not pooled
+//        (closed_error); an on_connect that closes it is a failed dial. errc::timeout's message is
+//        "timed out waiting for a connection". A unix_dialer path with a NUL inside is rejected at
+//        creation (unix_path_invalid) and fails its dials with EINVAL. close() flags every slot
+//        before closed() is true. keyed_pool_stats is declared in stats.hpp; labelled_stats has a
+//        `keyed` member; write_prometheus() takes keyed pools; keyed_pool::stats_by_key().
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
-#define NETPOOL_VERSION_MINOR 4
+#define NETPOOL_VERSION_MINOR 5
 #define NETPOOL_VERSION_PATCH 0
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
