@@ -693,10 +693,12 @@ TEST(PrometheusTest, ARealKeyedPoolInTotalAndPerKey) {
   EXPECT_EQ(by_key[0].second.gets, 1u);
   EXPECT_EQ(by_key[1].first, "b");
   EXPECT_EQ(by_key[1].second.gets, 2u);
-  std::vector<std::array<prometheus_label, 1>> labels;
-  for (const auto& [key, stats] : by_key) labels.push_back({prometheus_label{"key", key}});
-  std::vector<labelled_stats> per_key;
-  for (std::size_t i = 0; i < by_key.size(); ++i) per_key.push_back({&by_key[i].second, labels[i]});
+  std::vector<std::array<prometheus_label, 1>> labels(by_key.size());
+  std::vector<labelled_stats> per_key(by_key.size());
+  for (std::size_t i = 0; i < by_key.size(); ++i) {
+    labels[i] = {prometheus_label{"key", by_key[i].first}};
+    per_key[i] = {&by_key[i].second, labels[i]};
+  }
   std::ostringstream keys;
   ASSERT_FALSE(write_prometheus(keys, per_key));
   EXPECT_EQ(value_of(keys.str(), R"(netpool_gets_total{key="a",kind="immediate"})"), "1") << keys.str();
