@@ -262,6 +262,8 @@ class closable_conn {
         throw_(other.throw_),
         open_(std::exchange(other.open_, false)) {}
   closable_conn& operator=(closable_conn&&) = delete;
+  closable_conn(const closable_conn&) = delete;
+  closable_conn& operator=(const closable_conn&) = delete;
   ~closable_conn() {
     if (live_ != nullptr) live_->fetch_sub(1);
   }
