@@ -1672,39 +1672,55 @@ class pool_core {
 
   // More open than max_size (set_max_size shrank it): close idle ones, then doom lent ones until
   // the surplus is covered. Returns whether it is: slots being dialed are left, and their
-  // after_dial() wakes the maintainer to look again. Under resize_mutex_: two shrinks at once
-  // (set_max_size() and a maintenance round) each counted the same surplus, and when one doomed a
-  // lease the other had just read, the other's doom failed and it doomed the next lease too: one
-  // connection too many closed.
+  // after_dial() trims (lean_pool) or wakes the maintainer to look again.
+  // Under resize_mutex_: two shrinks at once (set_max_size() and a maintenance round) each counted
+  // the same surplus, and when one doomed a lease the other had just read, the other's doom failed
+  // and it doomed the next lease too: one connection too many closed.
   // A lease already doomed (by an earlier shrink, lifetime or reset) closes when it comes back, so
   // it covers one connection of the surplus; they are counted first, and the surplus is re-read at
   // every step: a doomed lease that came back, or any other close meanwhile, lowers active_, so a
-  // count taken once went stale, and an idle connection or another lease was closed as well (two
+  // surplus taken once went stale, and an idle connection or another lease was closed as well (two
   // closed for one surplus, found by a test that two dials in flight over a shrink made flaky).
-  // A doomed lease that comes back during the walk makes it stop short instead, the safe side:
-  // the caller is told the surplus is not covered, and the maintainer comes back to it.
+  // But a counted doomed lease that comes back during the walks lowers active_ and not the count,
+  // so the walks stop short: the count is taken again after them, and they run again while the
+  // surplus is not covered (review 19: a lean_pool, which has no maintainer to come back to it,
+  // stayed above max_size for good). Bounded: a pass repeats only after such a return; past the
+  // last, the caller is told the surplus is not covered.
   bool shrink_to_max_size() noexcept {
-    std::size_t covered = 0;  // connections already on their way out
+    // The stores and CASes that made slots leased (a dial's, on another thread) against our
+    // loads of the words: see after_dial().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int pass = 0; pass < 4; ++pass) {
+      std::size_t covered = doomed_leases();  // connections already on their way out
+      // relaxed: a count; the CASes decide (and resize_mutex_ orders us against other shrinks).
+      const auto uncovered = [&] { return active_.load(std::memory_order_relaxed) > max_size() + covered; };
+      if (!uncovered()) return true;
+      for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
+        const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
+        if (word::phase(w) == word::idle && (w & word::flag_mask) == 0)
+          (void)close_idle(i, w, close_reason::resize);
+      }
+      for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
+        const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
+        if (word::phase(w) != word::leased || (w & (word::closed | word::transit | word::doomed)) != 0)
+          continue;
+        if (doom_leased(i, w, close_reason::resize)) ++covered;
+      }
+    }
+    return active_.load(std::memory_order_relaxed) <= max_size() + doomed_leases();
+  }
+
+  // Leases doomed while lent (a shrink, max_lifetime, reset()): each closes when it comes back.
+  std::size_t doomed_leases() const noexcept {
+    std::size_t n = 0;
     for (std::uint32_t i = 0; i < capacity_; ++i) {
       const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);  // a count only
-      if (word::phase(w) == word::leased && (w & (word::closed | word::transit)) == 0 &&
-          (w & word::doomed) != 0)
-        ++covered;
+      if (word::phase(w) == word::leased &&
+          (w & (word::closed | word::transit | word::doomed)) == word::doomed) {
+        ++n;
+      }
     }
-    // relaxed: a count; the CASes decide (and resize_mutex_ orders us against other shrinks).
-    const auto uncovered = [&] { return active_.load(std::memory_order_relaxed) > max_size() + covered; };
-    for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
-      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
-      if (word::phase(w) == word::idle && (w & word::flag_mask) == 0)
-        (void)close_idle(i, w, close_reason::resize);
-    }
-    for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
-      const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
-      if (word::phase(w) != word::leased || (w & (word::closed | word::transit | word::doomed)) != 0)
-        continue;
-      if (doom_leased(i, w, close_reason::resize)) ++covered;
-    }
-    return !uncovered();
+    return n;
   }
 
   // ---- leak detection ------------------------------------------------------------------------
