@@ -369,8 +369,8 @@ class pool_core {
     }
     // A connection its borrower closed (lease->close(), socket::release()) must not go back idle:
     // its CAS expects `owned | 1`, busy in our generation, which the word cannot be while the slot
-    // is ours, so the CAS fails and put_back_slow() discards it. Folded into the CAS's operand,
-    // this costs the put 1 instruction where a branch of its own cost 3 (for a Conn with
+    // is ours, so the CAS fails and put_back_slow() closes it (error; or the flags' reason). Folded into the
+    // CAS's operand, this costs the put 1 instruction where a branch of its own cost 3 (for a Conn with
     // is_open() only; none for any other).
     static_assert((word::leased | 1) == word::busy, "the expected word of a closed connection");
     std::uint64_t w = owned | static_cast<std::uint64_t>(returned_closed(*s.conn));
@@ -1490,14 +1490,20 @@ class pool_core {
     // acquire: pairs with the release that made us the owner (see discard()).
     const std::uint64_t current = s.state.load(std::memory_order_acquire);
     if ((current & ~word::flag_mask) != owned) return put_status::stale;
-    // Closed by its borrower: no hook looks at it (see put_back()).
-    if (returned_closed(*s.conn)) return discard(&s, owned);
     // After close() the connection is closed, not pooled (make_idle below says pool_closed): the
     // hooks would reset a session that is about to end, or report a leak to a user object that may
     // have gone with the pool object. (A close() that lands after this load is a put that ran
     // first: the hooks run, as before it.)
     const bool open = (current & word::closed) == 0;
     if (lent_ && open) report_if_leaked(i, owned);
+    // Closed by its borrower (see put_back()): on_return never sees it. Freed as discard() frees
+    // one; with the slot's flags (close(), a doom), closed for their reason as any return is.
+    if (returned_closed(*s.conn)) {
+      if ((current & word::flag_mask) != 0) return make_idle_slow(i, owned);
+      close_conn(s, close_reason::error);
+      release_slot(i);
+      return put_status::ok;
+    }
     if (config_.on_return && open && !hook_accepts(config_.on_return, *s.conn)) {
       close_conn(s, close_reason::hook);
       release_slot(i);  // frees it (or lets a waiter dial into it); retires it if the pool closed
@@ -1506,10 +1512,15 @@ class pool_core {
     return make_idle(i, owned);
   }
 
-  // put_back() whose CAS failed: the connection was closed by its borrower, or the slot's word has
-  // flags (closed, doomed), or the lease is stale.
+  // put_back() whose CAS failed: the slot's word has flags (closed, doomed), or the connection was
+  // closed by its borrower (the CAS expected owned | 1), or the lease is stale. The word says
+  // which, without a second is_open(), which may answer otherwise (one that threw, then did not,
+  // pooled the connection; review 19): still exactly `owned` means only our `| 1` failed the CAS,
+  // since no flag is cleared while the slot is ours. Then it is freed as discard() frees one; with
+  // flags, make_idle_slow() closes it for their reason (pool_closed, the doom's), as any return.
   [[gnu::noinline]] put_status put_back_slow(slot_type& s, std::uint64_t owned) noexcept {
-    if (returned_closed(*s.conn)) return discard(&s, owned);  // freed, never pooled
+    // acquire: as discard()'s load (our own writes, or a grant's).
+    if (s.state.load(std::memory_order_acquire) == owned) return discard(&s, owned);
     return make_idle_slow(index_of(s), owned);
   }
 
