@@ -495,8 +495,8 @@ class pool_core {
         if (!start_dial_for_waiter()) break;  // tokens busy: their end_dial() pumps the rest
       }
     } else if (n < old) {
-      // Not all covered (dials in flight): their after_dial() wakes the maintainer, whose rounds
-      // then come back until it is.
+      // Not all covered (dials in flight): their after_dial() trims it (lean_pool) or wakes the
+      // maintainer, whose rounds then come back until it is.
       (void)shrink_to_max_size();
     }
     return {};
@@ -2290,14 +2290,18 @@ class pool_core {
     return maintainer_stopping_.load(std::memory_order_relaxed);  // relaxed: a hint, as stored
   }
 
-  // A dial succeeded: a maintainer asleep with nothing to do must start advancing the tick (the
-  // tick itself was refreshed by stamp_new_connection()); and a dial that was in flight when
-  // set_max_size() shrank the pool leaves a surplus that only a maintenance round trims.
+  // A dial succeeded, its connection lent or idle: a maintainer asleep with nothing to do must
+  // start advancing the tick (the tick itself was refreshed by stamp_new_connection()); and a dial
+  // that was in flight when set_max_size() shrank the pool leaves a surplus that the shrink could
+  // not close (the slot was busy): a maintenance round trims it, or for lean_pool this dial.
   void after_dial() noexcept {
     // seq_cst: INV11 (pairs with maintainer_loop's store of the flag and load of active_).
     if (uses_tick_ && maintainer_sleeps_indefinitely_.load(std::memory_order_seq_cst)) wake_maintainer();
-    // relaxed: the shrink that made the surplus is ordered before us by resize_mutex_ or not at
-    // all; a shrink that lands later dooms this connection itself.
+    // The slot's word became leased or idle before this fence; set_max_size() stores the new limit
+    // before shrink_to_max_size()'s fence and reads the words after it. Either we read the new
+    // limit below, or the shrink read our slot no longer busy and closed or doomed it (review 19:
+    // without the fences both could read the old values). relaxed loads: after the fence.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (active_.load(std::memory_order_relaxed) > max_size()) {
       if (lean_) {
         // No maintainer: the dial trims the surplus itself (closes an idle connection, or dooms a
@@ -2563,12 +2567,12 @@ class pool_core {
     }
     slots_[i].conn.emplace(std::move(*made));
     stamp_new_connection(slots_[i]);
-    after_dial();
     // To the oldest waiter as a new connection (it skips the checks a pooled one gets), else
     // idle. relaxed: a shortcut; make_idle() keeps INV6 for a waiter that arrives meanwhile.
     if (waiters_.load(std::memory_order_relaxed) == 0 || !grant(i, owned, waiter::granted_new_connection)) {
       (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
     }
+    after_dial();  // the slot no longer busy: a shrink can see it (see after_dial())
     end_dial();
     return true;
   }
