@@ -1290,7 +1290,8 @@ class pool_core {
     std::uniform_int_distribution<std::int64_t> spread(0, half);
     const std::int64_t wait = half + spread(jitter_);  // <= backoff_
     const std::int64_t now = pool_now_ns();
-    const std::int64_t retry_at = wait > std::numeric_limits<std::int64_t>::max() - now
+    // (max - wait cannot overflow, wait >= 0; now may be negative, a clock set before the epoch.)
+    const std::int64_t retry_at = now > std::numeric_limits<std::int64_t>::max() - wait
                                       ? std::numeric_limits<std::int64_t>::max()
                                       : now + wait;
     retry_at_ns_.store(retry_at, std::memory_order_relaxed);
@@ -2379,7 +2380,11 @@ class pool_core {
       // The refill stopped: backing off after a failure, or every dial token is in use by
       // callers (their dials refill the pool too). Come back when a retry is allowed.
       const std::int64_t retry_at = retry_at_ns_.load(std::memory_order_relaxed);  // relaxed: a hint
-      const std::int64_t wait = retry_at - pool_now_ns();
+      const std::int64_t now = pool_now_ns();
+      // retry_at may be the saturated maximum (record_dial_result()) and now negative (a clock set
+      // before the epoch): no overflow either way.
+      constexpr std::int64_t longest = std::numeric_limits<std::int64_t>::max();
+      const std::int64_t wait = now < 0 && retry_at > longest + now ? longest : retry_at - now;
       return std::chrono::nanoseconds(std::clamp<std::int64_t>(wait, 1'000'000, 1'000'000'000));
     }
     // Not all of it could be closed or doomed (dials still in flight, a walk cut short): soon again.
