@@ -258,9 +258,11 @@ struct pool_config {
 
   // ---- hooks (hooks.hpp has the types). Each is optional and costs nothing when empty. ----------
   // Hooks run inside the pool's own operations, some under its internal locks (a maintenance
-  // round, a resize): they must not call the same pool's maintain(), set_max_size() or
-  // set_min_size(), which take those locks, nor the draining close(deadline), which would wait
-  // for the very connection the hook is looking at.
+  // round, a resize; in lean_pool also a get whose dial ends over a max_size shrunk meanwhile,
+  // which trims the surplus: on_close then runs on the getting thread, under the resize lock):
+  // they must not call the same pool's maintain(), set_max_size() or set_min_size(), which take
+  // those locks, nor the draining close(deadline), which would wait for the very connection the
+  // hook is looking at.
 
   // After each successful dial, before the connection is used (e.g. AUTH, SELECT a database); it
   // may take (Conn&) or (Conn&, deadline), see deadline_hook above. The two-argument form is given

@@ -37,7 +37,8 @@
 //   netpool_keyed_global_waits_total, netpool_keyed_global_exhausted_total counter
 //   netpool_keyed_reclaimed_total                           counter
 // Per key: one labelled_stats per keyed_pool::stats_by_key() entry, with a label of your own
-// (say "key") telling them apart.
+// (say "key") telling them apart. The total already sums them: a query that sums every series of
+// a family over a scrape with both counts each key twice (filter on the key label).
 //
 // Thread safety: the functions only read their arguments; call them from any thread. The numbers
 // are those of a stats() snapshot: best effort under concurrency (see stats.hpp).
