@@ -15,8 +15,10 @@
 // dereferencing an empty lease is a precondition violation (asserted in debug builds).
 // Errors: release()/discard() of an empty lease return errc::empty_lease and do nothing else.
 // A connection closed through the lease (lease->close() on a netpool::socket, or any Conn whose
-// `bool is_open() const` says false) is discarded when it comes back, as discard() would do;
-// never lent again.
+// `bool is_open() const` says false) is never lent again: when it comes back its slot is freed as
+// discard() would do (counted as an error close), or, if the pool meanwhile closed or doomed the
+// lease (close(), a shrink, max_lifetime, reset()), for that reason, and release() reports it as
+// it would for an open connection (errc::pool_closed after close()).
 #pragma once
 
 #include <cassert>

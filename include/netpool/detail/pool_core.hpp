@@ -1696,30 +1696,40 @@ class pool_core {
   // But a counted doomed lease that comes back during the walks lowers active_ and not the count,
   // so the walks stop short: the count is taken again after them, and they run again while the
   // surplus is not covered (review 19: a lean_pool, which has no maintainer to come back to it,
-  // stayed above max_size for good). Bounded: a pass repeats only after such a return; past the
-  // last, the caller is told the surplus is not covered.
+  // stayed above max_size for good). A pass repeats only if it made progress (closed or doomed
+  // one) or saw active_ drop (a return or a failed dial may have stopped it short): a pass that
+  // did neither would find what it found, so the rest of the surplus is dials in flight, and the
+  // caller is told it is not covered. Bounded: each repeat needs a connection closed, doomed or
+  // gone, and dials cannot open more than max_size meanwhile (capacity_ passes at most, to be sure).
   bool shrink_to_max_size() noexcept {
     // The stores and CASes that made slots leased (a dial's, on another thread) against our
     // loads of the words: see after_dial().
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    for (int pass = 0; pass < 4; ++pass) {
+    // relaxed: counts; the CASes decide (and resize_mutex_ orders us against other shrinks).
+    const auto open_now = [&] { return active_.load(std::memory_order_relaxed); };
+    for (std::uint32_t pass = 0; pass <= capacity_; ++pass) {
       std::size_t covered = doomed_leases();  // connections already on their way out
-      // relaxed: a count; the CASes decide (and resize_mutex_ orders us against other shrinks).
-      const auto uncovered = [&] { return active_.load(std::memory_order_relaxed) > max_size() + covered; };
+      const auto uncovered = [&] { return open_now() > max_size() + covered; };
       if (!uncovered()) return true;
+      const std::size_t open_at_start = open_now();
+      bool progress = false;
       for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
         const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
         if (word::phase(w) == word::idle && (w & word::flag_mask) == 0)
-          (void)close_idle(i, w, close_reason::resize);
+          progress |= close_idle(i, w, close_reason::resize);
       }
       for (std::uint32_t i = 0; i < capacity_ && uncovered(); ++i) {
         const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);
         if (word::phase(w) != word::leased || (w & (word::closed | word::transit | word::doomed)) != 0)
           continue;
-        if (doom_leased(i, w, close_reason::resize)) ++covered;
+        if (doom_leased(i, w, close_reason::resize)) {
+          ++covered;
+          progress = true;
+        }
       }
+      if (!progress && open_now() >= open_at_start) break;
     }
-    return active_.load(std::memory_order_relaxed) <= max_size() + doomed_leases();
+    return open_now() <= max_size() + doomed_leases();
   }
 
   // Leases doomed while lent (a shrink, max_lifetime, reset()): each closes when it comes back.
