@@ -1701,6 +1701,9 @@ class pool_core {
   // did neither would find what it found, so the rest of the surplus is dials in flight, and the
   // caller is told it is not covered. Bounded: each repeat needs a connection closed, doomed or
   // gone, and dials cannot open more than max_size meanwhile (capacity_ passes at most, to be sure).
+  // Left: a doomed lease whose release_slot() has freed its word but not yet lowered active_ is
+  // neither counted nor subtracted, so a step in that window (a few instructions) closes one more
+  // than needed; the pool is then one below max_size until a get dials again.
   bool shrink_to_max_size() noexcept {
     // The stores and CASes that made slots leased (a dial's, on another thread) against our
     // loads of the words: see after_dial().
