@@ -11,5 +11,6 @@ void register_scaling();        // scaling/get_put/<contender>/size:N, scaling/c
 void register_echo();           // echo/<variant>
 void register_memory();         // memory/<contender>/max:N
 void register_get_put_burst();  // get_put_burst/<contender>
+void register_machine();        // machine/line_round_trip
 
 }  // namespace bench

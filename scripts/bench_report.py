@@ -566,7 +566,7 @@ def run(cmd):
         return ""
 
 
-def method(context, args):
+def method(context, args, idx):
     # The machine and the compiler as the run recorded them (bench/build_info.cpp); the reporting
     # host's only for a results.json from before they were recorded.
     model = context.get("netpool_bench.cpu_model", "")
@@ -614,6 +614,18 @@ def method(context, args):
     if busy:
         lines.append(f"- Busy work: {float(busy):.3f} ns per loop step (calibrated at start-up); "
                      f"~100 ns = {context.get('netpool_bench.work_100ns_iterations', '?')} steps")
+    round_trip = context.get("netpool_bench.line_round_trip_ns")
+    if round_trip:
+        lines.append(f"- Cache line round trip between the two CPUs: {float(round_trip):.0f} ns (two spinning threads "
+                     "hand one line back and forth, measured at start-up, median of 5 rounds): what a line that "
+                     "both CPUs write costs per hand-over, so every contended figure below moves with it "
+                     "from host to host")
+    trip = idx.get(("machine", "line_round_trip", frozenset(), 1))
+    if trip and not trip.error:
+        lines.append(f"- Cache line round trip between the two CPUs (`machine/line_round_trip`: two spinning "
+                     f"threads hand one line back and forth): {fmt_ns(trip.real_ns)}, median of the run. A line "
+                     "that both CPUs write costs a one-way trip per hand-over, so the contended figures below "
+                     "move with it; it depends on where the host put the two vCPUs")
     lines.append("- ns per op = wall time from the start of a run until its last thread finishes, divided by the "
                  "ops of all threads (the `wall_ns_per_op` counter; Google Benchmark's `real_time` is the mean of "
                  "the threads' wall times, which flatters a pool that lets one thread finish early), median of "
@@ -696,7 +708,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     idx = index(results)
 
-    parts = ["# netpool benchmark results", method(context, args)]
+    parts = ["# netpool benchmark results", method(context, args, idx)]
     if args.smoke:
         parts.insert(1, "**Smoke run** (`--quick`: `get_put/` only, one short repetition each): it shows that "
                         "the benchmark runs; its figures and ratios are noise, so no target is checked. "
