@@ -5,7 +5,7 @@
 //                             back: two spinning threads hand one atomic back and forth
 //
 // On a 2-CPU virtual machine this depends on where the host placed the two vCPUs, and it moves:
-// 120 ns and 260 ns a round trip were measured minutes apart on one VM. Every contended figure
+// 130 ns and 178 ns a round trip, in two runs minutes apart on one VM. Every contended figure
 // follows it, since a pool whose threads write one line pays a one-way trip per op that moves it.
 // Its repetitions are interleaved with the other benchmarks' (scripts/bench.sh), so the median
 // spans the run. Nothing is pinned, as in every other benchmark.
