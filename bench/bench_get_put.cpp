@@ -6,7 +6,11 @@
 //   get_put_burst/<contender>   each thread holds 3 connections at once (get, get, get, put, put,
 //                               put; ns per get + put): a pool that caches one connection per
 //                               thread serves at most one of the three from that cache, so this
-//                               reports the path behind any per-thread cache
+//                               reports the path behind a per-thread cache of one connection
+//                               (netpool: its hint, then its cache of walked slots, below)
+//   get_put_walk/<contender>    each thread holds 12 at once (threads 1, 2, 4: 48 held at most,
+//                               within the 50 pre-filled): netpool's hint and cache of 4 walked
+//                               slots serve 4 of the 12, so two gets in three walk the idle bitmap
 // ns per op = wall time of the whole run / ops of all threads (wall_ns_per_op, see harness.hpp);
 // threads 1, 2, 4, 16 (work: 2, 4, 16, as the issue asks).
 #include <chrono>
@@ -77,6 +81,17 @@ void get_put_burst(benchmark::State& state) {
   counters.finish(state, burst_size);
 }
 
+template <class C>
+void get_put_walk(benchmark::State& state) {
+  C* pool = pool_cache::current_or_skip<C>(state);
+  if (pool == nullptr) return;
+  op_counters counters(state);
+  timed_loop(state, counters, [&] {
+    return get_burst_then_put<walk_burst_size>(*pool) || skip(state, "acquire or release failed");
+  });
+  counters.finish(state, walk_burst_size);
+}
+
 }  // namespace
 
 void register_get_put() {
@@ -96,6 +111,13 @@ void register_get_put_work() {
 void register_get_put_burst() {
   for_each_type(pool_contenders{}, []<class C>() {
     register_threaded(std::string("get_put_burst/") + C::name, get_put_burst<C>, {1, 2, 4, 16})
+        ->Setup(setup_default<C>);
+  });
+}
+
+void register_get_put_walk() {
+  for_each_type(pool_contenders{}, []<class C>() {
+    register_threaded(std::string("get_put_walk/") + C::name, get_put_walk<C>, {1, 2, 4})
         ->Setup(setup_default<C>);
   });
 }

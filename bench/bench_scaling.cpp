@@ -7,6 +7,9 @@
 //                                            use: max = min = N, N/2 connections held by the setup
 //                                            for the whole run, and each thread gets 3 and puts 3
 //                                            (ns per get+put); N = 16, 100, 10 000; threads 1, 2
+//   scaling/get_put_walk/<contender>/size:N   the same with 12 held per thread (two gets in three
+//                                            walk netpool's idle bitmap); N = 100, 10 000
+//                                            (2 x 12 held of the 50 idle at 100); threads 1, 2
 //   scaling/create_close/<contender>/max:N   create an empty pool of max N (min 0, so no dial) and
 //                                            close it: the fixed cost of a pool, e.g. preallocated
 //                                            slots and, for netpool Standard, its maintainer thread
@@ -91,6 +94,21 @@ void scaled_get_put_burst(benchmark::State& state) {
   counters.finish(state, burst_size);
 }
 
+template <class C>
+void scaled_get_put_walk(benchmark::State& state) {
+  C* pool = pool_cache::current_or_skip<C>(state);
+  if (pool == nullptr) return;
+  if (held_by_setup<C>().size() != static_cast<std::size_t>(state.range(0)) / 2) {
+    state.SkipWithError("the setup could not lend half the pool");
+    return;
+  }
+  op_counters counters(state);
+  timed_loop(state, counters, [&] {
+    return get_burst_then_put<walk_burst_size>(*pool) || skip(state, "acquire or release failed");
+  });
+  counters.finish(state, walk_burst_size);
+}
+
 // No cached pool may stay open while pools are created and closed in a loop.
 void setup_empty(const benchmark::State&) {
   pool_cache::clear();
@@ -128,6 +146,14 @@ void register_scaling() {
     register_threaded(std::string("scaling/get_put_burst/") + C::name, scaled_get_put_burst<C>, {1, 2})
         ->ArgName("size")
         ->Arg(16)
+        ->Arg(100)
+        ->Arg(10000)
+        ->Setup(setup_half_lent<C>)
+        ->Teardown(teardown_half_lent<C>);
+  });
+  for_each_type(pool_contenders{}, []<class C>() {
+    register_threaded(std::string("scaling/get_put_walk/") + C::name, scaled_get_put_walk<C>, {1, 2})
+        ->ArgName("size")
         ->Arg(100)
         ->Arg(10000)
         ->Setup(setup_half_lent<C>)

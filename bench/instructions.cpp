@@ -2,15 +2,20 @@
 //
 //   valgrind --tool=callgrind ./netpool_bench_instructions basic 1000000
 //   valgrind --tool=callgrind ./netpool_bench_instructions basic-burst 1000000
+//   valgrind --tool=callgrind ./netpool_bench_instructions basic-walk 1000000
 //
 // basic / standard: get and let the lease go, the fast path (the slot this thread returned last).
 // basic-burst / standard-burst: three gets, then the three puts; the second and third get miss the
-// thread's hint, so this counts the miss path too (per get+put: the difference / 3N).
+// thread's hint and are served by its cache of walked slots (per get+put: the difference / 3N).
+// basic-walk / standard-walk: twelve gets, then the twelve puts; the hint and the cache serve 4,
+// so two gets in three walk the idle bitmap, the miss path (per get+put: the difference / 12N).
 //
 // Wall-clock numbers on a shared 2-core VM move with the neighbours; instruction counts do not.
 // scripts/instructions.sh runs this twice (N and 2N iterations) and reports the difference / N:
 // the cost of one get+put with start-up and tear-down cancelled out. The loop body is what a user
 // writes: get() and let the lease go out of scope.
+#include <array>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -61,9 +66,42 @@ template <class Pool>
   return served == iterations ? 0 : 1;
 }
 
+constexpr std::size_t walk_held = 12;
+
 template <class Pool>
-int run(netpool::pool_config<netpool::socket> cfg, long iterations, bool burst) {
-  return burst ? run_burst<Pool>(std::move(cfg), iterations) : run_single<Pool>(std::move(cfg), iterations);
+[[gnu::noinline]] int run_walk(netpool::pool_config<netpool::socket> cfg, long iterations) {
+  auto pool = Pool::create(std::move(cfg));
+  if (!pool) {
+    std::fprintf(stderr, "create: %s\n", pool.error().message().c_str());
+    return 1;
+  }
+  long served = 0;
+  for (long i = 0; i < iterations; ++i) {
+    // Braced: the gets run in order; the leases go back in reverse order at the end of the body.
+    auto held = [&pool]<std::size_t... I>(std::index_sequence<I...>) {
+      return std::array{((void)I, pool->get())...};
+    }
+    (std::make_index_sequence<walk_held>{});
+    bool all = true;
+    for (const auto& lease : held) all = all && static_cast<bool>(lease);
+    served += all ? 1 : 0;
+  }
+  return served == iterations ? 0 : 1;
+}
+
+enum class loop_shape { single, burst, walk };
+
+template <class Pool>
+int run(netpool::pool_config<netpool::socket> cfg, long iterations, loop_shape shape) {
+  switch (shape) {
+    case loop_shape::burst:
+      return run_burst<Pool>(std::move(cfg), iterations);
+    case loop_shape::walk:
+      return run_walk<Pool>(std::move(cfg), iterations);
+    case loop_shape::single:
+      break;
+  }
+  return run_single<Pool>(std::move(cfg), iterations);
 }
 
 }  // namespace
@@ -79,18 +117,25 @@ int main(int argc, char** argv) {
   cfg.factory = [&peers](auto) { return bench::socketpair_connection(peers); };
   cfg.max_size = 100;  // as in the comparison benchmark
   cfg.min_size = 50;
-  const bool burst = kind.ends_with("-burst");
-  const std::string_view pool_kind = burst ? kind.substr(0, kind.size() - 6) : kind;
+  loop_shape shape = loop_shape::single;
+  std::string_view pool_kind = kind;
+  if (kind.ends_with("-burst")) {
+    shape = loop_shape::burst;
+    pool_kind.remove_suffix(6);
+  } else if (kind.ends_with("-walk")) {
+    shape = loop_shape::walk;
+    pool_kind.remove_suffix(5);
+  }
   if (pool_kind == "basic")
-    return run<netpool::lean_pool<netpool::socket>>(std::move(cfg), iterations, burst);
+    return run<netpool::lean_pool<netpool::socket>>(std::move(cfg), iterations, shape);
   if (pool_kind == "standard") {
     cfg.max_idle_time = std::chrono::minutes(1);  // idle tracking on, as in the benchmark
     // No maintainer thread: its rounds run on wall time, which valgrind stretches, and would add
     // a run-length-dependent count to every get+put. The hot path is the same (it reads the tick
     // the maintainer would advance).
     cfg.background_maintenance = false;
-    return run<netpool::pool<netpool::socket>>(std::move(cfg), iterations, burst);
+    return run<netpool::pool<netpool::socket>>(std::move(cfg), iterations, shape);
   }
-  std::fprintf(stderr, "usage: %s basic|standard|basic-burst|standard-burst [iterations]\n", argv[0]);
+  std::fprintf(stderr, "usage: %s basic|standard[-burst|-walk] [iterations]\n", argv[0]);
   return 2;
 }

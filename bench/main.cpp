@@ -6,9 +6,9 @@
 //   netpool_bench --bench_timeout=600                # abort if the whole run exceeds 600 s
 //
 // Sections (see each bench_*.cpp): get_put/, get_put_work/, handoff/, scaling/, echo/, memory/,
-// get_put_burst/, and machine/ (what a cache line shared by the two CPUs costs). Every contender pools real
-// TCP connections to a server this binary runs on 127.0.0.1 (loopback_server.hpp, a child process); nothing
-// is pinned, nothing is tuned per contender.
+// get_put_burst/, get_put_walk/, and machine/ (what a cache line shared by the two CPUs costs). Every
+// contender pools real TCP connections to a server this binary runs on 127.0.0.1 (loopback_server.hpp, a
+// child process); nothing is pinned, nothing is tuned per contender.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
     bench::register_echo();
     bench::register_memory();
     bench::register_get_put_burst();
+    bench::register_get_put_walk();
     bench::register_machine();
 
     benchmark::RunSpecifiedBenchmarks();

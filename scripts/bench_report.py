@@ -307,7 +307,9 @@ def scaling_tables(results, idx):
     explain = {
         "scaling/get_put": "get + put (pool of max = min = size, all connections open and idle; the hint path)",
         "scaling/get_put_burst": "get ×3 + put ×3 with half the pool lent out for the whole run (max = min = "
-                                 "size; the miss path); ns per get+put",
+                                 "size; netpool: the hint and the walked-slot cache); ns per get+put",
+        "scaling/get_put_walk": "get ×12 + put ×12 with half the pool lent out for the whole run (max = min = "
+                                "size; netpool: two gets in three walk the idle bitmap); ns per get+put",
     }
     for section, what in explain.items():
         contenders = present(results, section)
@@ -413,8 +415,8 @@ def plural(n, word="thread"):
 
 # Sections where netpool's get and put run, for the zero-allocation target (create_close and
 # memory allocate on purpose: they measure a pool's own memory).
-GET_PUT_SECTIONS = ["get_put", "get_put_work", "get_put_burst", "handoff", "scaling/get_put",
-                    "scaling/get_put_burst"]
+GET_PUT_SECTIONS = ["get_put", "get_put_work", "get_put_burst", "get_put_walk", "handoff", "scaling/get_put",
+                    "scaling/get_put_burst", "scaling/get_put_walk"]
 
 
 def targets(results, idx):
@@ -444,8 +446,9 @@ def targets(results, idx):
                 return f"`{name}` was skipped: {r.error}"
         return "no data"
 
-    def speed_targets(section, path):
-        """issue 4's get+put targets, on the hint path (get_put) or the miss path (get_put_burst)."""
+    def speed_targets(section, path, all_threads=(1, 2, 4, 16)):
+        """issue 4's get+put targets, on the hint path (get_put), the hint and the cache of walked slots
+        (get_put_burst) or the walk (get_put_walk)."""
         for t in (1, 2):
             b, m = get(section, "netpool_basic", t), get(section, BASELINE, t)
             label = f"Basic ≤ 0.5× mutex pool, {plural(t)}{path}"
@@ -454,7 +457,7 @@ def targets(results, idx):
             else:
                 not_measured(label, why_missing(("basic", (section, "netpool_basic", t, frozenset())),
                                                 ("mutex", (section, BASELINE, t, frozenset()))))
-        for t in (1, 2, 4, 16):
+        for t in all_threads:
             b = get(section, "netpool_basic", t)
             others = [(c, get(section, c, t)) for c in CONTENDERS if not c.startswith("netpool")]
             others = [(c, r) for c, r in others if r]
@@ -474,7 +477,8 @@ def targets(results, idx):
                                                 ("basic", (section, "netpool_basic", t, frozenset()))))
 
     speed_targets("get_put", "")
-    speed_targets("get_put_burst", " (miss path: 3 held per thread)")
+    speed_targets("get_put_burst", " (3 held per thread: the hint and the walked-slot cache)")
+    speed_targets("get_put_walk", " (walk: 12 held per thread, two gets in three walk)", (1, 2, 4))
 
     for c in ("netpool_standard", "netpool_basic"):
         allocs = [(r.counters.get("allocs_per_op"), r) for r in results
@@ -504,7 +508,8 @@ def targets(results, idx):
                                                 ("mutex", ("get_put_work", BASELINE, t, frozenset()))))
 
     for section, path in (("scaling/get_put", " (hint path: all idle, 1 held per thread)"),
-                          ("scaling/get_put_burst", " (miss path: half the pool lent, 3 held per thread)")):
+                          ("scaling/get_put_burst", " (half the pool lent, 3 held per thread)"),
+                          ("scaling/get_put_walk", " (walk: half the pool lent, 12 held per thread)")):
         for c in ("netpool_standard", "netpool_basic"):
             for t in (1, 2):
                 small, large = frozenset({"size": 100}.items()), frozenset({"size": 10000}.items())
@@ -737,8 +742,12 @@ def main():
                       "the 2 cores."),
         get_put_table(results, idx, "get_put_burst", "Three connections held per thread (`get_put_burst/…`)",
                       "get, get, get, put, put, put; ns per get+put (ratio vs `mutex_pool`). netpool's fast "
-                      "path is the slot this thread returned last, so it serves at most one of the three: "
-                      "this is the path behind that per-thread hint (the miss path)."),
+                      "path is the slot this thread returned last, so it serves one of the three; the other "
+                      "two come from the thread's cache of the slots it walked to before (up to 4)."),
+        get_put_table(results, idx, "get_put_walk", "Twelve connections held per thread (`get_put_walk/…`)",
+                      "get ×12, then put ×12; ns per get+put (ratio vs `mutex_pool`). netpool's hint and "
+                      "walked-slot cache serve 4 of the 12: two gets in three walk the idle bitmap (the "
+                      "miss path). 48 held at 4 threads; 16 threads would need more than the pool's 100."),
         "\n\n".join(charts) if charts else None,
         work_table(results, idx),
         handoff_tables(results, idx),

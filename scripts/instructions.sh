@@ -3,7 +3,9 @@
 # unlike wall time on a shared machine). Builds netpool_bench_instructions (in build-bench/, as
 # scripts/bench.sh does), runs each pool for N and 2N iterations and prints (I(2N) - I(N)) / N, and
 # the same difference of system calls (issue 4: "no system call on the fast path"). The -burst rows
-# hold three leases at once, so two of each three gets miss the thread's hint (the miss path).
+# hold three leases at once: two of each three gets miss the thread's hint and are served by its
+# cache of walked slots. The -walk rows hold twelve: two of each three gets walk the idle bitmap
+# (the miss path).
 #
 #   bash scripts/instructions.sh [N]        # default N = 200000
 set -euo pipefail
@@ -45,9 +47,10 @@ per_op() {  # a(N) b(2N) ops-per-iteration -> (b - a) / (N * ops)
 
 echo "| loop | instructions per get+put | system calls per get+put |"
 echo "|---|---:|---:|"
-for kind in basic standard basic-burst standard-burst; do
+for kind in basic standard basic-burst standard-burst basic-walk standard-walk; do
   ops=1
   [[ $kind == *-burst ]] && ops=3
+  [[ $kind == *-walk ]] && ops=12
   a=$(count "$kind" "$n")
   b=$(count "$kind" $((2 * n)))
   sa=$(syscalls "$kind" "$n")
@@ -57,4 +60,5 @@ done
 echo
 echo "($(c++ --version | head -1); -O2; callgrind and strace -f -c, 1 thread; N = $n. Per get+put of"
 echo " the measuring loop, which adds about 5 instructions of its own per iteration (counter, increment,"
-echo " compare, branch); docs/design.md has the split. -burst: 3 gets then 3 puts per iteration.)"
+echo " compare, branch); docs/design.md has the split. -burst: 3 gets then 3 puts per iteration;"
+echo " -walk: 12 gets then 12 puts.)"

@@ -33,6 +33,8 @@
 // HintListingRaceTest: a scanner that cleared the bit of its own hint slot (INV12) and then finds
 // it leased must leave it flagged, or its return leaves an idle connection no other thread sees.
 //
+// WalkedSlotRaceTest: the cache of walked slots does not take a slot that is being returned.
+//
 // DialFailureRaceTest: a dialer thread whose dial failed tells the waiter only once the slot is
 // free, so that the caller's stats() right after its failed get show nothing of the dial.
 //
@@ -991,6 +993,55 @@ TYPED_TEST(HintListingRaceTest, AScannerThatClearedItsHintsBitLeavesItFlaggedFor
   netpool::test::worker fresh;  // no hint: the miss path alone
   auto found = fresh.run([&] { return pool.try_get(); });
   EXPECT_TRUE(found) << "idle, yet unlisted: " << found.error().message();
+}
+
+template <class P>
+using WalkedSlotRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(WalkedSlotRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+// A slot in this thread's cache of walked slots that another thread is returning right now (idle,
+// in transit) is not taken from the cache: the returning put still has to clear the transit bit,
+// and its store would then mark the slot idle under its new borrower. Taken anyway (the cache
+// testing the phase alone), a's two leases outnumber the pool's in_use once b's put ends.
+TYPED_TEST(WalkedSlotRaceTest, ASlotBeingReturnedIsNotTakenFromTheCache) {
+  auto cfg = this->config(2);
+  cfg.background_maintenance = false;  // nothing but a and b touches the slots
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 2));
+  stop_at b_in_transit("b", "put_back:idle_in_transit");
+  active_stops = {&b_in_transit};
+  netpool::test::worker a;
+  netpool::test::worker b;
+  b.run([] { thread_name = "b"; });
+  a.run([&] {  // a walks to both slots: both in its cache; its hint is the lower one, returned last
+    auto first = pool.try_get();
+    auto second = pool.try_get();
+    ASSERT_TRUE(first && second);
+  });
+  auto b_put = b.post([&] {  // walks to the lowest slot, and is held in its put, in transit
+    auto l = pool.try_get();
+    return l && !l->release();
+  });
+  ASSERT_TRUE(b_in_transit.reached_within());
+  std::vector<tracked_lease> got = a.run([&] {
+    std::vector<tracked_lease> leases;
+    for (int i = 0; i < 2; ++i) {
+      auto l = pool.try_get();  // the slot in transit is nobody's yet: exhausted, not taken
+      if (l) leases.push_back(std::move(*l));
+    }
+    return leases;
+  });
+  b_in_transit.let_go();
+  ASSERT_TRUE(ready_within(b_put));
+  EXPECT_TRUE(b_put.get());
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(pool.stats().in_use, got.size()) << "a lease the pool does not count";
+  if (got.size() == 2) {
+    EXPECT_NE(got[0]->id(), got[1]->id());
+  }
+  a.run([&] { got.clear(); });
+  EXPECT_EQ(pool.stats().idle, 2u);
 }
 
 // Keyed pools of tracked connections. The sweeper is the keyed pool's own thread, unnamed: its

@@ -178,6 +178,20 @@ inline constexpr std::size_t hint_ways = 8;
 inline thread_local std::uint64_t thread_hint_pool[hint_ways]{};
 inline thread_local void* thread_hint_slot[hint_ways]{};  // a slot of that pool
 
+// The slots this thread last took through the miss walk, per pool (same ways as the hint). The
+// miss path tries them before it walks: a thread that holds up to walked_slots_per_way connections
+// at once then finds one of its own idle on every get, and never writes the idle bitmap, which
+// every CPU shares (docs/design.md, "Two CPUs writing one bitmap"). Like the hint, an entry is
+// only a guess: the CAS on the slot word decides, and `pool` (a pool id, never reused) tells
+// whether the slots belong to the pool asking. Filled by the miss path only: the put stays as is.
+inline constexpr std::size_t walked_slots_per_way = 4;
+struct walked_slots {
+  std::uint64_t pool = 0;  // id of the pool whose slots these are; 0: none
+  std::array<void*, walked_slots_per_way> slot{};
+  std::uint32_t next = 0;  // the entry the next walked slot replaces (round robin)
+};
+inline thread_local walked_slots thread_walked[hint_ways]{};
+
 // Raises `a` to `value` unless it is already at least that: an atomic maximum. relaxed: no caller
 // publishes anything through the value itself (each says why at its call).
 inline void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t value) noexcept {
@@ -1021,6 +1035,42 @@ class pool_core {
     }
     NETPOOL_SYNC_POINT("take_lowest_idle:none");
     return {capacity_, 0};
+  }
+
+  // One of the slots this thread last took through the walk (thread_walked), if one is idle: taken
+  // as the fast path takes its hint, by one CAS from idle with no flag (not closed, not doomed, not
+  // in transit) to leased. The slot stays listed or unlisted as it was, as on the fast path: a
+  // listed slot may stay listed while lent, and an unlisted one is listed again by our put, which
+  // finds its flag set (INV12). Returns its index and leased word, or capacity_ when none is idle.
+  std::pair<std::uint32_t, std::uint64_t> take_walked() noexcept {
+    walked_slots& walked = thread_walked[hint_way_];
+    if (walked.pool != id_) return {capacity_, 0};
+    for (void* entry : walked.slot) {
+      if (entry == nullptr) continue;
+      slot_type& s = *static_cast<slot_type*>(entry);
+      std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
+      const std::uint64_t owned = w + word::idle_to_leased;
+      // acquire on success: pairs with the release CAS in make_idle() that published the
+      // connection, as on the fast path.
+      if ((w & ~word::generation_mask) == word::idle &&
+          s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed)) {
+        return {index_of(s), owned};
+      }
+    }
+    return {capacity_, 0};
+  }
+
+  // Slot i was just taken through the walk: this thread tries it first on its next miss. Replaces
+  // the oldest entry; an entry for another pool (same way) starts the list afresh.
+  void remember_walked(std::uint32_t i) noexcept {
+    walked_slots& walked = thread_walked[hint_way_];
+    if (walked.pool != id_) walked = walked_slots{id_, {}, 0};
+    void* const slot = &slots_[i];
+    for (void* entry : walked.slot) {
+      if (entry == slot) return;
+    }
+    walked.slot[walked.next] = slot;
+    walked.next = (walked.next + 1) % walked_slots_per_way;
   }
 
   // Slot i was listed: take it if it is idle; if it is not, unlist it (INV12), unless it came back
@@ -1940,7 +1990,12 @@ class pool_core {
     // closed_ instead, while close() still flagged the slots after setting it).
     if (!user_checked && (waiters_.load(std::memory_order_relaxed) & waiter_gate_) == 0 &&
         (stop == nullptr || !stop->stop_requested())) {
-      const auto [i, owned] = take_lowest_idle();
+      // First the slots this thread walked to before: no shared line written if one is idle.
+      auto [i, owned] = take_walked();
+      if (i == capacity_) {
+        std::tie(i, owned) = take_lowest_idle();
+        if (i != capacity_) remember_walked(i);
+      }
       if (i != capacity_) {
         slot_type& s = slots_[i];
         // As on the fast path, but a miss also checks max_lifetime (in hand_out()): the fast path
