@@ -61,9 +61,11 @@
 //         look again. A put that makes a slot idle loads
 //         `unlisted` after its seq_cst CAS and, if set, relists before it looks for waiters
 //         (INV6); slow paths relist always. In the single total order, either the put sees the
-//         flag or the scanner's reload sees the put. The fast get leaves the bit set (a leased
-//         slot may be listed: scanners unlist it when they meet it), so the hot path writes no
-//         shared line; the fast put reads only its own slot's flag. A scanner may leave its own
+//         flag or the scanner's reload sees the put. The fast get, and a miss served from the
+//         thread's cache of walked slots (take_walked()), leave the bit as it is (a leased slot
+//         may be listed: scanners unlist it when they meet it; an unlisted one has its flag set,
+//         so its put relists it), so neither writes a shared line; the fast put reads only its
+//         own slot's flag. A scanner may leave its own
 //         hint slot listed while it is leased, but only if the scanner has not cleared its bit:
 //         after a clear, it leaves a slot only with the flag set.
 //   INV13 A pool of more than 8 bitmap words keeps a summary, one bit per word of listed_: once
