@@ -2,7 +2,7 @@
 //
 //   #include <netpool/version.hpp>
 //   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.0"
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.1"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -23,13 +23,16 @@
 //        creation (unix_path_invalid) and fails its dials with EINVAL. close() flags every slot
 //        before closed() is true. keyed_pool_stats is declared in stats.hpp; labelled_stats has a
 //        `keyed` member; write_prometheus() takes keyed pools; keyed_pool::stats_by_key().
+// 0.5.1: a get that misses its thread's hint first tries the up to 4 slots the thread last took
+//        through the walk of idle slots, so it may be lent one of those rather than the lowest idle
+//        connection, and a thread keeps up to 5 connections warm (docs/design.md, "LIFO reuse").
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
 #define NETPOOL_VERSION_MINOR 5
-#define NETPOOL_VERSION_PATCH 0
+#define NETPOOL_VERSION_PATCH 1
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 
