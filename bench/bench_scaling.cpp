@@ -80,8 +80,10 @@ void teardown_half_lent(const benchmark::State&) {
   held.clear();
 }
 
-template <class C>
-void scaled_get_put_burst(benchmark::State& state) {
+// scaling/get_put_burst/ (N = burst_size) and scaling/get_put_walk/ (N = walk_burst_size): N held
+// at once by each thread, beside the half of the pool the setup holds.
+template <class C, std::size_t N>
+void scaled_get_put_held(benchmark::State& state) {
   C* pool = pool_cache::current_or_skip<C>(state);
   if (pool == nullptr) return;
   if (held_by_setup<C>().size() != static_cast<std::size_t>(state.range(0)) / 2) {
@@ -90,23 +92,8 @@ void scaled_get_put_burst(benchmark::State& state) {
   }
   op_counters counters(state);
   timed_loop(state, counters,
-             [&] { return get_burst_then_put(*pool) || skip(state, "acquire or release failed"); });
-  counters.finish(state, burst_size);
-}
-
-template <class C>
-void scaled_get_put_walk(benchmark::State& state) {
-  C* pool = pool_cache::current_or_skip<C>(state);
-  if (pool == nullptr) return;
-  if (held_by_setup<C>().size() != static_cast<std::size_t>(state.range(0)) / 2) {
-    state.SkipWithError("the setup could not lend half the pool");
-    return;
-  }
-  op_counters counters(state);
-  timed_loop(state, counters, [&] {
-    return get_burst_then_put<walk_burst_size>(*pool) || skip(state, "acquire or release failed");
-  });
-  counters.finish(state, walk_burst_size);
+             [&] { return get_burst_then_put<N>(*pool) || skip(state, "acquire or release failed"); });
+  counters.finish(state, N);
 }
 
 // No cached pool may stay open while pools are created and closed in a loop.
@@ -143,7 +130,8 @@ void register_scaling() {
         ->Setup(setup_sized<C>);
   });
   for_each_type(pool_contenders{}, []<class C>() {
-    register_threaded(std::string("scaling/get_put_burst/") + C::name, scaled_get_put_burst<C>, {1, 2})
+    register_threaded(std::string("scaling/get_put_burst/") + C::name, scaled_get_put_held<C, burst_size>,
+                      {1, 2})
         ->ArgName("size")
         ->Arg(16)
         ->Arg(100)
@@ -152,7 +140,8 @@ void register_scaling() {
         ->Teardown(teardown_half_lent<C>);
   });
   for_each_type(pool_contenders{}, []<class C>() {
-    register_threaded(std::string("scaling/get_put_walk/") + C::name, scaled_get_put_walk<C>, {1, 2})
+    register_threaded(std::string("scaling/get_put_walk/") + C::name, scaled_get_put_held<C, walk_burst_size>,
+                      {1, 2})
         ->ArgName("size")
         ->Arg(100)
         ->Arg(10000)

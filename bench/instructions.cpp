@@ -7,8 +7,9 @@
 // basic / standard: get and let the lease go, the fast path (the slot this thread returned last).
 // basic-burst / standard-burst: three gets, then the three puts; the second and third get miss the
 // thread's hint and are served by its cache of walked slots (per get+put: the difference / 3N).
-// basic-walk / standard-walk: twelve gets, then the twelve puts; the hint and the cache serve 4,
-// so two gets in three walk the idle bitmap, the miss path (per get+put: the difference / 12N).
+// basic-walk / standard-walk: twelve gets, then the twelve puts in the same order; the hint and the
+// cache serve 4, so two gets in three walk the idle bitmap, the miss path (per get+put: the
+// difference / 12N).
 //
 // Wall-clock numbers on a shared 2-core VM move with the neighbours; instruction counts do not.
 // scripts/instructions.sh runs this twice (N and 2N iterations) and reports the difference / N:
@@ -77,13 +78,16 @@ template <class Pool>
   }
   long served = 0;
   for (long i = 0; i < iterations; ++i) {
-    // Braced: the gets run in order; the leases go back in reverse order at the end of the body.
+    // Braced: the gets run in order; the leases go back in the same order (as in the benchmark's
+    // get_burst_then_put), so the hint is the last one got and the cache serves 3 of the rest.
     auto held = [&pool]<std::size_t... I>(std::index_sequence<I...>) {
       return std::array{((void)I, pool->get())...};
     }
     (std::make_index_sequence<walk_held>{});
     bool all = true;
-    for (const auto& lease : held) all = all && static_cast<bool>(lease);
+    for (auto& lease : held) {
+      all = all && lease && !lease->release();
+    }
     served += all ? 1 : 0;
   }
   return served == iterations ? 0 : 1;

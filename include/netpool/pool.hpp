@@ -139,7 +139,7 @@ class pool_handle {
     return l.discard();
   }
 
-  // Closes one idle connection now (the highest idle slot's: gets that miss their own last slot
+  // Closes one idle connection now (the highest idle slot's: gets that miss their own recent slots
   // take the lowest, so the high ones are the least in demand), to give its resources back (another
   // pool's room under a shared limit: keyed_pool's global_max). Returns whether there was one. It
   // is not a get: no hook but on_close runs (close_reason::reclaimed), counted in closed_reclaimed.

@@ -22,9 +22,11 @@
 //
 // The model is written from the documented contract (pool.hpp, config.hpp, lease.hpp, design.md)
 // and pins down what the single-threaded contract leaves to the implementation the way the
-// implementation does it: a thread gets back the slot it returned last (LIFO), a miss scans the
-// slots from 0, a dial takes the lowest free slot. Idle time is measured in ticks of 1 ms that only
-// pool::maintain() advances (background_maintenance = false, injected clock), from the tick at
+// implementation does it: a thread gets back the slot it returned last (LIFO); a miss first tries
+// the up to 4 slots this thread last took through the walk (pool_core's cache of walked slots, in
+// its order), else walks to the lowest idle slot (and remembers it there), and if that one fails
+// its checks scans the slots from 0; a dial takes the lowest free slot. Idle time is measured in ticks of 1
+// ms that only pool::maintain() advances (background_maintenance = false, injected clock), from the tick at
 // which the connection became idle. max_lifetime runs with lifetime_jitter = 0, so that each
 // connection's expiry is known. The dial backoff's jitter is not predictable (it is seeded per
 // pool), so the model keeps the window the docs promise ([backoff/2, backoff] after the failure)
@@ -394,7 +396,32 @@ class pool_model {
       return {errc::cancelled};
     }
     if (closed_) return {errc::pool_closed};
-    for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {  // a miss scans from slot 0
+    // The lean miss path (pool_core::acquire_slow), unless the fast path ran a health check: one
+    // candidate, from this thread's cache of walked slots or else the lowest idle slot.
+    if (health_calls_ == checks_before) {
+      int candidate = -1;
+      for (const int cached : walked_) {
+        // Passed over when idle past every time-based threshold (pool_core::take_walked()).
+        const bool stale =
+            checks_on_get_ && !s_.health_check && cached >= 0 && idle_ticks(cached) >= fast_ticks_;
+        if (cached >= 0 && at(cached).p == phase::idle && !stale) {
+          candidate = cached;
+          break;
+        }
+      }
+      if (candidate < 0) {
+        for (int i = 0; i < static_cast<int>(slots_.size()) && candidate < 0; ++i) {
+          if (at(i).p == phase::idle) candidate = i;
+        }
+        if (candidate >= 0) remember_walked(candidate);
+      }
+      if (candidate >= 0) {
+        at(candidate).p = phase::leased;
+        if (passes_checks(candidate)) return lend(candidate);
+        free_slot(candidate);
+      }
+    }
+    for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {  // then a scan from slot 0
       if (at(i).p != phase::idle) continue;
       // Once this get has run a health check (which may block), on the fast path or here, no new
       // one starts past its deadline (pool_core::scan_idle); try_get has no deadline and checks
@@ -734,6 +761,19 @@ class pool_model {
   std::vector<slot> slots_;
   std::array<lease_ref, registers> regs_{};
   int hint_ = -1;
+  // pool_core's thread_walked for this pool: the slots this thread last took through the walk,
+  // replaced oldest first; -1 is an empty entry.
+  std::array<int, detail::walked_slots_per_way> walked_ = [] {
+    std::array<int, detail::walked_slots_per_way> empty{};
+    empty.fill(-1);
+    return empty;
+  }();
+  std::size_t walked_next_ = 0;
+  void remember_walked(int i) {
+    if (std::find(walked_.begin(), walked_.end(), i) != walked_.end()) return;
+    walked_[walked_next_] = i;
+    walked_next_ = (walked_next_ + 1) % walked_.size();
+  }
   bool closed_ = false, destroyed_ = false;
   std::int64_t now_ = 0;    // pool time since creation, ns
   std::uint64_t tick_ = 0;  // ms, advanced by maintain()

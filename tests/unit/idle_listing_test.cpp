@@ -32,24 +32,7 @@ using netpool::test::tracked_conn;
 using netpool::test::worker;
 using lease_type = netpool::lease<tracked_conn>;
 
-// Takes every idle connection with try_get() from a thread that has never used the pool (no hint:
-// the miss path alone), gives them back, and returns how many it got.
-template <class P>
-std::size_t idle_found_by_a_fresh_thread(P& pool) {
-  worker fresh;
-  return fresh.run([&pool] {
-    std::vector<lease_type> taken;
-    for (;;) {
-      auto l = pool.try_get();
-      if (!l) {
-        EXPECT_EQ(l.error(), errc::exhausted);
-        break;
-      }
-      taken.push_back(std::move(*l));
-    }
-    return taken.size();
-  });
-}
+using netpool::test::idle_found_by_a_fresh_thread;
 
 template <class P>
 class IdleListingTest : public netpool::test::pool_fixture<P> {};

@@ -87,24 +87,13 @@ TYPED_TEST(WalkedSlotsTest, SlotsTakenFromTheCacheStayVisibleToOtherThreads) {
     EXPECT_EQ(got, 4u);
   }
   owner.run([&] { held.reset(); });
-  worker fresh;
-  const std::size_t found = fresh.run([&] {
-    std::vector<lease_type> all;
-    for (;;) {
-      auto l = pool.try_get();
-      if (!l) {
-        EXPECT_EQ(l.error(), errc::exhausted);
-        break;
-      }
-      all.push_back(std::move(*l));
-    }
-    return all.size();
-  });
+  const std::size_t found = netpool::test::idle_found_by_a_fresh_thread(pool);
   EXPECT_EQ(found, 8u);
 }
 
-// A cached slot whose connection was discarded (the slot freed) or closed by close() is never
-// handed out from the cache.
+// A cached slot whose connection was discarded (the slot freed), or closed by close() (by then
+// freed too), is never handed out from the cache. A slot that is idle but flagged (in transit) is
+// WalkedSlotRaceTest's.
 TYPED_TEST(WalkedSlotsTest, AFreedOrClosedSlotIsNotTakenFromTheCache) {
   auto pool = this->make(4);
   ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 4));
@@ -132,13 +121,14 @@ TYPED_TEST(WalkedSlotsTest, AFreedOrClosedSlotIsNotTakenFromTheCache) {
   EXPECT_EQ(pool.stats().active, 0u);
 }
 
-// Pools share the thread's cache ways (by id): one thread that moves between pools, one of them
-// destroyed and replaced (possibly at the same address), only ever gets each pool's own
-// connections.
+// Pools share the thread's cache ways (way = pool id % 8, ids consecutive): one thread that moves
+// between two live pools of the same way (b is the eighth pool made after a), each destroyed and
+// replaced every round (possibly at the same address), only ever gets each pool's own connections.
 TYPED_TEST(WalkedSlotsTest, AThreadMovingBetweenPoolsGetsOnlyEachPoolsOwnConnections) {
   worker owner;
   for (int round = 0; round < 20; ++round) {
     auto a = this->make(4);
+    for (int i = 0; i < 7; ++i) (void)this->make(1);  // ids a + 1 .. a + 7, destroyed at once
     auto b = this->make(4);
     ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(a, 4));
     ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(b, 4));

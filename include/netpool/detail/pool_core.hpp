@@ -1050,10 +1050,14 @@ class pool_core {
     for (void* entry : walked.slot) {
       if (entry == nullptr) continue;
       slot_type& s = *static_cast<slot_type*>(entry);
+      // A slot idle past max_idle_time or probe_after is passed over: taken, it would be closed
+      // or probed on this get, where the walk's lowest idle slot is the one most recently used
+      // (LIFO). A guess, like the rest: idle_since is read before the slot is ours.
+      if (checks_on_get_ && !checks_every_get_ && !fresh(s)) continue;
       std::uint64_t w = s.state.load(std::memory_order_relaxed);  // relaxed: the CAS decides
       const std::uint64_t owned = w + word::idle_to_leased;
-      // acquire on success: pairs with the release CAS in make_idle() that published the
-      // connection, as on the fast path.
+      // acquire on success: pairs with the release store that ended the put's transit (put_back(),
+      // make_idle_slow()), which published the connection and idle_since.
       if ((w & ~word::generation_mask) == word::idle &&
           s.state.compare_exchange_strong(w, owned, std::memory_order_acquire, std::memory_order_relaxed)) {
         return {index_of(s), owned};
@@ -1984,7 +1988,8 @@ class pool_core {
                                                     const std::stop_token* stop, source_location where,
                                                     bool user_checked) noexcept {
     // The miss path (the hint was taken, or there was none), as lean as the fast path while nobody
-    // waits: the lowest listed idle connection, lent at once if it needs no check. Everything else
+    // waits: one of this thread's walked slots if one is idle (and fresh), else the lowest listed
+    // idle connection, lent at once if it needs no check. Everything else
     // (waiters, checks, dials, errors) goes round acquire_or_wait(), which scans again.
     // relaxed: a fairness heuristic, as on the fast path; INV6 does not depend on it.
     // Once closed() is true every slot is flagged (close() flags them first), so the walk's CAS
@@ -2521,10 +2526,10 @@ class pool_core {
 
  public:
   // Closes one idle connection (close_reason::reclaimed): the highest idle slot's, as the miss
-  // path takes the lowest (LIFO by index), so the high ones are the least in demand. Not strictly
-  // the least recently used: a thread's own hint may be any slot. False if none is idle. It is not lent: no
-  // get is counted and no hook but on_close runs. A walk over every slot's word, for a rare call (keyed_pool
-  // reclaiming room for its global limit), not a hot path.
+  // path walks to the lowest (LIFO by index), so the high ones are the least in demand. Not strictly
+  // the least recently used: a thread's own hint and walked slots may be any slots. False if none is idle. It
+  // is not lent: no get is counted and no hook but on_close runs. A walk over every slot's word, for a rare
+  // call (keyed_pool reclaiming room for its global limit), not a hot path.
   bool reclaim_idle() noexcept {
     for (std::uint32_t i = capacity_; i-- > 0;) {
       const std::uint64_t w = slots_[i].state.load(std::memory_order_acquire);  // the CAS decides
