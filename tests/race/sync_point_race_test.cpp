@@ -807,12 +807,18 @@ TYPED_TEST(FreeSlotBitmapTest, ASlotFreedForAWaiterWithoutATokenIsFoundWithoutAS
 template <class P>
 class ListingSummaryRaceTest : public SyncPointTest<P> {
  protected:
+  // One stripe: these tests empty words by taking the lowest slots, in the plain layout
+  // (slot i in word i / 64). IdleStripesTest covers a summary over stripes.
+  netpool::test::idle_stripes one_stripe{1};
+
   // A new thread takes one connection: the one with id `expected` (slot 5, the lowest idle one),
-  // found by the lean walk without coming up empty (no fall back on the full walk).
-  void expect_lean_walk_takes(P& pool, int expected) {
+  // found by the lean walk without coming up empty (no fall back on the full walk). `stripe`: the
+  // stripe the thread's walk starts in (-1: its CPU's).
+  void expect_lean_walk_takes(P& pool, int expected, int stripe = -1) {
     stop_at fell_back("finder", "take_lowest_idle:none", 1, /*let_go=*/true);
     active_stops = {&fell_back};
     auto found = run_named("finder", [&] {
+      const netpool::test::home_stripe home(stripe);
       auto l = pool.try_get();
       return l ? (*l)->id() : -1;
     });
@@ -825,10 +831,12 @@ TYPED_TEST_SUITE(ListingSummaryRaceTest, netpool::test::both_pools, netpool::tes
 
 using netpool::test::tracked_lease;
 
-// `n` leases taken by a new thread, which has no hint: the lowest listed idle slots, in order.
+// `n` leases taken by a new thread, which has no hint: the lowest listed idle slots, in order
+// (of stripe `stripe` first, when the pool has stripes; -1: the thread's CPU's).
 template <class P>
-std::vector<tracked_lease> take_lowest(P& pool, std::size_t n) {
-  auto taken = run_async([&pool, n] {
+std::vector<tracked_lease> take_lowest(P& pool, std::size_t n, int stripe = -1) {
+  auto taken = run_async([&pool, n, stripe] {
+    const netpool::test::home_stripe home(stripe);
     std::vector<tracked_lease> out;
     for (std::size_t i = 0; i < n; ++i) {
       auto l = pool.try_get();
@@ -857,6 +865,24 @@ TYPED_TEST(ListingSummaryRaceTest, AWordListedAgainAfterItEmptiedIsNamedByTheSum
   const int returned = held[5]->id();
   held[5].release();  // word 0 listed again, the only one but word 9
   this->expect_lean_walk_takes(pool, returned);
+}
+
+// The same in the second of two stripes (1200 slots: 600 a stripe, 10 words each, summarized).
+// Stripe 1's words start a line of their own, past stripe 0's padding, and share a summary word
+// with stripe 0's, which a walk of stripe 1 must pass over: a walk that read the wrong summary bits
+// would find nothing in stripe 1 and take stripe 0's slot 0.
+TYPED_TEST(ListingSummaryRaceTest, AWordOfTheSecondStripeListedAgainIsNamedByTheSummary) {
+  const netpool::test::idle_stripes two(2);
+  constexpr std::size_t max = 1200;
+  auto pool = this->make(max);
+  netpool::test::close_on_exit guard(pool);
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
+  std::vector<tracked_lease> held = take_lowest(pool, 64 * 9, /*stripe=*/1);  // its words 0..8 empty
+  ASSERT_EQ(held.size(), 64u * 9);
+  EXPECT_EQ(held[1]->id(), held[0]->id() + 2) << "slots 1 and 3: stripe 1";
+  const int returned = held[5]->id();  // slot 11: stripe 1, word 0
+  held[5].release();
+  this->expect_lean_walk_takes(pool, returned, /*stripe=*/1);
 }
 
 // The get that empties word 0 is held after it saw the word empty and before it clears the word's

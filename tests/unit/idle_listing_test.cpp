@@ -178,14 +178,27 @@ void miss_path_finds_every_idle_connection_after_random_steps(P& pool, std::size
   for (std::size_t t = 0; t < threads.size(); ++t) threads[t].run([&, t] { held[t].clear(); });
 }
 
+// 130 slots in 1, 2 and 4 stripes (pool_core.hpp, listed_), the threads' walks starting in their
+// CPUs' stripes.
 TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomSteps) {
-  auto pool = this->make(130);
-  miss_path_finds_every_idle_connection_after_random_steps(pool, 130, 40);
+  for (std::uint32_t stripes : {1u, 2u, 4u}) {
+    SCOPED_TRACE(testing::Message() << stripes << " stripes");
+    const netpool::test::idle_stripes layout(stripes);
+    auto pool = this->make(130);
+    ASSERT_NO_FATAL_FAILURE(miss_path_finds_every_idle_connection_after_random_steps(pool, 130, 40));
+  }
 }
 
+// With a summary: 700 slots in one stripe (11 words), and 1200 in two (10 words each).
 TYPED_TEST(IdleListingTest, TheMissPathFindsEveryIdleConnectionAfterRandomStepsWithASummary) {
-  auto pool = this->make(700);
-  miss_path_finds_every_idle_connection_after_random_steps(pool, 700, 230);
+  {
+    const netpool::test::idle_stripes one(1);
+    auto pool = this->make(700);
+    ASSERT_NO_FATAL_FAILURE(miss_path_finds_every_idle_connection_after_random_steps(pool, 700, 230));
+  }
+  const netpool::test::idle_stripes two(2);
+  auto pool = this->make(1200);
+  ASSERT_NO_FATAL_FAILURE(miss_path_finds_every_idle_connection_after_random_steps(pool, 1200, 400));
 }
 
 }  // namespace

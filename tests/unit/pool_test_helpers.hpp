@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <future>
 #include <string>
 #include <thread>
@@ -167,5 +168,26 @@ template <class T>
                                  std::chrono::milliseconds d = std::chrono::milliseconds(50)) {
   return f.wait_for(d) == std::future_status::timeout;
 }
+
+// Pools created while it lives split their idle bitmap into `n` stripes (pool_core.hpp,
+// idle_stripes_for_tests), whatever the machine's CPU count: a test that knows the layout can
+// know which idle connection a walk takes. Pools of up to 64 slots keep one stripe regardless.
+class idle_stripes {
+ public:
+  explicit idle_stripes(std::uint32_t n) noexcept { netpool::detail::idle_stripes_for_tests.store(n); }
+  idle_stripes(const idle_stripes&) = delete;
+  idle_stripes& operator=(const idle_stripes&) = delete;
+  ~idle_stripes() { netpool::detail::idle_stripes_for_tests.store(0); }
+};
+
+// While it lives, the calling thread's miss walks start in stripe `t` (pool_core.hpp,
+// thread_home_stripe_for_tests), whichever CPU it runs on.
+class home_stripe {
+ public:
+  explicit home_stripe(int t) noexcept { netpool::detail::thread_home_stripe_for_tests = t; }
+  home_stripe(const home_stripe&) = delete;
+  home_stripe& operator=(const home_stripe&) = delete;
+  ~home_stripe() { netpool::detail::thread_home_stripe_for_tests = -1; }
+};
 
 }  // namespace netpool::test

@@ -68,7 +68,10 @@
 //         own slot's flag. A scanner may leave its own
 //         hint slot listed while it is leased, but only if the scanner has not cleared its bit:
 //         after a clear, it leaves a slot only with the flag set.
-//   INV13 A pool of more than 8 bitmap words keeps a summary, one bit per word of listed_: once
+//         Which word and bit hold slot i's is a fixed bijection (its stripe, listed_word_of()):
+//         every argument here is per slot, so it holds for any layout.
+//   INV13 A pool whose stripe spans more than 8 words of listed_ keeps a summary, one bit per word
+//         of listed_ (padding words between stripes are never listed, so their bits stay 0): once
 //         the relist() or clear in flight on a word is done, a non-empty word has its bit set.
 //         relist() sets the slot's bit, then loads the summary and sets the word's bit if clear;
 //         whoever sees a word empty after clearing a slot's bit clears the word's summary bit,
@@ -90,6 +93,12 @@
 #pragma once
 
 #include <sched.h>
+#if defined(__linux__) && __has_include(<sys/rseq.h>)
+#include <sys/rseq.h>  // glibc 2.35+: __rseq_offset, __rseq_size (current_cpu())
+#define NETPOOL_HAS_RSEQ 1
+#else
+#define NETPOOL_HAS_RSEQ 0
+#endif
 
 #include <algorithm>
 #include <array>
@@ -134,6 +143,40 @@ namespace netpool::detail {
 inline constexpr std::size_t cache_line = 64;
 // 64-bit words to a cache line: the idle bitmap's walk reads this many with one miss.
 inline constexpr std::uint32_t words_per_line = cache_line / sizeof(std::uint64_t);
+
+// The idle bitmap's stripes (pool_core::listed_): slot i's bit is in stripe i % stripes, and a miss
+// walk starts in the stripe of the CPU it runs on, so that walks and puts on different CPUs write
+// different lines (docs/design.md, "Stripes of the idle bitmap"). At most this many, and one per
+// 32 slots: a pool of up to 64 slots keeps one word.
+inline constexpr std::uint32_t max_idle_stripes = 8;
+
+// The CPU this thread runs on now (a guess: it may move at once), or 0 if unknown. With glibc 2.35
+// or later, which registers each thread's rseq area, the kernel keeps the area's cpu_id current:
+// one load from the thread's own memory. Otherwise (rseq not registered, as under valgrind)
+// sched_getcpu(), through the vDSO: no system call either.
+inline std::uint32_t current_cpu() noexcept {
+#if defined(__linux__) && NETPOOL_HAS_RSEQ
+  if (__rseq_size != 0) [[likely]] {
+    // volatile: the kernel rewrites it when the thread moves; each call must load it afresh.
+    const auto* area = reinterpret_cast<const volatile struct rseq*>(
+        static_cast<char*>(__builtin_thread_pointer()) + __rseq_offset);
+    return area->cpu_id;
+  }
+#endif
+#if defined(__linux__)
+  const int cpu = sched_getcpu();
+  return cpu < 0 ? 0 : static_cast<std::uint32_t>(cpu);
+#else
+  return 0;
+#endif
+}
+
+// For tests, so that they can know which idle connection a walk takes whatever the machine: when
+// not negative, the stripe this thread's miss walks start in, instead of its CPU's; and when not
+// 0, the number of stripes of pools created from now on (a power of two up to max_idle_stripes,
+// still one for pools of up to 64 slots), instead of one per CPU.
+inline thread_local int thread_home_stripe_for_tests = -1;
+inline std::atomic<std::uint32_t> idle_stripes_for_tests{0};
 
 // The slot word: [ generation : 58 | doomed | orphan | closed | transit | phase : 2 ].
 namespace word {
@@ -276,7 +319,7 @@ class pool_core {
     const config_problem problem = check(config, kind);
     if (problem != config_problem::none) return errc::invalid_config;
     std::unique_ptr<pool_core> core(new (std::nothrow) pool_core(std::move(config), kind));
-    if (!core || !core->slots_ || !core->listed_ || !core->free_ ||
+    if (!core || !core->slots_ || !core->listed_storage_ || !core->free_ ||
         (core->summarized_ && !core->listed_summary_) || (core->leak_ns_ != 0 && !core->lent_) ||
         (core->max_dialers_ != 0 && !core->jobs_)) {
       return std::make_error_code(std::errc::not_enough_memory);
@@ -643,12 +686,14 @@ class pool_core {
   // that thread was descheduled, until the get gave up with dial_not_needed (seen in CI).
   // It walks the listed bits, as take_next_idle() does, and reads only those slots' words.
   [[nodiscard]] bool has_takeable_idle() const noexcept {
-    for (std::uint32_t k = 0; k < bitmap_words_; ++k) {
-      // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
-      for (std::uint64_t bits = listed_[k].load(std::memory_order_relaxed); bits != 0; bits &= bits - 1) {
-        const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
-        const std::uint64_t w = slots_[i].state.load(std::memory_order_relaxed);
-        if (word::phase(w) == word::idle && (w & word::flag_mask) == 0) return true;
+    for (std::uint32_t t = 0; t < stripes(); ++t) {
+      for (std::uint32_t j = 0; j < stripe_words_; ++j) {
+        // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
+        for (std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_relaxed); bits != 0;
+             bits &= bits - 1) {
+          const std::uint64_t w = slots_[listed_slot(t, j, bits)].state.load(std::memory_order_relaxed);
+          if (word::phase(w) == word::idle && (w & word::flag_mask) == 0) return true;
+        }
       }
     }
     return false;
@@ -731,9 +776,15 @@ class pool_core {
         epoch_(config_.clock ? config_.clock() : clock::now()),
         slots_(new (std::nothrow) slot_type[capacity_]),
         bitmap_words_((capacity_ + 63) / 64),
-        listed_(new (std::nothrow) std::atomic<std::uint64_t>[bitmap_words_]()),
-        summarized_(bitmap_words_ > words_per_line),
-        summary_words_(summarized_ ? (bitmap_words_ + 63) / 64 : 0),
+        stripe_shift_(stripe_shift_for(capacity_)),
+        stripe_words_((((capacity_ + (1u << stripe_shift_) - 1) >> stripe_shift_) + 63) / 64),
+        listed_stride_(stripe_shift_ == 0
+                           ? stripe_words_
+                           : (stripe_words_ + words_per_line - 1) / words_per_line * words_per_line),
+        listed_storage_(new (std::nothrow) std::atomic<std::uint64_t>[listed_words() + words_per_line - 1]()),
+        listed_(line_aligned(listed_storage_.get())),
+        summarized_(stripe_words_ > words_per_line),
+        summary_words_(summarized_ ? (listed_words() + 63) / 64 : 0),
         listed_summary_(summarized_ ? new (std::nothrow) std::atomic<std::uint64_t>[summary_words_]()
                                     : nullptr),
         free_(new (std::nothrow) std::atomic<std::uint64_t>[bitmap_words_]()),
@@ -989,7 +1040,7 @@ class pool_core {
       checked_lease checked = hand_out(i, mine, where, after_wait);
       if (checked.lease) return std::move(checked.lease);
       user_checked = user_checked || checked.user_checked;
-      from = i + 1;
+      from = walk_position(i) + 1;
     }
   }
 
@@ -999,44 +1050,89 @@ class pool_core {
     return user_checked && clock::now() >= deadline;
   }
 
-  // Takes the first idle slot at index `from` or later, lowest first (so that the slots past the
-  // ones in use stay idle long enough for max_idle_time to close them), waiting out transit on idle
-  // slots so that a waiter's re-scan cannot miss a connection being returned right now (INV6).
-  // Only listed slots are looked at (INV12). Returns its index and new (leased) word, or capacity_
-  // when there is none.
+  // Takes the first idle slot at walk position `from` or later (walk_position(): stripe by
+  // stripe, lowest first in each, so that the slots past the ones in use stay idle long enough for
+  // max_idle_time to close them), waiting out transit on idle slots so that a waiter's re-scan
+  // cannot miss a connection being returned right now (INV6). Only listed slots are looked at
+  // (INV12). Returns its index and new (leased) word, or capacity_ when there is none.
   std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t from) noexcept {
-    for (std::uint32_t k = from / 64; k < bitmap_words_; ++k) {
-      // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move before
-      // it; and in INV12's single order with relist()'s RMW (INV6).
-      std::uint64_t bits = listed_[k].load(std::memory_order_seq_cst);
-      if (k == from / 64) bits &= ~std::uint64_t{0} << (from % 64);
-      for (; bits != 0; bits &= bits - 1) {
-        const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
+    for (std::uint32_t t = from / (stripe_words_ * 64); t < stripes(); ++t) {
+      const std::uint32_t start = t == from / (stripe_words_ * 64) ? from % (stripe_words_ * 64) : 0;
+      for (std::uint32_t j = start / 64; j < stripe_words_; ++j) {
+        // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
+        // before it; and in INV12's single order with relist()'s RMW (INV6).
+        std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_seq_cst);
+        if (j == start / 64) bits &= ~std::uint64_t{0} << (start % 64);
+        for (; bits != 0; bits &= bits - 1) {
+          const std::uint32_t i = listed_slot(t, j, bits);
+          if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
+        }
+      }
+    }
+    return {capacity_, 0};
+  }
+
+  // Slot i's place in take_next_idle()'s order: its stripe, then its position in the stripe.
+  std::uint32_t walk_position(std::uint32_t i) const noexcept {
+    return (i & stripe_mask()) * stripe_words_ * 64 + (i >> stripe_shift_);
+  }
+
+  // The lean miss path's walk: the lowest idle slot of this CPU's stripe (home_stripe()), else of
+  // the next stripe, and so on; through the summary (INV13) in a pool that has one, so that only
+  // words whose summary bit is set are read. It may miss a connection listed in a word whose
+  // summary bit is in flight (set or cleared this instant); its caller then goes round
+  // acquire_or_wait(), whose full walk does not.
+  std::pair<std::uint32_t, std::uint64_t> take_lowest_idle() noexcept {
+    const std::uint32_t home = home_stripe();
+    for (std::uint32_t n = 0; n < stripes(); ++n) {
+      const std::uint32_t t = (home + n) & stripe_mask();
+      const auto [i, mine] =
+          summarized_ ? take_lowest_idle_in_summarized_stripe(t) : take_lowest_idle_in_stripe(t);
+      if (i != capacity_) return {i, mine};
+    }
+    NETPOOL_SYNC_POINT("take_lowest_idle:none");
+    return {capacity_, 0};
+  }
+
+  std::pair<std::uint32_t, std::uint64_t> take_lowest_idle_in_stripe(std::uint32_t t) noexcept {
+    for (std::uint32_t j = 0; j < stripe_words_; ++j) {
+      // seq_cst: as in take_next_idle().
+      for (std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_seq_cst); bits != 0;
+           bits &= bits - 1) {
+        const std::uint32_t i = listed_slot(t, j, bits);
         if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
       }
     }
     return {capacity_, 0};
   }
 
-  // take_next_idle(0) through the summary (INV13), for the lean miss path: only words whose
-  // summary bit is set are read. It may miss a connection listed in a word whose summary bit is in
-  // flight (set or cleared this instant); its caller then goes round acquire_or_wait(), whose
-  // full walk does not.
-  std::pair<std::uint32_t, std::uint64_t> take_lowest_idle() noexcept {
-    if (!summarized_) return take_next_idle(0);
-    for (std::uint32_t g = 0; g < summary_words_; ++g) {
-      // relaxed: a hint (above); the word loads below are seq_cst, as in take_next_idle().
-      for (std::uint64_t words = listed_summary_[g].load(std::memory_order_relaxed); words != 0;
-           words &= words - 1) {
+  std::pair<std::uint32_t, std::uint64_t> take_lowest_idle_in_summarized_stripe(std::uint32_t t) noexcept {
+    const std::uint32_t first = t * listed_stride_;  // stripe t's words: [first, first + stripe_words_)
+    for (std::uint32_t g = first / 64; g * 64 < first + stripe_words_; ++g) {
+      // relaxed: a hint (above); the word loads below are seq_cst, as in take_next_idle(). Padding
+      // words past a stripe's stripe_words_ are never listed, so their summary bits stay clear;
+      // only the words of earlier stripes sharing summary word g are masked off.
+      std::uint64_t words = listed_summary_[g].load(std::memory_order_relaxed);
+      if (g * 64 < first) words &= ~std::uint64_t{0} << (first - g * 64);
+      for (; words != 0; words &= words - 1) {
         const std::uint32_t k = g * 64 + static_cast<std::uint32_t>(std::countr_zero(words));
+        if (k >= first + stripe_words_) return {capacity_, 0};  // the next stripe's
         for (std::uint64_t bits = listed_[k].load(std::memory_order_seq_cst); bits != 0; bits &= bits - 1) {
-          const std::uint32_t i = k * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
+          const std::uint32_t i = listed_slot(t, k - first, bits);
           if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
         }
       }
     }
-    NETPOOL_SYNC_POINT("take_lowest_idle:none");
     return {capacity_, 0};
+  }
+
+  // The stripe whose slots this thread's miss walk tries first: its CPU's, so that threads on
+  // different CPUs take and return connections in different lines of the bitmap.
+  std::uint32_t home_stripe() const noexcept {
+    if (stripe_shift_ == 0) return 0;
+    if (thread_home_stripe_for_tests >= 0) [[unlikely]]
+      return static_cast<std::uint32_t>(thread_home_stripe_for_tests) & stripe_mask();
+    return current_cpu() & stripe_mask();
   }
 
   // One of the slots this thread last took through the walk (thread_walked), if one is idle: taken
@@ -1169,11 +1265,11 @@ class pool_core {
     // atomic RMW (a later clear then reads our fetch_or and sees this store): a plain store to
     // the bitmap, say a bulk reset, would break take_listed()'s re-check of the flag.
     slots_[i].unlisted.store(0, std::memory_order_relaxed);
-    const std::uint32_t k = i / 64;
+    const std::uint32_t k = listed_word_of(i);
     // seq_cst: INV6/INV12, with a waiter's or scanner's loads of the word (take_next_idle()). The
     // old value unused, so that this is one `lock or`: using it makes a CAS loop, which retries
     // under contention.
-    listed_[k].fetch_or(std::uint64_t{1} << (i % 64), std::memory_order_seq_cst);
+    listed_[k].fetch_or(listed_bit_of(i), std::memory_order_seq_cst);
     // INV13: make sure the word's summary bit is set. seq_cst: in one order with
     // summary_emptied()'s clear of the bit and its reload of the word. Read first: the bit is
     // nearly always set, and a load leaves the summary's line shared.
@@ -1187,8 +1283,8 @@ class pool_core {
   // INV12: clears slot i's bit (its `unlisted` flag is set already). seq_cst: INV12's single order
   // with relist()'s RMW and a put's load of the flag.
   void clear_listed_bit(std::uint32_t i) noexcept {
-    const std::uint32_t k = i / 64;
-    listed_[k].fetch_and(~(std::uint64_t{1} << (i % 64)), std::memory_order_seq_cst);  // one `lock and`
+    const std::uint32_t k = listed_word_of(i);
+    listed_[k].fetch_and(~listed_bit_of(i), std::memory_order_seq_cst);  // one `lock and`
     // seq_cst: INV13, with relist()'s RMW on the word and its load of the summary.
     if (summarized_ && listed_[k].load(std::memory_order_seq_cst) == 0) [[unlikely]]
       summary_emptied(k);
@@ -1209,6 +1305,41 @@ class pool_core {
     NETPOOL_SYNC_POINT("summary_emptied:cleared");
     if (listed_[k].load(std::memory_order_seq_cst) != 0)
       listed_summary_[k / 64].fetch_or(bit, std::memory_order_seq_cst);
+  }
+
+  // ---- the idle bitmap's layout (listed_) -------------------------------------------------------
+
+  // log2 of the number of stripes of listed_ for a pool of `capacity` slots: one per CPU (a power
+  // of two, at most max_idle_stripes), but none for a pool of one word, and at least 32 slots a
+  // stripe, so that a stripe is not emptied by a few gets.
+  static std::uint32_t stripe_shift_for(std::uint32_t capacity) noexcept {
+    if (capacity <= 64) return 0;
+    // relaxed: set by a test before it creates the pool, on the same thread.
+    const std::uint32_t forced = idle_stripes_for_tests.load(std::memory_order_relaxed);
+    if (forced != 0)
+      return static_cast<std::uint32_t>(std::countr_zero(std::bit_floor(std::min(forced, max_idle_stripes))));
+    const std::uint32_t cpus = std::max<std::uint32_t>(std::thread::hardware_concurrency(), 1);
+    const std::uint32_t stripes =
+        std::min({std::bit_floor(cpus), max_idle_stripes, std::bit_floor(capacity / 32)});
+    return static_cast<std::uint32_t>(std::countr_zero(stripes));
+  }
+  static std::atomic<std::uint64_t>* line_aligned(std::atomic<std::uint64_t>* p) noexcept {
+    if (p == nullptr) return nullptr;
+    const auto address = reinterpret_cast<std::uintptr_t>(p);
+    return p + (((cache_line - address % cache_line) % cache_line) / sizeof(std::uint64_t));
+  }
+  std::uint32_t stripes() const noexcept { return 1u << stripe_shift_; }
+  std::uint32_t stripe_mask() const noexcept { return stripes() - 1; }
+  std::uint32_t listed_words() const noexcept { return stripes() * listed_stride_; }
+  std::uint32_t listed_word_of(std::uint32_t i) const noexcept {
+    return (i & stripe_mask()) * listed_stride_ + (i >> stripe_shift_) / 64;
+  }
+  std::uint64_t listed_bit_of(std::uint32_t i) const noexcept {
+    return std::uint64_t{1} << ((i >> stripe_shift_) % 64);
+  }
+  // The slot of the lowest set bit in `bits`, word j of stripe t.
+  std::uint32_t listed_slot(std::uint32_t t, std::uint32_t j, std::uint64_t bits) const noexcept {
+    return ((j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits))) << stripe_shift_) | t;
   }
 
   // ---- slots for dialing --------------------------------------------------------------------
@@ -2823,16 +2954,27 @@ class pool_core {
   std::uint64_t next_keepalive_tick_ = 0;  // guarded by maintain_round_mutex_
   const clock::time_point epoch_;
   const std::unique_ptr<slot_type[]> slots_;
-  // INV12: bit i % 64 of listed_[i / 64] is set when slot i may be idle. The miss path looks for
-  // idle connections here, 64 slots to a load, instead of reading every slot's own line, which
-  // made a get+put on a pool of 10 000 half in use ~60x one on a pool of 100. Packed 8 words to a
-  // line: the hot path never writes them (relist() and unlist() run on the miss path only).
-  const std::uint32_t bitmap_words_;  // of each bitmap over the slots: listed_, free_
-  const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_;
+  const std::uint32_t bitmap_words_;  // of free_: slot i's bit is bit i % 64 of free_[i / 64]
+  // INV12: slot i's bit in listed_ is set when slot i may be idle. The miss path looks for idle
+  // connections here, 64 slots to a load, instead of reading every slot's own line, which made a
+  // get+put on a pool of 10 000 half in use ~60x one on a pool of 100. The hot path never writes
+  // it (relist() and unlist() run on the miss path only). listed_ is split into 2^stripe_shift_
+  // stripes: slot i's bit is in stripe i % stripes, at position i / stripes of the stripe
+  // (listed_word_of(), listed_bit_of()). Each stripe's words start a line of their own
+  // (listed_stride_ is a multiple of a line, the array line-aligned), so that a walk or a put in
+  // one stripe writes no line of another: with one shared line, 12 held per thread cost 4-6x the
+  // mutex pool at 2 threads (docs/design.md, "Stripes of the idle bitmap"). With one stripe
+  // (pools of up to 64 slots, or one CPU) this is the plain layout: bit i % 64 of word i / 64.
+  const std::uint32_t stripe_shift_;
+  const std::uint32_t stripe_words_;   // words of listed_ that hold one stripe's bits
+  const std::uint32_t listed_stride_;  // from one stripe's first word to the next's
+  const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_storage_;  // listed_, plus alignment
+  std::atomic<std::uint64_t>* const listed_;
   // INV13: bit k % 64 of listed_summary_[k / 64] is set when listed_[k] may be non-zero, so that
   // the lean miss walk (take_lowest_idle()) skips 64 empty words to a load: on a pool of 10 000
   // with the lower half in use, a walk crossed 78 empty words, 117-173 ns a get+put against 41-65
-  // at 100. Only for pools past one line of words (summarized_): below that the walk is one line.
+  // at 100. Only for pools whose stripes are past one line of words (summarized_): below that a
+  // stripe's walk is one line.
   const bool summarized_;
   const std::uint32_t summary_words_;
   const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_summary_;
