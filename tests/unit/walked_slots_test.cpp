@@ -7,12 +7,14 @@
 // Each step runs on a named worker thread, because the cache (like the hint) is per thread.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <set>
 #include <utility>
 #include <vector>
 
+#include "manual_clock.hpp"
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
 #include "pool_test_helpers.hpp"
@@ -146,6 +148,51 @@ TYPED_TEST(WalkedSlotsTest, AThreadMovingBetweenPoolsGetsOnlyEachPoolsOwnConnect
     EXPECT_EQ(a.stats().idle, 4u);
     EXPECT_EQ(b.stats().idle, 4u);
   }
+}
+
+// A Standard pool with max_idle_time passes over cached slots idle past it: taken, each would be
+// closed on this get, where the walk finds the lowest idle slot, the most recently used one. Here
+// the owner's four cached slots (2-5) were returned at t = 0, the other thread's two (0, 1) at
+// 90 ms, and the get runs at 100 ms with max_idle_time 100 ms. The owner's hint (slot 5) is
+// closed on its fast path, as before the cache; then its miss must take slot 0, closing no other.
+// Fails without the cache's idle-age test: the miss takes slot 2 and closes it (closed_idle 2).
+// Deterministic: a manual clock, background_maintenance off.
+class WalkedSlotsIdleTimeTest : public netpool::test::pool_fixture<netpool::test::std_pool> {
+ protected:
+  netpool::test::manual_clock clock;  // declared before the pools, which are test-body locals
+};
+
+TEST_F(WalkedSlotsIdleTimeTest, ACachedSlotIdlePastMaxIdleTimeIsPassedOver) {
+  using namespace std::chrono_literals;
+  auto cfg = config(8);
+  cfg.clock = clock.function();
+  cfg.background_maintenance = false;
+  cfg.min_size = 8;  // maintain() advances the tick without closing anything
+  cfg.max_idle_time = 100ms;
+  auto pool = make(std::move(cfg));  // create() dials all 8 on this thread at t = 0: slots 0-7
+  ASSERT_EQ(pool.stats().idle, 8u);
+  worker other;
+  worker owner;
+  std::optional<std::vector<lease_type>> low;
+  other.run([&] { low.emplace(take(pool, 2)); });  // slots 0 and 1
+  ASSERT_EQ(low->size(), 2u);
+  const std::set<int> cached = owner.run([&] { return ids_of(take(pool, 4)); });  // 2-5, back at 0
+  ASSERT_EQ(cached.size(), 4u);
+  clock.set(90ms);
+  pool.maintain();  // tick 90: nothing closed (min_size covers all 8)
+  const std::set<int> fresh = ids_of(*low);
+  other.run([&] { low.reset(); });  // slots 0 and 1 idle since 90 ms
+  clock.set(100ms);
+  pool.maintain();  // tick 100: slots 2-7 idle for max_idle_time; still nothing closed
+  ASSERT_EQ(pool.stats().closed_idle, 0u);
+  ASSERT_FALSE(pool.set_min_size(0));  // from now on only the get's own checks close
+  const int got = owner.run([&] {
+    auto l = pool.try_get();
+    EXPECT_TRUE(l) << l.error().message();
+    return l ? (*l)->id() : -1;
+  });
+  EXPECT_EQ(fresh.count(got), 1u) << "the miss took connection " << got << ", not slot 0's or 1's";
+  EXPECT_EQ(pool.stats().closed_idle, 1u) << "only the owner's hint (slot 5) is closed on the get";
 }
 
 }  // namespace
