@@ -10,6 +10,7 @@
 // slots, so its gets take the walk.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstddef>
 #include <vector>
 
@@ -96,6 +97,28 @@ TYPED_TEST(IdleStripesTest, AWalkWhoseStripeIsEmptyTakesFromTheNextStripe) {
   EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), 100u);
 }
 
+// A pool with a summary (a stripe of more than 8 words: 600 slots, 10 words) wraps round as well:
+// with its own stripe all lent, a walk from stripe 0 takes stripe 1's lowest slot, and one from
+// stripe 1 then takes nothing of stripe 0's (all lent) and nothing past the pool's end.
+TYPED_TEST(IdleStripesTest, AWalkWrapsRoundTheStripesOfASummarizedPool) {
+  const idle_stripes two(2);
+  auto pool = this->make(1200);
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 1200));
+  std::vector<lease_type> held_even, held_odd;
+  worker even, odd;
+  const std::vector<int> evens = take_from_stripe(even, pool, 0, 601, held_even);
+  ASSERT_EQ(evens.size(), 601u);
+  for (std::size_t k = 0; k < 600; ++k) ASSERT_EQ(evens[k], 2 * static_cast<int>(k)) << "get " << k;
+  EXPECT_EQ(evens[600], 1) << "stripe 0 all lent: stripe 1's lowest";
+  const std::vector<int> odds = take_from_stripe(odd, pool, 1, 600, held_odd);
+  ASSERT_EQ(odds.size(), 599u) << "every connection lent after 1200 gets";
+  for (std::size_t k = 0; k < odds.size(); ++k)
+    EXPECT_EQ(odds[k], 3 + 2 * static_cast<int>(k)) << "get " << k;
+  even.run([&] { held_even.clear(); });
+  odd.run([&] { held_odd.clear(); });
+  EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), 1200u);
+}
+
 // A pool of one word keeps one stripe whatever is asked: the walk takes slot 0 first from any
 // stripe.
 TYPED_TEST(IdleStripesTest, APoolOfOneWordHasOneStripe) {
@@ -108,6 +131,36 @@ TYPED_TEST(IdleStripesTest, APoolOfOneWordHasOneStripe) {
   ASSERT_EQ(ids.size(), 64u);
   for (std::size_t k = 1; k < 64; ++k) EXPECT_EQ(ids[k], ids[0] + static_cast<int>(k)) << "get " << k;
   w.run([&] { held.clear(); });
+}
+
+// When a connection fails its check, the get goes on from the next slot in the walk's order (the
+// stripe's next slot), not the next slot index: with slots 0 and 2 failing, a get from stripe 0
+// takes slot 4, and checks each of 0, 2 and 4 once.
+class IdleStripesCheckTest : public netpool::test::pool_fixture<netpool::test::std_pool> {};
+
+TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfItsStripe) {
+  const idle_stripes two(2);
+  std::atomic<bool> checking{false};
+  std::vector<int> checked;  // by the worker's get only
+  auto cfg = config(128);
+  cfg.health_check = [&](tracked_conn& c) {
+    // relaxed: set before the worker's job is queued, which synchronizes with it.
+    if (!checking.load(std::memory_order_relaxed)) return true;
+    checked.push_back(c.id());
+    return c.id() != 0 && c.id() != 2;
+  };
+  auto pool = make(std::move(cfg));
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 128));
+  checking.store(true, std::memory_order_relaxed);
+  worker w;
+  w.run([&] {
+    const home_stripe home(0);
+    auto l = pool.try_get();
+    ASSERT_TRUE(l) << l.error().message();
+    EXPECT_EQ((*l)->id(), 4);
+  });
+  EXPECT_EQ(checked, (std::vector<int>{0, 2, 4}));
+  EXPECT_EQ(pool.stats().idle, 126u);
 }
 
 }  // namespace

@@ -174,20 +174,28 @@ template <class T>
 // know which idle connection a walk takes. Pools of up to 64 slots keep one stripe regardless.
 class idle_stripes {
  public:
-  explicit idle_stripes(std::uint32_t n) noexcept { netpool::detail::idle_stripes_for_tests.store(n); }
+  explicit idle_stripes(std::uint32_t n) noexcept
+      : previous_(netpool::detail::idle_stripes_for_tests.exchange(n)) {}
   idle_stripes(const idle_stripes&) = delete;
   idle_stripes& operator=(const idle_stripes&) = delete;
-  ~idle_stripes() { netpool::detail::idle_stripes_for_tests.store(0); }
+  ~idle_stripes() { netpool::detail::idle_stripes_for_tests.store(previous_); }
+
+ private:
+  std::uint32_t previous_;
 };
 
 // While it lives, the calling thread's miss walks start in stripe `t` (pool_core.hpp,
 // thread_home_stripe_for_tests), whichever CPU it runs on.
 class home_stripe {
  public:
-  explicit home_stripe(int t) noexcept { netpool::detail::thread_home_stripe_for_tests = t; }
+  explicit home_stripe(int t) noexcept
+      : previous_(std::exchange(netpool::detail::thread_home_stripe_for_tests, t)) {}
   home_stripe(const home_stripe&) = delete;
   home_stripe& operator=(const home_stripe&) = delete;
-  ~home_stripe() { netpool::detail::thread_home_stripe_for_tests = -1; }
+  ~home_stripe() { netpool::detail::thread_home_stripe_for_tests = previous_; }
+
+ private:
+  int previous_;
 };
 
 }  // namespace netpool::test

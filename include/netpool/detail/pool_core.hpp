@@ -93,10 +93,17 @@
 #pragma once
 
 #include <sched.h>
-#if defined(__linux__) && __has_include(<sys/rseq.h>)
-#include <sys/rseq.h>  // glibc 2.35+: __rseq_offset, __rseq_size (current_cpu())
+// current_cpu() reads the rseq area through the thread pointer: glibc 2.35+ for the symbols, and
+// a compiler that can give the thread pointer (__builtin_thread_pointer: clang; GCC 11+ on x86-64,
+// all versions on AArch64). Elsewhere it falls back on sched_getcpu().
+#if defined(__linux__) && __has_include(<sys/rseq.h>) && defined(__has_builtin)
+#if __has_builtin(__builtin_thread_pointer) && \
+    (defined(__clang__) || defined(__aarch64__) || (defined(__x86_64__) && __GNUC__ >= 11))
+#include <sys/rseq.h>  // __rseq_offset, __rseq_size, struct rseq
 #define NETPOOL_HAS_RSEQ 1
-#else
+#endif
+#endif
+#ifndef NETPOOL_HAS_RSEQ
 #define NETPOOL_HAS_RSEQ 0
 #endif
 
@@ -155,7 +162,7 @@ inline constexpr std::uint32_t max_idle_stripes = 8;
 // one load from the thread's own memory. Otherwise (rseq not registered, as under valgrind)
 // sched_getcpu(), through the vDSO: no system call either.
 inline std::uint32_t current_cpu() noexcept {
-#if defined(__linux__) && NETPOOL_HAS_RSEQ
+#if NETPOOL_HAS_RSEQ
   if (__rseq_size != 0) [[likely]] {
     // volatile: the kernel rewrites it when the thread moves; each call must load it afresh.
     const auto* area = reinterpret_cast<const volatile struct rseq*>(
@@ -1073,6 +1080,8 @@ class pool_core {
   }
 
   // Slot i's place in take_next_idle()'s order: its stripe, then its position in the stripe.
+  // At most stripes * stripe_words_ * 64, under 2 * max_supported + 64 * max_idle_stripes.
+  static_assert(pool_config<Conn>::max_supported <= (std::uint64_t{1} << 30), "walk positions are 32-bit");
   std::uint32_t walk_position(std::uint32_t i) const noexcept {
     return (i & stripe_mask()) * stripe_words_ * 64 + (i >> stripe_shift_);
   }
@@ -1318,7 +1327,8 @@ class pool_core {
     const std::uint32_t forced = idle_stripes_for_tests.load(std::memory_order_relaxed);
     if (forced != 0)
       return static_cast<std::uint32_t>(std::countr_zero(std::bit_floor(std::min(forced, max_idle_stripes))));
-    const std::uint32_t cpus = std::max<std::uint32_t>(std::thread::hardware_concurrency(), 1);
+    // Once per process: hardware_concurrency() asks the kernel, and pools may be created often.
+    static const std::uint32_t cpus = std::max<std::uint32_t>(std::thread::hardware_concurrency(), 1);
     const std::uint32_t stripes =
         std::min({std::bit_floor(cpus), max_idle_stripes, std::bit_floor(capacity / 32)});
     return static_cast<std::uint32_t>(std::countr_zero(stripes));
@@ -1339,7 +1349,10 @@ class pool_core {
   }
   // The slot of the lowest set bit in `bits`, word j of stripe t.
   std::uint32_t listed_slot(std::uint32_t t, std::uint32_t j, std::uint64_t bits) const noexcept {
-    return ((j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits))) << stripe_shift_) | t;
+    const std::uint32_t i =
+        ((j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits))) << stripe_shift_) | t;
+    assert(i < capacity_);  // only slots of the pool are ever listed; a walk past its stripe is not
+    return i;
   }
 
   // ---- slots for dialing --------------------------------------------------------------------
