@@ -2,7 +2,7 @@
 //
 //   #include <netpool/version.hpp>
 //   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.1"
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.2"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -26,13 +26,17 @@
 // 0.5.1: a get that misses its thread's hint first tries the up to 4 slots the thread last took
 //        through the walk of idle slots, so it may be lent one of those rather than the lowest idle
 //        connection, and a thread keeps up to 5 connections warm (docs/design.md, "LIFO reuse").
+// 0.5.2: in a pool of more than 64 slots, a get that misses takes the lowest idle connection of
+//        its CPU's stripe of slots (slot i is in stripe i % stripes, one stripe per CPU, at most 8)
+//        before the other stripes', so LIFO reuse holds per stripe (docs/design.md, "Stripes of
+//        the idle bitmap"). Pools of up to 64 slots keep their order.
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
 #define NETPOOL_VERSION_MINOR 5
-#define NETPOOL_VERSION_PATCH 1
+#define NETPOOL_VERSION_PATCH 2
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 
