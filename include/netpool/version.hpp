@@ -2,7 +2,7 @@
 //
 //   #include <netpool/version.hpp>
 //   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.2"
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.3"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -30,13 +30,17 @@
 //        its CPU's stripe of slots (slot i is in stripe i % stripes, one stripe per CPU, at most 8)
 //        before the other stripes', so LIFO reuse holds per stripe (docs/design.md, "Stripes of
 //        the idle bitmap"). Pools of up to 64 slots keep their order.
+// 0.5.3: in such a pool a put lists its connection in the stripe of the CPU it runs on, so a get
+//        that misses takes the lowest idle connection of those returned on its CPU first (not of
+//        a stripe fixed by the slot's index); a CPU that emptied its stripe no longer shares
+//        another CPU's (docs/design.md, "Listing a slot in the stripe of the CPU that returned it").
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
 #define NETPOOL_VERSION_MINOR 5
-#define NETPOOL_VERSION_PATCH 2
+#define NETPOOL_VERSION_PATCH 3
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 

@@ -867,20 +867,29 @@ TYPED_TEST(ListingSummaryRaceTest, AWordListedAgainAfterItEmptiedIsNamedByTheSum
   this->expect_lean_walk_takes(pool, returned);
 }
 
-// The same in the second of two stripes (1200 slots: 600 a stripe, 10 words each, summarized).
+// The same in the second of two stripes (1200 slots; each stripe has 19 words, summarized).
 // Stripe 1's words start a line of their own, past stripe 0's padding, and share a summary word
-// with stripe 0's, which a walk of stripe 1 must pass over: a walk that read the wrong summary bits
-// would find nothing in stripe 1 and take stripe 0's slot 0.
+// with stripe 0's, which a walk of stripe 1 must pass over. Stripe 0 holds slots 600..1199 and
+// stripe 1 0..599 (moved there by gets and puts of stripe 1); a walk of stripe 1 empties its words
+// 0..8, then slot 5 comes back on stripe 1. A walk that read the wrong summary bits would find
+// nothing in stripe 1's word 0 and take another slot.
 TYPED_TEST(ListingSummaryRaceTest, AWordOfTheSecondStripeListedAgainIsNamedByTheSummary) {
   const netpool::test::idle_stripes two(2);
   constexpr std::size_t max = 1200;
   auto pool = this->make(max);
   netpool::test::close_on_exit guard(pool);
-  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
+  {
+    const netpool::test::home_stripe home(0);
+    ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));
+  }
+  const netpool::test::home_stripe home(1);  // our puts list their slots in stripe 1
+  std::vector<tracked_lease> moved = take_lowest(pool, 600, /*stripe=*/1);
+  ASSERT_EQ(moved.size(), 600u);
+  moved.clear();  // slots 0..599: listed in stripe 1
   std::vector<tracked_lease> held = take_lowest(pool, 64 * 9, /*stripe=*/1);  // its words 0..8 empty
   ASSERT_EQ(held.size(), 64u * 9);
-  EXPECT_EQ(held[1]->id(), held[0]->id() + 2) << "slots 1 and 3: stripe 1";
-  const int returned = held[5]->id();  // slot 11: stripe 1, word 0
+  EXPECT_EQ(held[1]->id(), held[0]->id() + 1) << "slots 0 and 1: stripe 1's lowest";
+  const int returned = held[5]->id();  // slot 5: stripe 1, word 0
   held[5].release();
   this->expect_lean_walk_takes(pool, returned, /*stripe=*/1);
 }

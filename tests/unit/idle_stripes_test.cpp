@@ -1,10 +1,11 @@
-// The idle bitmap in stripes (pool_core.hpp, listed_): in a pool of more than 64 slots, slot i's
-// bit is in stripe i % stripes, and a miss walk starts in its CPU's stripe, so that threads on
-// different CPUs take and return connections in different lines. These tests pin the stripe count
-// and each thread's home stripe (idle_stripes, home_stripe) so that they know which connection a
-// walk takes: its own stripe's lowest idle slot first, then the next stripe's, and never one it
-// cannot see. Slot k holds the k-th connection dialed: open_idle() dials them in order on one
-// thread, each into the lowest free slot.
+// The idle bitmap in stripes (pool_core.hpp, listed_): in a pool of more than 64 slots each stripe
+// has a bit for every slot, a put lists its slot in the stripe of its thread's CPU, and a miss walk
+// starts in its CPU's stripe, so that threads on different CPUs take and return connections in
+// different lines. These tests pin the stripe count and each thread's home stripe (idle_stripes,
+// home_stripe) so that they know where each connection is listed and which one a walk takes: its
+// own stripe's lowest idle slot first, then the next stripe's, and never one it cannot see. Slot k
+// holds the k-th connection dialed: open_idle() dials them in order on one thread, each into the
+// lowest free slot.
 //
 // Each step runs on a named worker thread: a fresh thread has no hint and no cache of walked
 // slots, so its gets take the walk.
@@ -50,42 +51,73 @@ std::vector<int> take_from_stripe(worker& w, P& pool, int stripe, std::size_t n,
   });
 }
 
-// Two stripes: a thread of stripe 0 takes slots 0, 2, 4, ..., one of stripe 1 slots 1, 3, 5, ...
-TYPED_TEST(IdleStripesTest, EachThreadTakesTheLowestIdleSlotsOfItsOwnStripe) {
+// Gives `held` back from the calling thread as if it ran on a CPU of stripe `stripe`: each
+// connection a walk took is listed again in that stripe.
+void return_to_stripe(int stripe, std::vector<lease_type>& held) {
+  const home_stripe home(stripe);
+  held.clear();
+}
+
+// Opens n connections from the calling thread, listed in stripe `stripe`.
+template <class P>
+void open_idle_in_stripe(P& pool, std::size_t n, int stripe) {
+  const home_stripe home(stripe);
+  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, n));
+}
+
+// Two stripes, every connection listed in stripe 0: a thread of stripe 1 finds its stripe empty and
+// takes stripe 0's lowest; given back on stripe 1, those are listed there. Then a thread of stripe 0
+// takes the lowest of the others, and one of stripe 1 takes the ones listed in its stripe.
+TYPED_TEST(IdleStripesTest, AConnectionIsListedInTheStripeOfTheCpuThatReturnedIt) {
   const idle_stripes two(2);
   auto pool = this->make(128);
-  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 128));
-  std::vector<lease_type> held_even, held_odd;
-  worker even, odd;
-  const std::vector<int> evens = take_from_stripe(even, pool, 0, 5, held_even);
-  const std::vector<int> odds = take_from_stripe(odd, pool, 1, 5, held_odd);
-  ASSERT_EQ(evens.size(), 5u);
-  ASSERT_EQ(odds.size(), 5u);
-  const int first = evens[0];  // slot 0's connection
+  ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, 128, 0));
+  std::vector<lease_type> held, held_0, held_1;
+  worker first, on_0, on_1;
+  const std::vector<int> moved = take_from_stripe(first, pool, 1, 5, held);
+  ASSERT_EQ(moved.size(), 5u);
+  const int slot0 = moved[0];
+  for (std::size_t k = 0; k < 5; ++k) EXPECT_EQ(moved[k], slot0 + static_cast<int>(k)) << "get " << k;
+  return_to_stripe(1, held);  // slots 0..4 now listed in stripe 1 only
+  const std::vector<int> from_0 = take_from_stripe(on_0, pool, 0, 5, held_0);
+  const std::vector<int> from_1 = take_from_stripe(on_1, pool, 1, 5, held_1);
+  ASSERT_EQ(from_0.size(), 5u);
+  ASSERT_EQ(from_1.size(), 5u);
   for (std::size_t k = 0; k < 5; ++k) {
-    EXPECT_EQ(evens[k], first + 2 * static_cast<int>(k)) << "stripe 0, get " << k;
-    EXPECT_EQ(odds[k], first + 1 + 2 * static_cast<int>(k)) << "stripe 1, get " << k;
+    EXPECT_EQ(from_0[k], slot0 + 5 + static_cast<int>(k)) << "stripe 0, get " << k;
+    EXPECT_EQ(from_1[k], slot0 + static_cast<int>(k)) << "stripe 1, get " << k;
   }
-  even.run([&] { held_even.clear(); });
-  odd.run([&] { held_odd.clear(); });
+  held_0.clear();
+  held_1.clear();
   EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), 128u);
 }
 
 // A walk whose stripe has no idle connection goes on to the next stripe (wrapping round), lowest
-// first there; every idle connection is found, and then try_get() says exhausted.
+// first there; every idle connection is found, and then try_get() says exhausted. The layout, made
+// by threads of stripes 1, 2 and 3 each taking 25 and giving them back: stripe 0 holds slots
+// 75..99, stripe 1 0..24, stripe 2 25..49, stripe 3 50..74.
 TYPED_TEST(IdleStripesTest, AWalkWhoseStripeIsEmptyTakesFromTheNextStripe) {
   const idle_stripes four(4);
-  auto pool = this->make(100);  // 25 slots a stripe
-  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 100));
+  auto pool = this->make(100);
+  ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, 100, 0));
+  int slot0 = -1;
+  for (int t = 1; t <= 3; ++t) {
+    std::vector<lease_type> held;
+    worker w;
+    const std::vector<int> ids = take_from_stripe(w, pool, t, 25, held);
+    ASSERT_EQ(ids.size(), 25u);
+    if (t == 1) slot0 = ids[0];
+    EXPECT_EQ(ids[0], slot0 + 25 * (t - 1)) << "stripe " << t << ": stripe 0's lowest";
+    return_to_stripe(t, held);
+  }
   std::vector<lease_type> held;
   worker w;
   const std::vector<int> ids = take_from_stripe(w, pool, 3, 100, held);
   ASSERT_EQ(ids.size(), 100u);
-  const int slot0 = ids[25];  // stripe 3 (slots 3, 7, ..., 99) first, then stripe 0 from slot 0
+  const int first_of_stripe[4] = {75, 0, 25, 50};
   for (std::size_t k = 0; k < 100; ++k) {
-    const std::size_t stripe = (3 + k / 25) % 4;
-    const int slot = static_cast<int>(stripe + 4 * (k % 25));
-    EXPECT_EQ(ids[k], slot0 + slot) << "get " << k;
+    const std::size_t stripe = (3 + k / 25) % 4;  // 3, 0, 1, 2
+    EXPECT_EQ(ids[k], slot0 + first_of_stripe[stripe] + static_cast<int>(k % 25)) << "get " << k;
   }
   w.run([&] {
     auto none = pool.try_get();
@@ -97,25 +129,31 @@ TYPED_TEST(IdleStripesTest, AWalkWhoseStripeIsEmptyTakesFromTheNextStripe) {
   EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), 100u);
 }
 
-// A pool with a summary (a stripe of more than 8 words: 600 slots, 10 words) wraps round as well:
-// with its own stripe all lent, a walk from stripe 0 takes stripe 1's lowest slot, and one from
-// stripe 1 then takes nothing of stripe 0's (all lent) and nothing past the pool's end.
+// A pool with a summary (stripes of more than 8 words: 1 200 slots, 19 words) wraps round as well.
+// Stripe 1 holds slots 0..599 (moved there), stripe 0 600..1199: a walk from stripe 0 takes those,
+// then stripe 1's lowest; one from stripe 1 then takes the rest of stripe 1, nothing of stripe 0's
+// (all lent) and nothing past the pool's end.
 TYPED_TEST(IdleStripesTest, AWalkWrapsRoundTheStripesOfASummarizedPool) {
   const idle_stripes two(2);
   auto pool = this->make(1200);
-  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 1200));
-  std::vector<lease_type> held_even, held_odd;
-  worker even, odd;
-  const std::vector<int> evens = take_from_stripe(even, pool, 0, 601, held_even);
-  ASSERT_EQ(evens.size(), 601u);
-  for (std::size_t k = 0; k < 600; ++k) ASSERT_EQ(evens[k], 2 * static_cast<int>(k)) << "get " << k;
-  EXPECT_EQ(evens[600], 1) << "stripe 0 all lent: stripe 1's lowest";
-  const std::vector<int> odds = take_from_stripe(odd, pool, 1, 600, held_odd);
-  ASSERT_EQ(odds.size(), 599u) << "every connection lent after 1200 gets";
-  for (std::size_t k = 0; k < odds.size(); ++k)
-    EXPECT_EQ(odds[k], 3 + 2 * static_cast<int>(k)) << "get " << k;
-  even.run([&] { held_even.clear(); });
-  odd.run([&] { held_odd.clear(); });
+  ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, 1200, 0));
+  std::vector<lease_type> held_0, held_1;
+  worker on_0, on_1;
+  const std::vector<int> moved = take_from_stripe(on_1, pool, 1, 600, held_1);
+  ASSERT_EQ(moved.size(), 600u);
+  for (std::size_t k = 0; k < 600; ++k) ASSERT_EQ(moved[k], static_cast<int>(k)) << "get " << k;
+  return_to_stripe(1, held_1);
+  const std::vector<int> from_0 = take_from_stripe(on_0, pool, 0, 601, held_0);
+  ASSERT_EQ(from_0.size(), 601u);
+  for (std::size_t k = 0; k < 600; ++k) ASSERT_EQ(from_0[k], 600 + static_cast<int>(k)) << "get " << k;
+  EXPECT_EQ(from_0[600], 0) << "stripe 0 all lent: stripe 1's lowest";
+  worker fresh_on_1;  // on_1 would first try the slots it walked to last (its cache)
+  const std::vector<int> from_1 = take_from_stripe(fresh_on_1, pool, 1, 600, held_1);
+  ASSERT_EQ(from_1.size(), 599u) << "every connection lent after 1200 gets";
+  for (std::size_t k = 0; k < from_1.size(); ++k)
+    EXPECT_EQ(from_1[k], 1 + static_cast<int>(k)) << "get " << k;
+  held_0.clear();
+  held_1.clear();
   EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), 1200u);
 }
 
@@ -133,12 +171,13 @@ TYPED_TEST(IdleStripesTest, APoolOfOneWordHasOneStripe) {
   w.run([&] { held.clear(); });
 }
 
-// When a connection fails its check, the get goes on from the next slot in the walk's order (the
-// stripe's next slot), not the next slot index: with slots 0 and 2 failing, a get from stripe 0
-// takes slot 4, and checks each of 0, 2 and 4 once.
+// When a connection fails its check, the get goes on with the next listed slot in the walk's order:
+// every connection listed in stripe 1, slots 0 and 1 failing, a get from stripe 0 finds its stripe
+// empty, takes slot 0 in stripe 1 (its check fails), then slot 1, then slot 2, and checks each of
+// them once.
 class IdleStripesCheckTest : public netpool::test::pool_fixture<netpool::test::std_pool> {};
 
-TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfItsStripe) {
+TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfTheOtherStripe) {
   const idle_stripes two(2);
   std::atomic<bool> checking{false};
   std::vector<int> checked;  // by the worker's get only
@@ -147,20 +186,20 @@ TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfItsStripe
     // relaxed: set before the worker's job is queued, which synchronizes with it.
     if (!checking.load(std::memory_order_relaxed)) return true;
     checked.push_back(c.id());
-    return c.id() != 0 && c.id() != 2;
+    return c.id() != 0 && c.id() != 1;
   };
   auto pool = make(std::move(cfg));
-  ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, 128));
+  ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, 128, 1));
   checking.store(true, std::memory_order_relaxed);
   worker w;
   w.run([&] {
     const home_stripe home(0);
     auto l = pool.try_get();
     ASSERT_TRUE(l) << l.error().message();
-    EXPECT_EQ((*l)->id(), 4);
+    EXPECT_EQ((*l)->id(), 2);
   });
-  EXPECT_EQ(checked, (std::vector<int>{0, 2, 4}));
-  EXPECT_EQ(pool.stats().idle, 126u);
+  EXPECT_EQ(checked, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(pool.stats().idle, 126u);  // two closed; the lease is back
 }
 
 }  // namespace

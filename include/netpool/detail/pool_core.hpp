@@ -68,8 +68,12 @@
 //         own slot's flag. A scanner may leave its own
 //         hint slot listed while it is leased, but only if the scanner has not cleared its bit:
 //         after a clear, it leaves a slot only with the flag set.
-//         Which word and bit hold slot i's is a fixed bijection (its stripe, listed_word_of()):
-//         every argument here is per slot, so it holds for any layout.
+//         With stripes, "its bit" is its bit in any stripe: relist() sets it in the stripe of
+//         the putting thread's CPU, and a scanner clears the bit it found, in the stripe it found
+//         it in, so a slot may be listed in several stripes for a while (a relist into another
+//         stripe between a scanner's flag and its clear), which only costs scanners a look. A
+//         clear never removes a bit set in another stripe, so the argument above, per word,
+//         holds in each: a relist into the stripe being cleared is the case it covers.
 //   INV13 A pool whose stripe spans more than 8 words of listed_ keeps a summary, one bit per word
 //         of listed_ (padding words between stripes are never listed, so their bits stay 0): once
 //         the relist() or clear in flight on a word is done, a non-empty word has its bit set.
@@ -151,10 +155,11 @@ inline constexpr std::size_t cache_line = 64;
 // 64-bit words to a cache line: the idle bitmap's walk reads this many with one miss.
 inline constexpr std::uint32_t words_per_line = cache_line / sizeof(std::uint64_t);
 
-// The idle bitmap's stripes (pool_core::listed_): slot i's bit is in stripe i % stripes, and a miss
-// walk starts in the stripe of the CPU it runs on, so that walks and puts on different CPUs write
-// different lines (docs/design.md, "Stripes of the idle bitmap"). At most this many, and one per
-// 32 slots: a pool of up to 64 slots keeps one word.
+// The idle bitmap's stripes (pool_core::listed_): each has a bit for every slot; a put lists its
+// slot in the stripe of the CPU it runs on, and a miss walk starts in that stripe too, so that
+// walks and puts on different CPUs write different lines, and idle connections gather where they
+// are returned (docs/design.md, "Stripes of the idle bitmap"). At most this many, and one per 32
+// slots: a pool of up to 64 slots keeps one word.
 inline constexpr std::uint32_t max_idle_stripes = 8;
 
 // The CPU this thread runs on now (a guess: it may move at once), or 0 if unknown. With glibc 2.35
@@ -179,7 +184,8 @@ inline std::uint32_t current_cpu() noexcept {
 }
 
 // For tests, so that they can know which idle connection a walk takes whatever the machine: when
-// not negative, the stripe this thread's miss walks start in, instead of its CPU's; and when not
+// not negative, the stripe this thread's miss walks start in and its puts list slots in, instead
+// of its CPU's; and when not
 // 0, the number of stripes of pools created from now on (a power of two up to max_idle_stripes,
 // still one for pools of up to 64 slots), instead of one per CPU.
 inline thread_local int thread_home_stripe_for_tests = -1;
@@ -698,7 +704,7 @@ class pool_core {
         // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
         for (std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_relaxed); bits != 0;
              bits &= bits - 1) {
-          const std::uint64_t w = slots_[listed_slot(t, j, bits)].state.load(std::memory_order_relaxed);
+          const std::uint64_t w = slots_[listed_slot(j, bits)].state.load(std::memory_order_relaxed);
           if (word::phase(w) == word::idle && (w & word::flag_mask) == 0) return true;
         }
       }
@@ -784,7 +790,7 @@ class pool_core {
         slots_(new (std::nothrow) slot_type[capacity_]),
         bitmap_words_((capacity_ + 63) / 64),
         stripe_shift_(stripe_shift_for(capacity_)),
-        stripe_words_((((capacity_ + (1u << stripe_shift_) - 1) >> stripe_shift_) + 63) / 64),
+        stripe_words_(bitmap_words_),
         listed_stride_(stripe_shift_ == 0
                            ? stripe_words_
                            : (stripe_words_ + words_per_line - 1) / words_per_line * words_per_line),
@@ -1042,12 +1048,11 @@ class pool_core {
                        bool after_wait) noexcept {
     for (std::uint32_t from = 0;;) {
       if (checks_over(user_checked, deadline)) return {};
-      const auto [i, mine] = take_next_idle(from);
+      const auto [i, mine] = take_next_idle(from);  // moves `from` past the slot it takes
       if (i == capacity_) return {};
       checked_lease checked = hand_out(i, mine, where, after_wait);
       if (checked.lease) return std::move(checked.lease);
       user_checked = user_checked || checked.user_checked;
-      from = walk_position(i) + 1;
     }
   }
 
@@ -1057,34 +1062,34 @@ class pool_core {
     return user_checked && clock::now() >= deadline;
   }
 
-  // Takes the first idle slot at walk position `from` or later (walk_position(): stripe by
-  // stripe, lowest first in each, so that the slots past the ones in use stay idle long enough for
-  // max_idle_time to close them), waiting out transit on idle slots so that a waiter's re-scan
+  // Takes the first idle slot listed at walk position `from` or later, and sets `from` past it.
+  // A walk position is a stripe's number times its bits, plus a slot's index: stripe by stripe
+  // from 0, lowest slot first in each, so that the slots past the ones in use stay idle long enough
+  // for max_idle_time to close them. Waits out transit on idle slots so that a waiter's re-scan
   // cannot miss a connection being returned right now (INV6). Only listed slots are looked at
   // (INV12). Returns its index and new (leased) word, or capacity_ when there is none.
-  std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t from) noexcept {
-    for (std::uint32_t t = from / (stripe_words_ * 64); t < stripes(); ++t) {
-      const std::uint32_t start = t == from / (stripe_words_ * 64) ? from % (stripe_words_ * 64) : 0;
+  std::pair<std::uint32_t, std::uint64_t> take_next_idle(std::uint32_t& from) noexcept {
+    const std::uint32_t stripe_bits = stripe_words_ * 64;
+    for (std::uint32_t t = from / stripe_bits; t < stripes(); ++t) {
+      const std::uint32_t start = t == from / stripe_bits ? from % stripe_bits : 0;
       for (std::uint32_t j = start / 64; j < stripe_words_; ++j) {
         // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
         // before it; and in INV12's single order with relist()'s RMW (INV6).
         std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_seq_cst);
         if (j == start / 64) bits &= ~std::uint64_t{0} << (start % 64);
         for (; bits != 0; bits &= bits - 1) {
-          const std::uint32_t i = listed_slot(t, j, bits);
-          if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
+          const std::uint32_t i = listed_slot(j, bits);
+          if (const std::uint64_t mine = take_listed(i, t); mine != not_taken) {
+            from = t * stripe_bits + i + 1;
+            return {i, mine};
+          }
         }
       }
     }
     return {capacity_, 0};
   }
-
-  // Slot i's place in take_next_idle()'s order: its stripe, then its position in the stripe.
-  // At most stripes * stripe_words_ * 64, under 2 * max_supported + 64 * max_idle_stripes.
-  static_assert(pool_config<Conn>::max_supported <= (std::uint64_t{1} << 30), "walk positions are 32-bit");
-  std::uint32_t walk_position(std::uint32_t i) const noexcept {
-    return (i & stripe_mask()) * stripe_words_ * 64 + (i >> stripe_shift_);
-  }
+  // Walk positions: at most stripes * stripe_words_ * 64, under 8 * (max_supported + 64).
+  static_assert(pool_config<Conn>::max_supported <= (std::uint64_t{1} << 28), "walk positions are 32-bit");
 
   // The lean miss path's walk: the lowest idle slot of this CPU's stripe (home_stripe()), else of
   // the next stripe, and so on; through the summary (INV13) in a pool that has one, so that only
@@ -1108,8 +1113,8 @@ class pool_core {
       // seq_cst: as in take_next_idle().
       for (std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_seq_cst); bits != 0;
            bits &= bits - 1) {
-        const std::uint32_t i = listed_slot(t, j, bits);
-        if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
+        const std::uint32_t i = listed_slot(j, bits);
+        if (const std::uint64_t mine = take_listed(i, t); mine != not_taken) return {i, mine};
       }
     }
     return {capacity_, 0};
@@ -1127,16 +1132,16 @@ class pool_core {
         const std::uint32_t k = g * 64 + static_cast<std::uint32_t>(std::countr_zero(words));
         if (k >= first + stripe_words_) return {capacity_, 0};  // the next stripe's
         for (std::uint64_t bits = listed_[k].load(std::memory_order_seq_cst); bits != 0; bits &= bits - 1) {
-          const std::uint32_t i = listed_slot(t, k - first, bits);
-          if (const std::uint64_t mine = take_listed(i); mine != not_taken) return {i, mine};
+          const std::uint32_t i = listed_slot(k - first, bits);
+          if (const std::uint64_t mine = take_listed(i, t); mine != not_taken) return {i, mine};
         }
       }
     }
     return {capacity_, 0};
   }
 
-  // The stripe whose slots this thread's miss walk tries first: its CPU's, so that threads on
-  // different CPUs take and return connections in different lines of the bitmap.
+  // The stripe this thread's puts list slots in and its miss walks try first: its CPU's, so that
+  // threads on different CPUs take and return connections in different lines of the bitmap.
   std::uint32_t home_stripe() const noexcept {
     if (stripe_shift_ == 0) return 0;
     if (thread_home_stripe_for_tests >= 0) [[unlikely]]
@@ -1184,13 +1189,14 @@ class pool_core {
     walked.next = (walked.next + 1) % walked_slots_per_way;
   }
 
-  // Slot i was listed: take it if it is idle; if it is not, unlist it (INV12), unless it came back
-  // meanwhile, in which case take it after all. Returns the new (leased) word if it is ours, else
-  // not_taken. Not a std::optional: returned through memory, its one-byte flag was stored and then
-  // read back as part of a wider load, which no store forwarding serves (a stall on every miss).
+  // Slot i was listed in stripe t: take it if it is idle; if it is not, unlist it from there
+  // (INV12), unless it came back meanwhile, in which case take it after all. Returns the new
+  // (leased) word if it is ours, else not_taken. Not a std::optional: returned through memory, its
+  // one-byte flag was stored and then read back as part of a wider load, which no store forwarding
+  // serves (a stall on every miss).
   static constexpr std::uint64_t not_taken = 0;  // a leased word has phase `leased`: never 0
   static_assert(word::leased != 0);
-  std::uint64_t take_listed(std::uint32_t i) noexcept {
+  std::uint64_t take_listed(std::uint32_t i, std::uint32_t t) noexcept {
     slot_type& s = slots_[i];
     std::uint64_t w = settled_word(s);
     // This thread's own hint, lent through the fast path (which leaves it listed): it comes back
@@ -1209,7 +1215,7 @@ class pool_core {
         const std::uint64_t mine = word::next_owner(w, word::leased);
         // acquire: pairs with make_idle()'s release CAS (the connection's state).
         if (s.state.compare_exchange_strong(w, mine, std::memory_order_acquire, std::memory_order_relaxed)) {
-          unlist_taken(i);  // ours now; our put lists it again (INV12)
+          unlist_taken(i, t);  // ours now; our put lists it again (INV12)
           return mine;
         }
         // Taken first: look at what it is now.
@@ -1217,11 +1223,13 @@ class pool_core {
         // Lent, being dialed or checked, or free: off the list. Then look once more: a slot made
         // idle before our unlist() could see our flag must be taken by us (INV12), or a waiter
         // that finds its bit clear would sleep beside an idle connection.
-        unlist(i);
+        unlist(i, t);
         // A put that relisted the slot between our flag and our clear (its flag cleared, its bit
-        // cleared by us) would leave it listed nowhere once its owner took it back through the
-        // fast path, which looks at neither: look again, and flag it again. seq_cst: after our
-        // RMW, which read the relist's RMW if it came first (INV12).
+        // cleared by us if it listed the slot in stripe t too) would leave it listed nowhere once
+        // its owner took it back through the fast path, which looks at neither: look again, and
+        // flag it again. seq_cst: after our RMW, which read the relist's RMW if it came first
+        // (INV12). (A relist into another stripe leaves the slot listed there: looking again
+        // costs nothing but the look.)
         if (s.unlisted.load(std::memory_order_seq_cst) != 0) {
           // seq_cst: after unlist()'s RMW, in INV12's single order with the put's CAS on the word
           // (seq_cst too: release alone would not order its later load of the flag).
@@ -1247,10 +1255,10 @@ class pool_core {
   // INV12: slot i's bit is cleared only after its `unlisted` flag is set, so that whoever makes the
   // slot idle next lists it again. seq_cst both: a Dekker pair with a put's CAS on the slot word
   // followed by its load of the flag (put_back(), relist()); see take_listed().
-  void unlist(std::uint32_t i) noexcept {
+  void unlist(std::uint32_t i, std::uint32_t t) noexcept {
     slots_[i].unlisted.store(1, std::memory_order_seq_cst);
-    NETPOOL_SYNC_POINT("unlist:flagged");  // a relist() now would be undone by our clear
-    clear_listed_bit(i);
+    NETPOOL_SYNC_POINT("unlist:flagged");  // a relist() into stripe t now would be undone by our clear
+    clear_listed_bit(i, t);
   }
 
   // unlist() for the slot this thread has just taken (its CAS made it leased to us). Nobody else
@@ -1258,9 +1266,9 @@ class pool_core {
   // put of it can miss the flag: the put is ours, later on this thread. Hence relaxed (a plain
   // store), where unlist() needs seq_cst (an exchange on x86: one RMW less per miss get). A
   // scanner's re-check that reads a stale 0 here only makes it look at the slot once more.
-  void unlist_taken(std::uint32_t i) noexcept {
+  void unlist_taken(std::uint32_t i, std::uint32_t t) noexcept {
     slots_[i].unlisted.store(1, std::memory_order_relaxed);
-    clear_listed_bit(i);
+    clear_listed_bit(i, t);
   }
 
   // relist() for put_back(): out of line and cold, so that the hot put stays small enough for
@@ -1268,13 +1276,15 @@ class pool_core {
   [[gnu::noinline, gnu::cold]] void relist_returned(slot_type& s) noexcept { relist(index_of(s)); }
 
   // INV12: the owner makes slot i idle (it holds the slot in transit): set its bit, before it looks
-  // for waiters (INV6), so that a waiter that raised waiters_ after that look finds the bit.
+  // for waiters (INV6), so that a waiter that raised waiters_ after that look finds the bit. In the
+  // stripe of this thread's CPU: the connection is then found first by walks on the CPU that
+  // returned it, which keeps each CPU's walks and puts in its own stripe's lines.
   void relist(std::uint32_t i) noexcept {
     // relaxed: the RMW below publishes it. That holds only while every write to listed_ is an
     // atomic RMW (a later clear then reads our fetch_or and sees this store): a plain store to
     // the bitmap, say a bulk reset, would break take_listed()'s re-check of the flag.
     slots_[i].unlisted.store(0, std::memory_order_relaxed);
-    const std::uint32_t k = listed_word_of(i);
+    const std::uint32_t k = listed_word_of(home_stripe(), i);
     // seq_cst: INV6/INV12, with a waiter's or scanner's loads of the word (take_next_idle()). The
     // old value unused, so that this is one `lock or`: using it makes a CAS loop, which retries
     // under contention.
@@ -1289,10 +1299,10 @@ class pool_core {
     }
   }
 
-  // INV12: clears slot i's bit (its `unlisted` flag is set already). seq_cst: INV12's single order
-  // with relist()'s RMW and a put's load of the flag.
-  void clear_listed_bit(std::uint32_t i) noexcept {
-    const std::uint32_t k = listed_word_of(i);
+  // INV12: clears slot i's bit in stripe t (its `unlisted` flag is set already). seq_cst: INV12's
+  // single order with relist()'s RMW and a put's load of the flag.
+  void clear_listed_bit(std::uint32_t i, std::uint32_t t) noexcept {
+    const std::uint32_t k = listed_word_of(t, i);
     listed_[k].fetch_and(~listed_bit_of(i), std::memory_order_seq_cst);  // one `lock and`
     // seq_cst: INV13, with relist()'s RMW on the word and its load of the summary.
     if (summarized_ && listed_[k].load(std::memory_order_seq_cst) == 0) [[unlikely]]
@@ -1319,8 +1329,8 @@ class pool_core {
   // ---- the idle bitmap's layout (listed_) -------------------------------------------------------
 
   // log2 of the number of stripes of listed_ for a pool of `capacity` slots: one per CPU (a power
-  // of two, at most max_idle_stripes), but none for a pool of one word, and at least 32 slots a
-  // stripe, so that a stripe is not emptied by a few gets.
+  // of two, at most max_idle_stripes), but none for a pool of one word, and no more than one per
+  // 32 slots: each stripe costs a walk that finds its own stripe empty one more line to read.
   static std::uint32_t stripe_shift_for(std::uint32_t capacity) noexcept {
     if (capacity <= 64) return 0;
     // relaxed: set by a test before it creates the pool, on the same thread.
@@ -1341,16 +1351,14 @@ class pool_core {
   std::uint32_t stripes() const noexcept { return 1u << stripe_shift_; }
   std::uint32_t stripe_mask() const noexcept { return stripes() - 1; }
   std::uint32_t listed_words() const noexcept { return stripes() * listed_stride_; }
-  std::uint32_t listed_word_of(std::uint32_t i) const noexcept {
-    return (i & stripe_mask()) * listed_stride_ + (i >> stripe_shift_) / 64;
+  // Slot i's bit in stripe t: bit i % 64 of the stripe's word i / 64.
+  std::uint32_t listed_word_of(std::uint32_t t, std::uint32_t i) const noexcept {
+    return t * listed_stride_ + i / 64;
   }
-  std::uint64_t listed_bit_of(std::uint32_t i) const noexcept {
-    return std::uint64_t{1} << ((i >> stripe_shift_) % 64);
-  }
-  // The slot of the lowest set bit in `bits`, word j of stripe t.
-  std::uint32_t listed_slot(std::uint32_t t, std::uint32_t j, std::uint64_t bits) const noexcept {
-    const std::uint32_t i =
-        ((j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits))) << stripe_shift_) | t;
+  static std::uint64_t listed_bit_of(std::uint32_t i) noexcept { return std::uint64_t{1} << (i % 64); }
+  // The slot of the lowest set bit in `bits`, word j of a stripe.
+  std::uint32_t listed_slot(std::uint32_t j, std::uint64_t bits) const noexcept {
+    const std::uint32_t i = j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
     assert(i < capacity_);  // only slots of the pool are ever listed; a walk past its stripe is not
     return i;
   }
@@ -2437,7 +2445,8 @@ class pool_core {
   };
   // A scan_idle() that takes the slot without validating it: the waiter may still hand it back.
   taken_slot scan_idle_raw() noexcept {
-    const auto [i, mine] = take_next_idle(0);
+    std::uint32_t from = 0;
+    const auto [i, mine] = take_next_idle(from);
     if (i == capacity_) return {};
     return {i, word::generation(mine), true};
   }
@@ -2971,15 +2980,17 @@ class pool_core {
   // INV12: slot i's bit in listed_ is set when slot i may be idle. The miss path looks for idle
   // connections here, 64 slots to a load, instead of reading every slot's own line, which made a
   // get+put on a pool of 10 000 half in use ~60x one on a pool of 100. The hot path never writes
-  // it (relist() and unlist() run on the miss path only). listed_ is split into 2^stripe_shift_
-  // stripes: slot i's bit is in stripe i % stripes, at position i / stripes of the stripe
-  // (listed_word_of(), listed_bit_of()). Each stripe's words start a line of their own
-  // (listed_stride_ is a multiple of a line, the array line-aligned), so that a walk or a put in
-  // one stripe writes no line of another: with one shared line, 12 held per thread cost 4-6x the
-  // mutex pool at 2 threads (docs/design.md, "Stripes of the idle bitmap"). With one stripe
-  // (pools of up to 64 slots, or one CPU) this is the plain layout: bit i % 64 of word i / 64.
+  // it (relist() and unlist() run on the miss path only). listed_ has 2^stripe_shift_ stripes,
+  // each with a bit for every slot (bit i % 64 of its word i / 64: listed_word_of(),
+  // listed_bit_of()). A put lists its slot in its CPU's stripe (relist()), so a slot's bit moves
+  // with the CPU that returned it; a slot may be listed in more than one stripe for a while
+  // (INV12). Each stripe's words start a line of their own (listed_stride_ is a multiple of a
+  // line, the array line-aligned), so that a walk or a put in one stripe writes no line of
+  // another: with one shared line, 12 held per thread cost 4-6x the mutex pool at 2 threads
+  // (docs/design.md, "Stripes of the idle bitmap"). With one stripe (pools of up to 64 slots, or
+  // one CPU) this is the plain layout.
   const std::uint32_t stripe_shift_;
-  const std::uint32_t stripe_words_;   // words of listed_ that hold one stripe's bits
+  const std::uint32_t stripe_words_;   // words of listed_ that hold one stripe's bits (all slots')
   const std::uint32_t listed_stride_;  // from one stripe's first word to the next's
   const std::unique_ptr<std::atomic<std::uint64_t>[]> listed_storage_;  // listed_, plus alignment
   std::atomic<std::uint64_t>* const listed_;
