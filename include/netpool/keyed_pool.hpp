@@ -336,7 +336,9 @@ class keyed_pool {
 
   // Idempotent: fails dials waiting for a global token, closes every sub-pool (their waiters fail
   // with pool_closed; their idle connections close) and forgets them; get() returns pool_closed
-  // from now on. Leases stay valid; returning them closes their connections.
+  // from now on. Leases stay valid; returning them closes their connections. A dial already
+  // running on a sub-pool's dialer thread is not waited for: it ends within dial_timeout, and its
+  // connection, if any, is closed; until then stats().open counts it.
   void close() noexcept {
     if (state_) state_->close();
   }

@@ -324,6 +324,13 @@ TEST_F(KeyedPoolStress, CloseWhileThreadsHammerLosesNoToken) {
   EXPECT_EQ(t_.unexpected.load(), 0u) << "last unexpected error value: " << t_.last_unexpected.load();
   EXPECT_EQ(over_limit_.load(), 0u);
   EXPECT_LE(count_->max_live.load(), static_cast<long>(global_max));
+  // Joining the threads does not end every dial: a get that gave up first (the 20 ms one) left
+  // its dial to its sub-pool's dialer thread, and a dialer may even start one while close() runs
+  // (the sub-pools are closed after the sweeper is joined). close() leaves such a sub-pool, now
+  // retired, to end its dial (at most dial_timeout): the dial's token comes back as it fails, or
+  // as its new connection is closed (the sub-pool is closed). Wait for that, then look: a token
+  // that never comes back still fails here.
+  EXPECT_TRUE(wait_for([&] { return pools->stats().open == 0 && count_->live.load() == 0; }, 60s));
   EXPECT_EQ(pools->stats().open, 0u);
   EXPECT_EQ(count_->live.load(), 0);
   pools.reset();

@@ -82,7 +82,9 @@ class keyed_budget {
   // first, doubling up to 16 ms; each poll also asks abandoned() whether the dial is still wanted
   // (its sub-pool was removed).
   // Errors: errc::exhausted when the deadline passes, errc::dial_not_needed once not_needed() says
-  // so, errc::pool_closed after close() or once abandoned() says so.
+  // so, errc::pool_closed after close() or once abandoned() says so. Only a take that has to wait
+  // sees close(): a free token is taken even after it (the dial's sub-pool is closed by then, or
+  // is about to be, and closes what the dial makes, which gives the token back).
   template <class Reclaim, class NotNeeded, class Abandoned>
   [[nodiscard]] std::error_code take(clock::time_point deadline, Reclaim&& reclaim, NotNeeded&& not_needed,
                                      Abandoned&& abandoned) {
