@@ -1030,6 +1030,63 @@ TYPED_TEST(HintListingRaceTest, AScannerThatClearedItsHintsBitLeavesItFlaggedFor
   EXPECT_TRUE(found) << "idle, yet unlisted: " << found.error().message();
 }
 
+// INV12 with stripes: a put relists its slot in its own CPU's stripe, which may not be the stripe
+// a scanner is unlisting it from. `b`, on stripe 0, meets slot 0 lent (listed in stripe 0, lent by
+// a's fast path), flags it and is held before clearing its bit. Meanwhile `a` returns the slot as
+// if on stripe 1: its put sees the flag and lists the slot in stripe 1. Let go, b clears stripe 0's
+// bit, which leaves stripe 1's alone, finds the flag off, looks again, finds the slot idle and
+// takes it. Every connection is then still found by a fresh thread.
+template <class P>
+using StripeListingRaceTest = SyncPointTest<P>;
+TYPED_TEST_SUITE(StripeListingRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(StripeListingRaceTest, AReturnListedInAnotherStripeWhileAScannerUnlistsTheSlotIsTaken) {
+  const netpool::test::idle_stripes two(2);
+  constexpr std::size_t max = 128;
+  auto cfg = this->config(max);
+  cfg.background_maintenance = false;  // nothing but the test's threads touches the slots
+  auto pool = this->make(std::move(cfg));
+  netpool::test::close_on_exit guard(pool);
+  {
+    const netpool::test::home_stripe home(0);
+    ASSERT_NO_FATAL_FAILURE(netpool::test::open_idle(pool, max));  // all listed in stripe 0
+  }
+  stop_at b_flagged("b", "unlist:flagged");
+  active_stops = {&b_flagged};
+  netpool::test::worker a;
+  netpool::test::worker b;
+  b.run([] { thread_name = "b"; });
+  std::optional<tracked_lease> held;
+  int slot0 = -1;
+  a.run([&] {
+    const netpool::test::home_stripe home(0);
+    {
+      auto l = pool.try_get();  // the walk: slot 0, the lowest; returned, it is a's hint
+      ASSERT_TRUE(l) << l.error().message();
+      slot0 = (*l)->id();
+    }
+    auto l = pool.try_get();  // the fast path: slot 0 stays listed in stripe 0 while lent
+    ASSERT_TRUE(l) << l.error().message();
+    ASSERT_EQ((*l)->id(), slot0);
+    held.emplace(std::move(*l));
+  });
+  ASSERT_TRUE(held);
+  auto b_get = b.post([&] {  // meets slot 0 lent: flags it, held before its clear
+    const netpool::test::home_stripe home(0);
+    auto l = pool.try_get();
+    return l ? (*l)->id() : -1;
+  });
+  ASSERT_TRUE(b_flagged.reached_within());
+  a.run([&] {
+    const netpool::test::home_stripe home(1);
+    held.reset();  // sees b's flag: lists slot 0 in stripe 1
+  });
+  b_flagged.let_go();
+  ASSERT_TRUE(ready_within(b_get));
+  EXPECT_EQ(b_get.get(), slot0) << "b did not look again at the slot it unlisted, idle by then";
+  EXPECT_EQ(netpool::test::idle_found_by_a_fresh_thread(pool), max);
+}
+
 template <class P>
 using WalkedSlotRaceTest = SyncPointTest<P>;
 TYPED_TEST_SUITE(WalkedSlotRaceTest, netpool::test::both_pools, netpool::test::pool_names);

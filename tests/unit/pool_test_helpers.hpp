@@ -184,8 +184,8 @@ class idle_stripes {
   std::uint32_t previous_;
 };
 
-// While it lives, the calling thread's miss walks start in stripe `t` (pool_core.hpp,
-// thread_home_stripe_for_tests), whichever CPU it runs on.
+// While it lives, the calling thread's miss walks start in stripe `t`, and its puts list their
+// slots in stripe `t` (pool_core.hpp, thread_home_stripe_for_tests), whichever CPU it runs on.
 class home_stripe {
  public:
   explicit home_stripe(int t) noexcept

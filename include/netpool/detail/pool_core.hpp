@@ -74,15 +74,16 @@
 //         stripe between a scanner's flag and its clear), which only costs scanners a look. A
 //         clear never removes a bit set in another stripe, so the argument above, per word,
 //         holds in each: a relist into the stripe being cleared is the case it covers.
-//   INV13 A pool whose stripe spans more than 8 words of listed_ keeps a summary, one bit per word
-//         of listed_ (padding words between stripes are never listed, so their bits stay 0): once
-//         the relist() or clear in flight on a word is done, a non-empty word has its bit set.
-//         relist() sets the slot's bit, then loads the summary and sets the word's bit if clear;
-//         whoever sees a word empty after clearing a slot's bit clears the word's summary bit,
-//         then reloads the word and sets the bit back if the word is not empty (all seq_cst: one
-//         of the two sees the other). Only the lean miss walk (take_lowest_idle()) reads it, and
-//         falls back on the full walk when it finds nothing: a momentarily wrong summary costs a
-//         slower get, never a lost connection or wake-up (waiters never read it).
+//   INV13 A pool whose stripes span more than 8 words of listed_ each (pools of more than 512
+//         slots) keeps a summary, one bit per word of listed_ (padding words between stripes are
+//         never listed, so their bits stay 0): once the relist() or clear in flight on a word is
+//         done, a non-empty word has its bit set. relist() sets the slot's bit, then loads the
+//         summary and sets the word's bit if clear; whoever sees a word empty after clearing a
+//         slot's bit clears the word's summary bit, then reloads the word and sets the bit back if
+//         the word is not empty (all seq_cst: one of the two sees the other). Only the lean miss
+//         walk (take_lowest_idle()) reads it, and falls back on the full walk when it finds
+//         nothing: a momentarily wrong summary costs a slower get, never a lost connection or
+//         wake-up (waiters never read it).
 //   INV9  The core is freed exactly once, by whoever drops refs_ to zero: the pool handle holds one
 //         reference, and the orphan sweep adds one per slot that was still leased or busy when the
 //         handle went away; that slot's owner drops it when it returns the slot.
@@ -1359,7 +1360,7 @@ class pool_core {
   // The slot of the lowest set bit in `bits`, word j of a stripe.
   std::uint32_t listed_slot(std::uint32_t j, std::uint64_t bits) const noexcept {
     const std::uint32_t i = j * 64 + static_cast<std::uint32_t>(std::countr_zero(bits));
-    assert(i < capacity_);  // only slots of the pool are ever listed; a walk past its stripe is not
+    assert(i < capacity_);  // only slots of the pool are ever listed: a bit past them is a bad index
     return i;
   }
 
