@@ -27,7 +27,6 @@
 
 namespace {
 
-using netpool::errc;
 using netpool::test::tracked_conn;
 using netpool::test::worker;
 using lease_type = netpool::lease<tracked_conn>;

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <iterator>
 #include <vector>
 
 #include "netpool/error.hpp"
@@ -200,6 +201,49 @@ TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfTheOtherS
   });
   EXPECT_EQ(checked, (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(pool.stats().idle, 126u);  // two closed; the lease is back
+}
+
+// The full walk resumes where it found the connection whose check failed: in its stripe, past it.
+// Every connection listed in stripe 1 but slot 9's, which a worker holds. A get from stripe 0
+// takes slot 0 (its check fails), then walks: stripe 0 is empty, stripe 1 gives slot 1, and while
+// slot 1's check runs (it fails too) slot 9 comes back into stripe 0. The walk goes on in stripe 1
+// with slot 2; one that resumed at slot 1's index in stripe 0's positions would take slot 9.
+TEST_F(IdleStripesCheckTest, AWalkResumesInTheStripeWhereItFoundTheFailedConnection) {
+  const idle_stripes two(2);
+  std::atomic<bool> checking{false};
+  std::vector<int> checked;  // by the worker's get only
+  worker returner;
+  std::vector<lease_type> held;
+  auto cfg = config(128);
+  cfg.health_check = [&](tracked_conn& c) {
+    // relaxed: set before the worker's job is queued, which synchronizes with it.
+    if (!checking.load(std::memory_order_relaxed)) return true;
+    checked.push_back(c.id());
+    if (c.id() == 1) returner.run([&] { return_to_stripe(0, held); });  // slot 9, into stripe 0
+    return c.id() != 0 && c.id() != 1;
+  };
+  auto pool = make(std::move(cfg));
+  ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, 128, 1));
+  const std::vector<int> taken = take_from_stripe(returner, pool, 1, 10, held);  // slots 0..9
+  ASSERT_EQ(taken.size(), 10u);
+  ASSERT_EQ(taken[9], 9);
+  returner.run([&] {
+    std::vector<lease_type> back(std::make_move_iterator(held.begin()),
+                                 std::make_move_iterator(held.begin() + 9));
+    held.erase(held.begin(), held.begin() + 9);
+    return_to_stripe(1, back);  // slots 0..8 into stripe 1 again; slot 9 stays lent
+  });
+  ASSERT_EQ(held.size(), 1u);
+  checking.store(true, std::memory_order_relaxed);
+  worker w;
+  w.run([&] {
+    const home_stripe home(0);
+    auto l = pool.try_get();
+    ASSERT_TRUE(l) << l.error().message();
+    EXPECT_EQ((*l)->id(), 2);
+  });
+  EXPECT_EQ(checked, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(pool.stats().idle, 126u);  // two closed; slot 9 and the lease are back
 }
 
 }  // namespace
