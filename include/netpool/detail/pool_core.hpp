@@ -70,10 +70,12 @@
 //         after a clear, it leaves a slot only with the flag set.
 //         With stripes, "its bit" is its bit in any stripe: relist() sets it in the stripe of
 //         the putting thread's CPU, and a scanner clears the bit it found, in the stripe it found
-//         it in, so a slot may be listed in several stripes for a while (a relist into another
-//         stripe between a scanner's flag and its clear), which only costs scanners a look. A
-//         clear never removes a bit set in another stripe, so the argument above, per word,
-//         holds in each: a relist into the stripe being cleared is the case it covers.
+//         it in. So a slot may be listed in several stripes (a relist into another stripe between
+//         a scanner's flag and its clear; a slow put, which relists always, of a slot still
+//         listed elsewhere; a take, which clears only the bit it found): an extra bit stays until
+//         a walk of its stripe meets it, and costs that walk a look. A clear never removes a bit
+//         set in another stripe, so the argument above, per word, holds in each: a relist into
+//         the stripe being cleared is the case it covers.
 //   INV13 A pool whose stripes span more than 8 words of listed_ each (pools of more than 512
 //         slots) keeps a summary, one bit per word of listed_ (padding words between stripes are
 //         never listed, so their bits stay 0): once the relist() or clear in flight on a word is
