@@ -310,6 +310,9 @@ def scaling_tables(results, idx):
                                  "size; netpool: the hint and the walked-slot cache); ns per get+put",
         "scaling/get_put_walk": "get ×12 + put ×12 with half the pool lent out for the whole run (max = min = "
                                 "size; netpool: two gets in three walk the idle bitmap); ns per get+put",
+        "scaling/try_get_exhausted": "a get that never waits (netpool's `try_get()`) on a pool whose "
+                                     "connections are all lent (max = min = size); ns per get, each finding "
+                                     "nothing. `apr_reslist` has no such get",
     }
     for section, what in explain.items():
         contenders = present(results, section)
@@ -333,6 +336,16 @@ def scaling_tables(results, idx):
             header = ["contender"] + [f"size {s}" for s in sizes] + ["10 000 / 100"]
             out.append(f"**`{section}`, {plural(t)}**: {what}\n\n" + table(header, rows))
         out[-1] += error_note(results, section)
+    section = "scaling/try_get_exhausted_stripes"
+    striped = sorted((r for r in results if r.section == section), key=lambda r: (r.args.get("size", 0),
+                                                                                  r.args.get("stripes", 0)))
+    if striped:
+        rows = [[f"`{r.contender}`", f"{r.args.get('size')}", f"{r.args.get('stripes')}",
+                 fmt_ns(r.ns_per_op) if not r.error else "skipped"] for r in striped]
+        out.append(f"**`{section}`, 1 thread**: the same get on netpool's pool with its idle bitmap in a given "
+                   "number of stripes (pinned for the benchmark; netpool gives a pool of more than 64 slots one "
+                   "stripe per CPU, up to 8): what the get pays on a machine of that many CPUs\n\n"
+                   + table(["contender", "size", "stripes", "ns per get"], rows) + error_note(results, section))
     section = "scaling/create_close"
     contenders = present(results, section)
     if contenders:

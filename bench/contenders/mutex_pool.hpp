@@ -44,6 +44,13 @@ class mutex_pool {
     }
   }
 
+  handle try_acquire() noexcept {
+    std::lock_guard lock(mutex_);
+    if (idle_.empty()) return nullptr;
+    netpool::socket* connection = idle_.back();
+    idle_.pop_back();
+    return connection;
+  }
   bool release(handle& connection) noexcept {
     {
       std::lock_guard lock(mutex_);

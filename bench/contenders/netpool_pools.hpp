@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <system_error>
 #include <vector>
@@ -46,6 +47,7 @@ class netpool_contender {
   netpool_contender& operator=(const netpool_contender&) = delete;
 
   handle acquire() noexcept { return pool_.get(); }
+  handle try_acquire() noexcept { return pool_.try_get(); }
 
   bool release(handle& lease) noexcept { return !lease->release(); }
 
@@ -59,7 +61,12 @@ class netpool_contender {
     config.min_size = params.min_size;
     if constexpr (IdleTracking) config.max_idle_time = std::chrono::minutes(1);
     config.fair_waiters = Fair;
+    // The stripe count is read once, when the pool is created (pool_params::idle_stripes).
+    // relaxed: the hook is read by create() on this thread; nothing is published through it.
+    const std::uint32_t library_choice =
+        netpool::detail::idle_stripes_for_tests.exchange(params.idle_stripes, std::memory_order_relaxed);
     auto created = pool_type::create(std::move(config));
+    netpool::detail::idle_stripes_for_tests.store(library_choice, std::memory_order_relaxed);
     if (!created) throw std::system_error(created.error(), "netpool create");
     return std::move(*created);
   }

@@ -43,6 +43,14 @@ class poco_objectpool {
     }
   }
 
+  // borrowObject(0): no wait when every object is lent (below capacity it would create one).
+  handle try_acquire() noexcept {
+    try {
+      return pool_.borrowObject(0);
+    } catch (...) {  // the factory's dial failed
+      return nullptr;
+    }
+  }
   bool release(handle& connection) noexcept {
     pool_.returnObject(connection);
     connection = nullptr;

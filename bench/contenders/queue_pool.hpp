@@ -53,6 +53,10 @@ class queue_pool {
     return acquire_slow();
   }
 
+  handle try_acquire() noexcept {
+    netpool::socket* connection = nullptr;
+    return Ops::try_pop(idle_, connection) ? connection : nullptr;
+  }
   bool release(handle& connection) noexcept {
     const bool stored = Ops::push(idle_, connection);
     connection = nullptr;
