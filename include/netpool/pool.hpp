@@ -150,7 +150,9 @@ class pool_handle {
   [[nodiscard]] std::size_t len() const noexcept { return core_ != nullptr ? core_->idle_count() : 0; }
 
   // Idempotent: wakes every waiter with errc::pool_closed, closes idle connections; connections
-  // returned later are closed; get() returns pool_closed from now on.
+  // returned later are closed; get() returns pool_closed from now on. A dial already running (on
+  // a dialer thread, or a caller's) is not waited for: it ends within dial_timeout and its
+  // connection is closed; until then stats() counts it in dialing and active.
   void close() noexcept {
     if (core_ != nullptr) core_->close();
   }
