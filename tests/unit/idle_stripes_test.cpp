@@ -11,6 +11,7 @@
 // slots, so its gets take the walk.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <iterator>
@@ -244,6 +245,77 @@ TEST_F(IdleStripesCheckTest, AWalkResumesInTheStripeWhereItFoundTheFailedConnect
   });
   EXPECT_EQ(checked, (std::vector<int>{0, 1, 2}));
   EXPECT_EQ(pool.stats().idle, 126u);  // two closed; slot 9 and the lease are back
+}
+
+// The full walk passes over empty words a line (8 words) at a time (first_listed_word()): a pool
+// of 1 100 in one stripe has 18 words, two full lines and 2 words after them. Every connection is
+// lent but those a case gives back; checks fail on the `failing` ones, the first of which the lean
+// walk takes, so that the get goes on through the full walk from slot 0 (and resumes past each
+// failing one). It must find `target` wherever it is: at the start or the end of a line, in the
+// words after the last full line, in the word it resumes in, or nowhere.
+TEST_F(IdleStripesCheckTest, TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitmap) {
+  constexpr std::size_t size = 1100;
+  struct walk_case {
+    std::vector<int> failing;
+    int target;  // -1: none given back
+  };
+  const std::vector<walk_case> cases = {
+      {{0}, 512},         // word 8: the first of the second line
+      {{0}, 1023},        // word 15: the last of the second line
+      {{0}, 1024},        // word 16: the first after the last full line
+      {{0}, 1099},        // the last slot
+      {{0, 600}, 601},    // resumes in word 9 and takes the next bit of that word
+      {{0, 600}, 700},    // resumes in word 9 and finds word 10, in the same line
+      {{0, 600}, 1050},   // resumes mid-line, passes the rest of it and finds word 16
+      {{0, 1023}, 1099},  // resumes at word 16, after the last full line
+      {{0, 700}, -1},     // nothing past slot 700
+  };
+  const idle_stripes one(1);
+  for (const walk_case& c : cases) {
+    SCOPED_TRACE(testing::Message() << "target " << c.target);
+    std::atomic<bool> checking{false};
+    std::vector<int> failing_ids;  // connection ids (this fixture numbers them across pools)
+    std::vector<int> checked;      // by the worker's get only
+    auto cfg = config(size);
+    cfg.health_check = [&](tracked_conn& conn) {
+      // relaxed: set before the worker's job is queued, which synchronizes with it.
+      if (!checking.load(std::memory_order_relaxed)) return true;
+      checked.push_back(conn.id());
+      return std::find(failing_ids.begin(), failing_ids.end(), conn.id()) == failing_ids.end();
+    };
+    auto pool = make(std::move(cfg));
+    ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, size, 0));
+    worker taker;
+    std::vector<lease_type> held;  // held[k]: slot k (dialed in order, taken lowest first)
+    ASSERT_EQ(take_from_stripe(taker, pool, 0, size, held).size(), size);
+    std::vector<int> given_ids;
+    std::vector<lease_type> back;
+    std::vector<int> given = c.failing;
+    if (c.target >= 0) given.push_back(c.target);
+    const int first_id = held.front()->id();
+    for (const int slot : given) {
+      lease_type& lease = held[static_cast<std::size_t>(slot)];
+      ASSERT_EQ(lease->id(), first_id + slot);
+      given_ids.push_back(lease->id());
+      back.push_back(std::move(lease));
+    }
+    failing_ids.assign(given_ids.begin(), given_ids.begin() + static_cast<std::ptrdiff_t>(c.failing.size()));
+    return_to_stripe(0, back);
+    checking.store(true, std::memory_order_relaxed);
+    worker w;
+    w.run([&] {
+      const home_stripe home(0);
+      auto l = pool.try_get();
+      if (c.target < 0) {
+        EXPECT_EQ(l.error(), errc::exhausted);
+      } else {
+        ASSERT_TRUE(l) << l.error().message();
+        EXPECT_EQ((*l)->id(), given_ids.back());
+      }
+    });
+    EXPECT_EQ(checked, given_ids);
+    held.clear();
+  }
 }
 
 }  // namespace

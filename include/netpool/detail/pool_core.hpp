@@ -703,8 +703,9 @@ class pool_core {
   // It walks the listed bits, as take_next_idle() does, and reads only those slots' words.
   [[nodiscard]] bool has_takeable_idle() const noexcept {
     for (std::uint32_t t = 0; t < stripes(); ++t) {
-      for (std::uint32_t j = 0; j < stripe_words_; ++j) {
-        // relaxed, both: a hint, polled again by the waiting dial (keyed_budget::take()).
+      // relaxed, all: a hint, polled again by the waiting dial (keyed_budget::take()).
+      for (std::uint32_t j = first_listed_word<std::memory_order_relaxed>(t, 0); j < stripe_words_;
+           j = first_listed_word<std::memory_order_relaxed>(t, j + 1)) {
         for (std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_relaxed); bits != 0;
              bits &= bits - 1) {
           const std::uint64_t w = slots_[listed_slot(j, bits)].state.load(std::memory_order_relaxed);
@@ -1065,6 +1066,31 @@ class pool_core {
     return user_checked && clock::now() >= deadline;
   }
 
+  // The first word of stripe t, at index j or later, with a bit set; stripe_words_ if none. The
+  // full walk reads every stripe's words, and on an exhausted pool nearly all of them are 0 (a get
+  // about to wait, try_get(), has_takeable_idle()): so a line of 8 words per branch, not a branch
+  // per word. Every word it passes over was loaded with `Order` and seen 0, in order, as a walk a
+  // word at a time would have seen it. The caller loads the word it returns again: a later look,
+  // which may find its bits cleared meanwhile, as any look after this one could.
+  template <std::memory_order Order>
+  std::uint32_t first_listed_word(std::uint32_t t, std::uint32_t j) const noexcept {
+    const std::atomic<std::uint64_t>* const words = listed_ + std::size_t{t} * listed_stride_;
+    const std::uint32_t end = stripe_words_;  // a local: the atomic loads make the compiler reload members
+    for (; j + words_per_line <= end; j += words_per_line) {
+      const std::atomic<std::uint64_t>* const line = words + j;
+      std::uint64_t any = 0;
+      // Unrolled by hand (g++ 12 kept a loop: 5 instructions a word); a comma fold, so that
+      // the loads stay in order.
+      [&]<std::size_t... K>(std::index_sequence<K...>) {
+        ((any |= line[K].load(Order)), ...);
+      }
+      (std::make_index_sequence<words_per_line>{});
+      if (any != 0) break;
+    }
+    while (j < end && words[j].load(Order) == 0) ++j;
+    return j;
+  }
+
   // Takes the first idle slot listed at walk position `from` or later, and sets `from` past it.
   // A walk position is a stripe's number times its bits, plus a slot's index: stripe by stripe
   // from 0, lowest slot first in each, so that the slots past the ones in use stay idle long enough
@@ -1075,9 +1101,10 @@ class pool_core {
     const std::uint32_t stripe_bits = stripe_words_ * 64;
     for (std::uint32_t t = from / stripe_bits; t < stripes(); ++t) {
       const std::uint32_t start = t == from / stripe_bits ? from % stripe_bits : 0;
-      for (std::uint32_t j = start / 64; j < stripe_words_; ++j) {
-        // seq_cst: after a waiter's seq_cst increment of waiters_, these loads must not move
-        // before it; and in INV12's single order with relist()'s RMW (INV6).
+      // seq_cst, here and in first_listed_word(): after a waiter's seq_cst increment of waiters_,
+      // these loads must not move before it; and in INV12's single order with relist()'s RMW (INV6).
+      for (std::uint32_t j = first_listed_word<std::memory_order_seq_cst>(t, start / 64); j < stripe_words_;
+           j = first_listed_word<std::memory_order_seq_cst>(t, j + 1)) {
         std::uint64_t bits = listed_[t * listed_stride_ + j].load(std::memory_order_seq_cst);
         if (j == start / 64) bits &= ~std::uint64_t{0} << (start % 64);
         for (; bits != 0; bits &= bits - 1) {
