@@ -323,7 +323,10 @@ TEST(BackendFault, ServerStopsAcceptingDialsAndWaitersTimeOut) {
   EXPECT_LE(counts.max_get_latency(), options.get_timeout + 3s) << "a get outlived its deadline";
   EXPECT_LE(factory.max_in_flight(), 2u) << "more dials at once than max_connecting";
   // ECONNREFUSED: between the server's stop and the stalled listener taking its port.
-  expect_only(counts.get_errors(), {"timeout", "ETIMEDOUT", "ECONNREFUSED"});
+  // ECONNRESET: a dial whose handshake the server completed just before it stopped with resets,
+  // caught by the reset before the dialer read the result (SO_ERROR), as in the scenarios above;
+  // the backoff then fails a few gets fast with it (CI saw 21 at once, 2026-11-29).
+  expect_only(counts.get_errors(), {"timeout", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET"});
   rec.note("max_dial_ms", std::to_string(factory.max_duration().count()));
   rec.take(load, counts, recovery);
 }
