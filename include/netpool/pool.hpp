@@ -151,8 +151,9 @@ class pool_handle {
 
   // Idempotent: wakes every waiter with errc::pool_closed, closes idle connections; connections
   // returned later are closed; get() returns pool_closed from now on. A dial already running (on
-  // a dialer thread, or a caller's) is not waited for: it ends within dial_timeout and its
-  // connection is closed; until then stats() counts it in dialing and active.
+  // a dialer thread, or a caller's) is not waited for: it ends when the factory returns (within
+  // dial_timeout for one that keeps its deadline, as tcp_dialer does) and its connection is
+  // closed; until then stats() counts it in dialing and active.
   void close() noexcept {
     if (core_ != nullptr) core_->close();
   }

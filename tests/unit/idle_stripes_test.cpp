@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
 #include <vector>
 
@@ -177,7 +178,64 @@ TYPED_TEST(IdleStripesTest, APoolOfOneWordHasOneStripe) {
 // every connection listed in stripe 1, slots 0 and 1 failing, a get from stripe 0 finds its stripe
 // empty, takes slot 0 in stripe 1 (its check fails), then slot 1, then slot 2, and checks each of
 // them once.
-class IdleStripesCheckTest : public netpool::test::pool_fixture<netpool::test::std_pool> {};
+class IdleStripesCheckTest : public netpool::test::pool_fixture<netpool::test::std_pool> {
+ protected:
+  struct walk_case {
+    std::vector<int> failing;  // slots whose checks fail, the first taken by the lean walk
+    int target;                // the slot the get must end with; -1: none given back
+  };
+
+  // TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitmap, one pool per case: every connection
+  // lent, then the case's given back into `stripe`, and a get from stripe 0.
+  void full_walk_cases(std::size_t size, int stripe, const std::vector<walk_case>& cases) {
+    for (const walk_case& c : cases) {
+      SCOPED_TRACE(testing::Message() << "target " << c.target);
+      std::atomic<bool> checking{false};
+      std::vector<int> failing_ids;  // connection ids (this fixture numbers them across pools)
+      std::vector<int> checked;      // by the worker's get only
+      auto cfg = config(size);
+      cfg.health_check = [&](tracked_conn& conn) {
+        // relaxed: set before the worker's job is queued, which synchronizes with it.
+        if (!checking.load(std::memory_order_relaxed)) return true;
+        checked.push_back(conn.id());
+        return std::find(failing_ids.begin(), failing_ids.end(), conn.id()) == failing_ids.end();
+      };
+      auto pool = make(std::move(cfg));
+      ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, size, 0));
+      worker taker;
+      std::vector<lease_type> held;  // held[k]: slot k (dialed in order, taken lowest first)
+      ASSERT_EQ(take_from_stripe(taker, pool, 0, size, held).size(), size);
+      std::vector<int> given_ids;
+      std::vector<lease_type> back;
+      std::vector<int> given = c.failing;
+      if (c.target >= 0) given.push_back(c.target);
+      const int first_id = held.front()->id();
+      for (const int slot : given) {
+        lease_type& lease = held[static_cast<std::size_t>(slot)];
+        ASSERT_EQ(lease->id(), first_id + slot);
+        given_ids.push_back(lease->id());
+        back.push_back(std::move(lease));
+      }
+      failing_ids.assign(given_ids.begin(),
+                         given_ids.begin() + static_cast<std::ptrdiff_t>(c.failing.size()));
+      return_to_stripe(stripe, back);
+      checking.store(true, std::memory_order_relaxed);
+      worker w;
+      w.run([&] {
+        const home_stripe home(0);
+        auto l = pool.try_get();
+        if (c.target < 0) {
+          EXPECT_EQ(l.error(), errc::exhausted);
+        } else {
+          ASSERT_TRUE(l) << l.error().message();
+          EXPECT_EQ((*l)->id(), given_ids.back());
+        }
+      });
+      EXPECT_EQ(checked, given_ids);
+      held.clear();
+    }
+  }
+};
 
 TEST_F(IdleStripesCheckTest, AGetWhoseCheckFailsGoesOnWithTheNextSlotOfTheOtherStripe) {
   const idle_stripes two(2);
@@ -247,74 +305,36 @@ TEST_F(IdleStripesCheckTest, AWalkResumesInTheStripeWhereItFoundTheFailedConnect
   EXPECT_EQ(pool.stats().idle, 126u);  // two closed; slot 9 and the lease are back
 }
 
-// The full walk passes over empty words a line (8 words) at a time (first_listed_word()): a pool
-// of 1 100 in one stripe has 18 words, two full lines and 2 words after them. Every connection is
-// lent but those a case gives back; checks fail on the `failing` ones, the first of which the lean
-// walk takes, so that the get goes on through the full walk from slot 0 (and resumes past each
-// failing one). It must find `target` wherever it is: at the start or the end of a line, in the
-// words after the last full line, in the word it resumes in, or nowhere.
+// The full walk passes over empty words a line (8 words) at a time (first_listed_word()). Every
+// connection is lent but those a case gives back; checks fail on the `failing` ones, the first of
+// which the lean walk takes, so that the get goes on through the full walk from the start (and
+// resumes past each failing one). It must find `target` wherever it is: at the start or the end of
+// a line, in the words after the last full line, in the word it resumes in, or nowhere. Two
+// layouts: 1 100 slots in one stripe (18 words: two full lines and 2 words more), and 1 200 in two
+// stripes with every connection given back into stripe 1 (19 words a stripe), so that the walk
+// first passes all of stripe 0 and then reads stripe 1's lines at its offset.
 TEST_F(IdleStripesCheckTest, TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitmap) {
-  constexpr std::size_t size = 1100;
-  struct walk_case {
-    std::vector<int> failing;
-    int target;  // -1: none given back
+  struct layout {
+    std::size_t size;
+    std::uint32_t stripes;
+    int stripe;  // the one the connections are given back into
   };
-  const std::vector<walk_case> cases = {
-      {{0}, 512},         // word 8: the first of the second line
-      {{0}, 1023},        // word 15: the last of the second line
-      {{0}, 1024},        // word 16: the first after the last full line
-      {{0}, 1099},        // the last slot
-      {{0, 600}, 601},    // resumes in word 9 and takes the next bit of that word
-      {{0, 600}, 700},    // resumes in word 9 and finds word 10, in the same line
-      {{0, 600}, 1050},   // resumes mid-line, passes the rest of it and finds word 16
-      {{0, 1023}, 1099},  // resumes at word 16, after the last full line
-      {{0, 700}, -1},     // nothing past slot 700
-  };
-  const idle_stripes one(1);
-  for (const walk_case& c : cases) {
-    SCOPED_TRACE(testing::Message() << "target " << c.target);
-    std::atomic<bool> checking{false};
-    std::vector<int> failing_ids;  // connection ids (this fixture numbers them across pools)
-    std::vector<int> checked;      // by the worker's get only
-    auto cfg = config(size);
-    cfg.health_check = [&](tracked_conn& conn) {
-      // relaxed: set before the worker's job is queued, which synchronizes with it.
-      if (!checking.load(std::memory_order_relaxed)) return true;
-      checked.push_back(conn.id());
-      return std::find(failing_ids.begin(), failing_ids.end(), conn.id()) == failing_ids.end();
+  for (const layout lay : {layout{1100, 1, 0}, layout{1200, 2, 1}}) {
+    const int last = static_cast<int>(lay.size) - 1;
+    const std::vector<walk_case> cases = {
+        {{0}, 512},         // word 8: the first of the second line
+        {{0}, 1023},        // word 15: the last of the second line
+        {{0}, 1024},        // word 16: the first after the last full line
+        {{0}, last},        // the last slot
+        {{0, 600}, 601},    // resumes in word 9 and takes the next bit of that word
+        {{0, 600}, 700},    // resumes in word 9 and finds word 10, in the same line
+        {{0, 600}, 1050},   // resumes mid-line, passes the rest of it and finds word 16
+        {{0, 1023}, last},  // resumes at word 16, after the last full line
+        {{0, 700}, -1},     // nothing past slot 700
     };
-    auto pool = make(std::move(cfg));
-    ASSERT_NO_FATAL_FAILURE(open_idle_in_stripe(pool, size, 0));
-    worker taker;
-    std::vector<lease_type> held;  // held[k]: slot k (dialed in order, taken lowest first)
-    ASSERT_EQ(take_from_stripe(taker, pool, 0, size, held).size(), size);
-    std::vector<int> given_ids;
-    std::vector<lease_type> back;
-    std::vector<int> given = c.failing;
-    if (c.target >= 0) given.push_back(c.target);
-    const int first_id = held.front()->id();
-    for (const int slot : given) {
-      lease_type& lease = held[static_cast<std::size_t>(slot)];
-      ASSERT_EQ(lease->id(), first_id + slot);
-      given_ids.push_back(lease->id());
-      back.push_back(std::move(lease));
-    }
-    failing_ids.assign(given_ids.begin(), given_ids.begin() + static_cast<std::ptrdiff_t>(c.failing.size()));
-    return_to_stripe(0, back);
-    checking.store(true, std::memory_order_relaxed);
-    worker w;
-    w.run([&] {
-      const home_stripe home(0);
-      auto l = pool.try_get();
-      if (c.target < 0) {
-        EXPECT_EQ(l.error(), errc::exhausted);
-      } else {
-        ASSERT_TRUE(l) << l.error().message();
-        EXPECT_EQ((*l)->id(), given_ids.back());
-      }
-    });
-    EXPECT_EQ(checked, given_ids);
-    held.clear();
+    SCOPED_TRACE(testing::Message() << lay.size << " slots in " << lay.stripes << " stripes");
+    const idle_stripes pinned(lay.stripes);
+    ASSERT_NO_FATAL_FAILURE(full_walk_cases(lay.size, lay.stripe, cases));
   }
 }
 

@@ -1069,13 +1069,19 @@ class pool_core {
   // The first word of stripe t, at index j or later, with a bit set; stripe_words_ if none. The
   // full walk reads every stripe's words, and on an exhausted pool nearly all of them are 0 (a get
   // about to wait, try_get(), has_takeable_idle()): so a line of 8 words per branch, not a branch
-  // per word. Every word it passes over was loaded with `Order` and seen 0, in order, as a walk a
-  // word at a time would have seen it. The caller loads the word it returns again: a later look,
-  // which may find its bits cleared meanwhile, as any look after this one could.
+  // per word. Word by word up to the next line boundary first (each stripe starts a line: the
+  // array is line-aligned and a stride of several stripes a whole number of lines), so that a
+  // walk resumed mid-line, or through a run of listed words, reads each word once here, not a
+  // line from each. Every word it passes over was loaded with `Order` and seen 0, as a walk a word
+  // at a time would have seen it. The caller loads the word it returns again: a later look, which
+  // may find its bits cleared meanwhile, as any look after this one could.
   template <std::memory_order Order>
   std::uint32_t first_listed_word(std::uint32_t t, std::uint32_t j) const noexcept {
     const std::atomic<std::uint64_t>* const words = listed_ + std::size_t{t} * listed_stride_;
     const std::uint32_t end = stripe_words_;  // a local: the atomic loads make the compiler reload members
+    for (; j < end && j % words_per_line != 0; ++j) {
+      if (words[j].load(Order) != 0) return j;
+    }
     for (; j + words_per_line <= end; j += words_per_line) {
       const std::atomic<std::uint64_t>* const line = words + j;
       std::uint64_t any = 0;
