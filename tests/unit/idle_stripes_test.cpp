@@ -232,7 +232,6 @@ class IdleStripesCheckTest : public netpool::test::pool_fixture<netpool::test::s
         }
       });
       EXPECT_EQ(checked, given_ids);
-      held.clear();
     }
   }
 };
