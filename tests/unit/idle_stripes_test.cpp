@@ -13,18 +13,23 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <iterator>
 #include <vector>
 
 #include "netpool/error.hpp"
+#include "netpool/keyed_pool.hpp"
 #include "netpool/pool.hpp"
 #include "pool_test_helpers.hpp"
+#include "test_support.hpp"
 #include "worker_thread.hpp"
 
 namespace {
 
+using namespace std::chrono_literals;
 using netpool::errc;
 using netpool::test::home_stripe;
 using netpool::test::idle_stripes;
@@ -334,6 +339,66 @@ TEST_F(IdleStripesCheckTest, TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitma
     SCOPED_TRACE(testing::Message() << lay.size << " slots in " << lay.stripes << " stripes");
     const idle_stripes pinned(lay.stripes);
     ASSERT_NO_FATAL_FAILURE(full_walk_cases(lay.size, lay.stripe, cases));
+  }
+}
+
+// has_takeable_idle() (pool_core.hpp) walks the bitmap as the full walk does, a line at a time,
+// with relaxed loads: a keyed get whose dial waits for a global token asks it of its key's sub-pool,
+// and a connection of that key given back ends the dial (dial_not_needed) and goes to the get.
+// Every global token held by connections of the key but `target`'s; the get's dial waits (its
+// dial_timeout, 30 s, is past the test's patience), `target` is given back, and the get must take
+// it: in the second line of the bitmap, at the last word of a line, after the last full line. The
+// same two layouts as the full walk's test above.
+TEST(IdleStripesKeyedTest, ADialWaitingForATokenFindsAConnectionPastEmptyLinesOfTheBitmap) {
+  struct layout {
+    std::size_t size;
+    std::uint32_t stripes;
+    int stripe;  // the one the target is given back into
+  };
+  using keyed = netpool::keyed_pool<int, tracked_conn>;
+  for (const layout lay : {layout{1100, 1, 0}, layout{1200, 2, 1}}) {
+    SCOPED_TRACE(testing::Message() << lay.size << " slots in " << lay.stripes << " stripes");
+    const idle_stripes pinned(lay.stripes);
+    netpool::test::connection_registry registry;
+    netpool::test::factory_control factory(registry);
+    netpool::keyed_pool_config<int, tracked_conn> cfg;
+    cfg.make_config = [&factory, &lay](const int&) {
+      netpool::pool_config<tracked_conn> c;
+      c.factory = factory.function();
+      c.max_size = lay.size;
+      c.dial_timeout = 30s;
+      return c;
+    };
+    cfg.per_key_max = lay.size;
+    cfg.global_max = lay.size - 16;  // below per_key_max: the key has room, the dial waits for a token
+    auto created = keyed::create(std::move(cfg));
+    ASSERT_TRUE(created) << created.error().message();
+    keyed pools = std::move(*created);
+    // held[k]: slot k. Each get dials into the lowest free slot, on its own thread (no deadline:
+    // with one, a dialer thread may dial, and a connection may go to another get than the one whose
+    // slot it was dialed into).
+    std::vector<lease_type> held;
+    for (std::size_t k = 0; k < lay.size - 16; ++k) {
+      auto l = pools.get(0);
+      ASSERT_TRUE(l) << l.error().message();
+      ASSERT_EQ((*l)->id(), static_cast<int>(k));
+      held.push_back(std::move(*l));
+    }
+    for (const std::size_t target : {std::size_t{520}, std::size_t{1023}, lay.size - 20}) {
+      SCOPED_TRACE(testing::Message() << "slot " << target);
+      auto getter = netpool::test::run_async([&] { return pools.get(0); });
+      ASSERT_TRUE(netpool::test::wait_for([&] { return pools.stats().global_waiters == 1; }));
+      std::vector<lease_type> back;
+      back.push_back(std::move(held[target]));
+      return_to_stripe(lay.stripe, back);
+      ASSERT_TRUE(netpool::test::ready_within(getter)) << "the dial waited beside an idle connection";
+      auto got = getter.get();
+      ASSERT_TRUE(got) << got.error().message();
+      EXPECT_EQ((*got)->id(), static_cast<int>(target));
+      held[target] = std::move(*got);
+    }
+    EXPECT_EQ(registry.made(), static_cast<long>(lay.size - 16)) << "a connection was dialed";
+    held.clear();
   }
 }
 
