@@ -38,9 +38,6 @@
 // DialFailureRaceTest: a dialer thread whose dial failed tells the waiter only once the slot is
 // free, so that the caller's stats() right after its failed get show nothing of the dial.
 //
-// DialPumpRaceTest: the end of one dial while the next get waits in line with its own dial
-// posted to a dialer thread: no second dial for that get.
-//
 // FreeSlotBitmapTest: not a race, but needs a sync point: every freed slot is found again through
 // the bitmap of free slots (INV14), without the scan of every slot behind it.
 //
@@ -56,8 +53,8 @@
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
 // ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
-// DialFailureRaceTest, DialPumpRaceTest and MaintainerStopRaceTest run the standard pool only (max
-// lifetime, reset(), maintenance rounds, health checks, leak reports and dialer threads are its own).
+// DialFailureRaceTest and MaintainerStopRaceTest run the standard pool only (max lifetime, reset(),
+// maintenance rounds, health checks, leak reports and dialer threads are its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -658,63 +655,6 @@ TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
   EXPECT_EQ(error, std::errc::connection_refused);
   EXPECT_EQ(seen.active, 0u) << "the caller's stats() still counted the failed dial";
   EXPECT_EQ(seen.dialing, 0u);
-  pool.close();
-  EXPECT_EQ(registry.live(), 0);
-}
-
-// One get, one dial. A get whose deadline is sooner than a dial's queues and posts its dial to a
-// dialer thread; the dial that ends next (end_dial()) starts a dial for the oldest waiter only if
-// the line has more waiters than such posted dials. It used to start one for any waiter: when the
-// previous get's dial ended just after that get had its connection and the next get had queued
-// with its own dial posted, that get was granted a second dial, and one connection more than asked
-// for was opened (about 1 in 5 000 gets that dial, filling a pool from one thread). Here the
-// previous dial is held after it delivered its connection, the next get's dial is held in the
-// factory, and the first is then let go: it must not start a third dial.
-class DialPumpRaceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    delivered = 0;
-    let_go = false;
-    netpool::detail::sync_point_hook = [](const char* where) noexcept {
-      if (std::string_view(where) != "dial_for_pool:delivered") return;
-      if (delivered.fetch_add(1) == 0) (void)wait_for([] { return let_go.load(); }, patience);
-    };
-  }
-  void TearDown() override { netpool::detail::sync_point_hook = nullptr; }
-
-  static inline std::atomic<int> delivered{0};  // dials that reached the point (the first is held)
-  static inline std::atomic<bool> let_go{false};
-};
-
-TEST_F(DialPumpRaceTest, AGetWhoseDialIsPostedIsNotGrantedASecondDial) {
-  netpool::test::connection_registry registry;
-  netpool::test::factory_control factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function();
-  cfg.max_size = 4;
-  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
-  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
-  auto first = pool.get_for(patience);  // its dialer is held at the point, its token not yet back
-  ASSERT_TRUE(first) << first.error().message();
-  ASSERT_TRUE(wait_for([] { return delivered.load() == 1; }));
-  factory.close_gate();
-  auto second = run_async([&] { return pool.get_for(patience); });
-  ASSERT_TRUE(wait_for([&] { return factory.at_gate() == 1 && pool.stats().waiters == 1; }));
-  let_go = true;  // the first dial ends, with the second get in line and its dial posted
-  // Can only fail if a third dial starts (on a very slow machine it may start after the 200 ms).
-  EXPECT_FALSE(wait_for([&] { return factory.calls() > 2; }, 200ms)) << "a second dial for one get";
-  factory.open_gate();
-  ASSERT_TRUE(ready_within(second));
-  auto got = second.get();
-  ASSERT_TRUE(got) << got.error().message();
-  EXPECT_EQ((*got)->id(), 1);
-  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
-  const netpool::pool_stats s = pool.stats();
-  EXPECT_EQ(s.dials, 2u);
-  EXPECT_EQ(s.active, 2u);
-  EXPECT_EQ(s.idle, 0u) << "a connection was opened that no get asked for";
-  first->release();
-  got->release();
   pool.close();
   EXPECT_EQ(registry.live(), 0);
 }

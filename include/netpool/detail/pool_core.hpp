@@ -42,11 +42,7 @@
 //   INV10 No lost wake-up for dial tokens (max_connecting): end_dial() lowers connecting_
 //         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
 //         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
-//         token are free, unless there are as many dials posted for the line and not yet
-//         delivered (line_dials_) as waiters: each delivers to the oldest waiter, and lowers
-//         line_dials_ before its own end_dial(), which then looks again. A waiter that posts one
-//         raises line_dials_ before waiters_, and end_dial() loads waiters_ first, so it never
-//         counts the waiter without its dial.
+//         token are free.
 //   INV11 No lost wake-up for the maintainer's tick: a maintainer about to sleep without a timeout
 //         stores maintainer_sleeps_indefinitely_ (seq_cst) then loads active_; a dial raises
 //         active_ (seq_cst RMW in reserve_count()) and, once it has its connection, loads the flag
@@ -1490,22 +1486,10 @@ class pool_core {
   // Gives a token back when nobody can be waiting for it (no pump).
   void return_dial_token() noexcept { connecting_.fetch_sub(1, std::memory_order_seq_cst); }
 
-  // A dial is over (either way): give its token back, and if someone waits who is not owed the
-  // outcome of a dial posted for the line, start their dial. Each such dial's outcome goes to the
-  // oldest waiter (dial_for_pool()), so while there are as many of them as waiters, a dial more
-  // would open a connection no get has asked for yet (it went idle: one get, two dials); the last
-  // of them to end looks again.
+  // A dial is over (either way): give its token back, and if someone waits, start their dial.
   void end_dial() noexcept {
     connecting_.fetch_sub(1, std::memory_order_seq_cst);  // INV10
-    // seq_cst, both: INV10; waiters_ first (wait_in_line() counts a posted dial before its waiter).
-    const std::size_t waiting = waiters_.load(std::memory_order_seq_cst);
-    if (waiting != 0 && waiting > line_dials_.load(std::memory_order_seq_cst)) start_dial_for_waiter();
-  }
-
-  // A dial posted for the line (wait_in_line()) has delivered its outcome, or will not run.
-  // Before its end_dial(), whose look at the line must not count it.
-  void end_line_dial() noexcept {
-    line_dials_.fetch_sub(1, std::memory_order_seq_cst);  // INV10, with end_dial()'s load
+    if (waiters_.load(std::memory_order_seq_cst) != 0) start_dial_for_waiter();
   }
 
   // True when a waiter was given a slot to dial into.
@@ -2395,9 +2379,6 @@ class pool_core {
         } else {
           queue_.push_back(node);
         }
-        // seq_cst: INV10. Counted before we are: end_dial() loads waiters_, then line_dials_, so
-        // one that sees us in line sees our dial too.
-        if (to_post) line_dials_.fetch_add(1, std::memory_order_seq_cst);
         // INV6, INV7, INV8
         waiters_.fetch_add(1, std::memory_order_seq_cst);
         first_in_line = queue_.front() == &node;
@@ -2411,10 +2392,7 @@ class pool_core {
 
     // Queued, we are there for the dial's outcome. If no dialer can take it, the slot is freed,
     // which grants it to the oldest waiter (INV7): at worst us, and we then dial ourselves.
-    if (to_post && !post_dial(*to_post)) {
-      end_line_dial();
-      abandon_dial(to_post->slot);
-    }
+    if (to_post && !post_dial(*to_post)) abandon_dial(to_post->slot);
     // A connection or slot freed just before our increment is found here.
     if (auto reserved = to_post ? std::nullopt : reserve_slot()) {
       if (leave_line(node))
@@ -2850,7 +2828,6 @@ class pool_core {
       // find the dial still in stats()). A node off the line waits for its outcome (INV8); the
       // core outlives this thread (destroy_handle() joins it).
       waiter* failed = for_waiter ? take_oldest_waiter() : nullptr;
-      if (for_waiter) end_line_dial();             // its outcome has a taker (or none is left to take it)
       NETPOOL_SYNC_POINT("dial_for_pool:failed");  // the waiter, if any, must not be told yet
       release_slot(i);
       end_dial();
@@ -2864,8 +2841,6 @@ class pool_core {
     if (waiters_.load(std::memory_order_relaxed) == 0 || !grant(i, owned, waiter::granted_new_connection)) {
       (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
     }
-    if (for_waiter) end_line_dial();
-    NETPOOL_SYNC_POINT("dial_for_pool:delivered");  // its token still held: end_dial() to come
     after_dial();  // the slot no longer busy: a shrink can see it (see after_dial())
     end_dial();
     return true;
@@ -2934,7 +2909,6 @@ class pool_core {
       --job_count_;
       lock.unlock();
       if (is_closed()) {
-        end_line_dial();
         abandon_dial(job.slot);  // retires it (closed flag): no dial for a closed pool
       } else {
         (void)dial_for_pool(job.slot, job.owned, /*for_waiter=*/true);
@@ -3085,7 +3059,6 @@ class pool_core {
   std::atomic<bool> closed_{false};
   std::atomic<std::uint32_t> refs_{1};          // INV9
   std::atomic<std::size_t> connecting_{0};      // dials in flight (INV10)
-  std::atomic<std::size_t> line_dials_{0};      // of those, posted for the line, not yet delivered (INV10)
   std::atomic<std::uint64_t> dial_seq_{0};      // connections dialed so far (reset()'s cutoff)
   std::atomic<std::uint64_t> resets_begun_{0};  // reset() calls begun and ended: keep_alive() looks
   std::atomic<std::uint64_t> resets_ended_{0};  // again when one may have scanned past its slot
