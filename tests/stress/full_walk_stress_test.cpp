@@ -45,18 +45,8 @@
 #include "../unit/tracked_connection.hpp"
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
+#include "stress_support.hpp"
 #include "test_support.hpp"
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define NETPOOL_WALK_STRESS_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define NETPOOL_WALK_STRESS_SANITIZED 1
-#endif
-#endif
-#ifndef NETPOOL_WALK_STRESS_SANITIZED
-#define NETPOOL_WALK_STRESS_SANITIZED 0
-#endif
 
 namespace {
 
@@ -68,7 +58,7 @@ using netpool::test::tracked_conn;
 using netpool::test::wait_for;
 using lease_type = netpool::lease<tracked_conn>;
 
-constexpr bool sanitized = NETPOOL_WALK_STRESS_SANITIZED != 0;
+constexpr bool sanitized = netpool::test::stress_sanitized;
 constexpr std::size_t pool_size = 1200;  // 19 words a stripe: lines of 8 words, 8, then 3 words
 constexpr int workers = 4;
 constexpr std::size_t quota = pool_size / workers;  // held by one worker at most: gets never starve
@@ -78,21 +68,7 @@ constexpr int churn_steps = 200;                    // per worker and round
 // A get_for() in the churn phase is always served (quota above); this only ends a hang.
 constexpr auto get_deadline = 30s;
 
-// xorshift64*: cheap, per thread.
-class rng {
- public:
-  explicit rng(std::uint64_t seed) noexcept : s_(seed * 0x9E3779B97F4A7C15ULL + 1) {}
-  std::uint64_t next() noexcept {
-    s_ ^= s_ >> 12;
-    s_ ^= s_ << 25;
-    s_ ^= s_ >> 27;
-    return s_ * 0x2545F4914F6CDD1DULL;
-  }
-  std::size_t below(std::size_t n) noexcept { return static_cast<std::size_t>(next() % n); }
-
- private:
-  std::uint64_t s_;
-};
+using rng = netpool::test::stress_rng;
 
 // One in `failing_one_in` health checks fails (0: none), drawn from the checking thread's own rng.
 std::atomic<std::uint64_t> failing_one_in{0};
@@ -193,7 +169,7 @@ class FullWalkStress : public ::testing::TestWithParam<std::uint32_t> {
         return_some(held, 1 + r.below(16), r);
         refill(held, r);
       }
-      return_some(held, r.below(held.size() + 1), r);  // spread
+      return_some(held, r.below(static_cast<unsigned>(held.size()) + 1), r);  // spread
       phase.arrive_and_wait();
       phase.arrive_and_wait();
       drain(held);
@@ -209,7 +185,7 @@ class FullWalkStress : public ::testing::TestWithParam<std::uint32_t> {
   // Gives back n of `held` (or all it has), chosen at random; one in 16 discarded.
   void return_some(std::vector<lease_type>& held, std::size_t n, rng& r) {
     for (n = std::min(n, held.size()); n > 0; --n) {
-      const std::size_t k = r.below(held.size());
+      const std::size_t k = r.below(static_cast<unsigned>(held.size()));
       std::swap(held[k], held.back());
       held.back()->unclaim();
       if (r.below(16) == 0) {

@@ -31,18 +31,8 @@
 #include "netpool/error.hpp"
 #include "netpool/keyed_pool.hpp"
 #include "netpool/socket.hpp"
+#include "stress_support.hpp"
 #include "test_support.hpp"
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define NETPOOL_KEYED_STRESS_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define NETPOOL_KEYED_STRESS_SANITIZED 1
-#endif
-#endif
-#ifndef NETPOOL_KEYED_STRESS_SANITIZED
-#define NETPOOL_KEYED_STRESS_SANITIZED 0
-#endif
 
 namespace {
 
@@ -52,7 +42,7 @@ using netpool::errc;
 using netpool::test::echo_server;
 using netpool::test::wait_for;
 
-constexpr bool sanitized = NETPOOL_KEYED_STRESS_SANITIZED != 0;
+constexpr bool sanitized = netpool::test::stress_sanitized;
 constexpr int thread_count = 8;
 constexpr int ops_per_thread = sanitized ? 250 : 600;  // a few thousand in all
 constexpr auto run_time = 20s;                         // a cap, not a target
@@ -70,21 +60,7 @@ struct shard_hash {
 };
 using keyed = netpool::keyed_pool<shard, netpool::socket, shard_hash>;
 using socket_lease = netpool::lease<netpool::socket>;
-
-// xorshift64*: cheap, per thread.
-class rng {
- public:
-  explicit rng(std::uint64_t seed) noexcept : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  unsigned below(unsigned n) noexcept {
-    s_ ^= s_ >> 12;
-    s_ ^= s_ << 25;
-    s_ ^= s_ >> 27;
-    return static_cast<unsigned>((s_ * 0x2545F4914F6CDD1Dull) % n);
-  }
-
- private:
-  std::uint64_t s_;
-};
+using rng = netpool::test::stress_rng;
 
 // Connections as the user's own factory and on_close see them.
 struct connection_count {

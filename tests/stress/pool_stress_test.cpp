@@ -41,18 +41,8 @@
 #include "../unit/tracked_connection.hpp"
 #include "netpool/error.hpp"
 #include "netpool/pool.hpp"
+#include "stress_support.hpp"
 #include "test_support.hpp"
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define NETPOOL_STRESS_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define NETPOOL_STRESS_SANITIZED 1
-#endif
-#endif
-#ifndef NETPOOL_STRESS_SANITIZED
-#define NETPOOL_STRESS_SANITIZED 0
-#endif
 
 namespace {
 
@@ -65,7 +55,7 @@ using netpool::test::wait_for;
 using lease_type = netpool::lease<tracked_conn>;
 
 // Scaled so that 18 runs of the main matrix plus the variants fit in ~60 s on 2 cores.
-constexpr bool sanitized = NETPOOL_STRESS_SANITIZED != 0;
+constexpr bool sanitized = netpool::test::stress_sanitized;
 #ifdef NDEBUG
 constexpr bool optimised = true;
 #else
@@ -76,21 +66,7 @@ constexpr auto run_time = sanitized ? 1500ms : 1200ms;
 // After the run ends, how long the threads get to finish before the test declares a hang.
 constexpr auto hang_limit = 60s;
 
-// xorshift64*: cheap, per thread, no allocation.
-class rng {
- public:
-  explicit rng(std::uint64_t seed) noexcept : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  std::uint64_t next() noexcept {
-    s_ ^= s_ >> 12;
-    s_ ^= s_ << 25;
-    s_ ^= s_ >> 27;
-    return s_ * 0x2545F4914F6CDD1Dull;
-  }
-  unsigned below(unsigned n) noexcept { return static_cast<unsigned>(next() % n); }
-
- private:
-  std::uint64_t s_;
-};
+using rng = netpool::test::stress_rng;
 
 // A factory that fails (error or exception) at random, and counts what it did.
 class stress_factory {
