@@ -309,21 +309,26 @@ TEST_F(IdleStripesCheckTest, AWalkResumesInTheStripeWhereItFoundTheFailedConnect
   EXPECT_EQ(pool.stats().idle, 126u);  // two closed; slot 9 and the lease are back
 }
 
+// Pools whose stripes have full lines of 8 words in the bitmap, for the tests of the walks that
+// pass over empty lines (first_listed_word()): 1 100 slots in one stripe (18 words: two full lines
+// and 2 words more), and 1 200 in two stripes (19 words a stripe) with the connections given back
+// into stripe 1, so that a walk first passes all of stripe 0 and then reads stripe 1's lines at
+// its offset.
+struct bitmap_layout {
+  std::size_t size;
+  std::uint32_t stripes;
+  int stripe;  // the one the connections are given back into
+};
+constexpr bitmap_layout full_line_layouts[] = {{1100, 1, 0}, {1200, 2, 1}};
+
 // The full walk passes over empty words a line (8 words) at a time (first_listed_word()). Every
 // connection is lent but those a case gives back; checks fail on the `failing` ones, the first of
 // which the lean walk takes, so that the get goes on through the full walk from the start (and
 // resumes past each failing one). It must find `target` wherever it is: at the start or the end of
-// a line, in the words after the last full line, in the word it resumes in, or nowhere. Two
-// layouts: 1 100 slots in one stripe (18 words: two full lines and 2 words more), and 1 200 in two
-// stripes with every connection given back into stripe 1 (19 words a stripe), so that the walk
-// first passes all of stripe 0 and then reads stripe 1's lines at its offset.
+// a line, in the words after the last full line, in the word it resumes in, or nowhere, in both
+// layouts above.
 TEST_F(IdleStripesCheckTest, TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitmap) {
-  struct layout {
-    std::size_t size;
-    std::uint32_t stripes;
-    int stripe;  // the one the connections are given back into
-  };
-  for (const layout lay : {layout{1100, 1, 0}, layout{1200, 2, 1}}) {
+  for (const bitmap_layout lay : full_line_layouts) {
     const int last = static_cast<int>(lay.size) - 1;
     const std::vector<walk_case> cases = {
         {{0}, 512},         // word 8: the first of the second line
@@ -350,13 +355,8 @@ TEST_F(IdleStripesCheckTest, TheFullWalkFindsAConnectionPastEmptyLinesOfTheBitma
 // it: in the second line of the bitmap, at the last word of a line, after the last full line. The
 // same two layouts as the full walk's test above.
 TEST(IdleStripesKeyedTest, ADialWaitingForATokenFindsAConnectionPastEmptyLinesOfTheBitmap) {
-  struct layout {
-    std::size_t size;
-    std::uint32_t stripes;
-    int stripe;  // the one the target is given back into
-  };
   using keyed = netpool::keyed_pool<int, tracked_conn>;
-  for (const layout lay : {layout{1100, 1, 0}, layout{1200, 2, 1}}) {
+  for (const bitmap_layout lay : full_line_layouts) {
     SCOPED_TRACE(testing::Message() << lay.size << " slots in " << lay.stripes << " stripes");
     const idle_stripes pinned(lay.stripes);
     netpool::test::connection_registry registry;
