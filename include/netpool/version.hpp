@@ -2,7 +2,7 @@
 //
 //   #include <netpool/version.hpp>
 //   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.4"
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.5"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -37,13 +37,16 @@
 // 0.5.4: no change in behaviour: a get that finds no idle connection at once (an exhausted pool,
 //        try_get(), a waiter's look) reads the idle bitmap's empty words a line at a time, about 5×
 //        faster on a pool of 10 000 (docs/design.md, "The full walk a line at a time").
+// 0.5.5: a slot to dial into (the end of a dial, a slot freed while gets wait) goes to the oldest
+//        waiter that does not await a dial of its own, not simply the oldest: a get whose dial runs
+//        on a dialer thread is no longer granted a second one (docs/design.md, "One get, one dial").
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
 #define NETPOOL_VERSION_MINOR 5
-#define NETPOOL_VERSION_PATCH 4
+#define NETPOOL_VERSION_PATCH 5
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 

@@ -38,6 +38,10 @@
 // DialFailureRaceTest: a dialer thread whose dial failed tells the waiter only once the slot is
 // free, so that the caller's stats() right after its failed get show nothing of the dial.
 //
+// DialPumpRaceTest: the end of one dial while gets wait in line with their own dials posted to
+// dialer threads: no second dial for such a get, and none is left waiting when its dial serves
+// another, or when a get that gave up left its dial behind.
+//
 // FreeSlotBitmapTest: not a race, but needs a sync point: every freed slot is found again through
 // the bitmap of free slots (INV14), without the scan of every slot behind it.
 //
@@ -53,8 +57,8 @@
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
 // ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
-// DialFailureRaceTest and MaintainerStopRaceTest run the standard pool only (max lifetime, reset(),
-// maintenance rounds, health checks, leak reports and dialer threads are its own).
+// DialFailureRaceTest, DialPumpRaceTest and MaintainerStopRaceTest run the standard pool only (max
+// lifetime, reset(), maintenance rounds, health checks, leak reports and dialer threads are its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -655,6 +659,248 @@ TEST_F(DialFailureRaceTest, TheWaiterIsToldOnlyOnceTheSlotIsFree) {
   EXPECT_EQ(error, std::errc::connection_refused);
   EXPECT_EQ(seen.active, 0u) << "the caller's stats() still counted the failed dial";
   EXPECT_EQ(seen.dialing, 0u);
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// One get, one dial. A get whose deadline is sooner than a dial's queues and posts its dial to a
+// dialer thread. A slot to dial into (the end of another dial, end_dial(); a freed slot) goes to
+// the oldest waiter whose own posted dial has not delivered yet, not simply the oldest: that get
+// used to be granted a second dial, and one connection more than asked for was opened (about 1 in
+// 2 000 gets, filling a pool from one thread with get_for()). A dialer thread is not a named
+// thread: a hook of its own holds the first dial to reach "dial_for_pool:delivered" (after it
+// delivered its connection, its token still held), if `hold_first_delivery`.
+class DialPumpRaceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    delivered = 0;
+    let_go = false;
+    netpool::detail::sync_point_hook = [](const char* where) noexcept {
+      if (std::string_view(where) != "dial_for_pool:delivered") return;
+      if (delivered.fetch_add(1) == 0 && hold_first_delivery.load()) {
+        (void)wait_for([] { return let_go.load(); }, patience);
+      }
+    };
+  }
+  void TearDown() override {
+    netpool::detail::sync_point_hook = nullptr;
+    hold_first_delivery = false;
+  }
+
+  // A factory whose calls numbered in `held` (from 0, below 32) wait until released, each on its
+  // own: a dial that hangs (a backend slow to accept) for exactly as long as the test wants. Never
+  // past 3 x patience (the pools' dial_timeout): longer than any get here waits, so that a get left
+  // waiting fails at its deadline instead of being served by a hold that ran out.
+  struct held_factory {
+    explicit held_factory(netpool::test::connection_registry& registry) : made(registry) {}
+    // Calls numbered in `failing` (held or not) then fail with connection_refused.
+    netpool::factory_function<netpool::test::tracked_conn> function(std::vector<int> held,
+                                                                    std::vector<int> failing = {}) {
+      held_calls = std::move(held);
+      failing_calls = std::move(failing);
+      return [this](std::chrono::steady_clock::time_point deadline)
+                 -> netpool::result<netpool::test::tracked_conn> {
+        const int n = calls.fetch_add(1);
+        if (std::find(held_calls.begin(), held_calls.end(), n) != held_calls.end()) {
+          ++at_hold;
+          (void)wait_for([&] { return (released.load() >> n & 1U) != 0; }, 3 * patience);
+          --at_hold;
+        }
+        if (std::find(failing_calls.begin(), failing_calls.end(), n) != failing_calls.end()) {
+          return std::make_error_code(std::errc::connection_refused);
+        }
+        return made.function()(deadline);
+      };
+    }
+    void release(int n) { released.fetch_or(1U << n); }
+    netpool::test::factory_control made;
+    std::vector<int> held_calls;  // written before the pool exists
+    std::vector<int> failing_calls;
+    std::atomic<int> calls{0};
+    std::atomic<int> at_hold{0};
+    std::atomic<std::uint32_t> released{0};  // bit n: call n may go on
+  };
+
+  static inline std::atomic<int> delivered{0};  // dials that reached the point
+  static inline std::atomic<bool> hold_first_delivery{false};
+  static inline std::atomic<bool> let_go{false};
+};
+
+// The previous get's dial is held after it delivered, the next get's dial is held in the factory,
+// and the first is then let go: its end_dial() must not start a third dial.
+TEST_F(DialPumpRaceTest, AGetWhoseDialIsPostedIsNotGrantedASecondDial) {
+  hold_first_delivery = true;
+  netpool::test::connection_registry registry;
+  netpool::test::factory_control factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function();
+  cfg.max_size = 4;
+  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto first = pool.get_for(patience);  // its dialer is held at the point, its token not yet back
+  ASSERT_TRUE(first) << first.error().message();
+  ASSERT_TRUE(wait_for([] { return delivered.load() == 1; }));
+  factory.close_gate();
+  auto second = run_async([&] { return pool.get_for(patience); });
+  ASSERT_TRUE(wait_for([&] { return factory.at_gate() == 1 && pool.stats().waiters == 1; }));
+  let_go = true;  // the first dial ends, with the second get in line and its dial posted
+  // Can only fail if a third dial starts (on a very slow machine it may start after the 200 ms).
+  EXPECT_FALSE(wait_for([&] { return factory.calls() > 2; }, 200ms)) << "a second dial for one get";
+  factory.open_gate();
+  ASSERT_TRUE(ready_within(second));
+  auto got = second.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ((*got)->id(), 1);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  const netpool::pool_stats s = pool.stats();
+  EXPECT_EQ(s.dials, 2u);
+  EXPECT_EQ(s.active, 2u);
+  EXPECT_EQ(s.idle, 0u) << "a connection was opened that no get asked for";
+  first->release();
+  got->release();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// Two gets in line, each with its dial posted and held; a slot freed meanwhile (a discarded
+// lease) is granted to neither (both await their own dials), and is left free. The younger get's
+// dial delivers first, to the older get (the oldest waiter): its end_dial() must then grant the
+// younger get a dial, now that it awaits none. Before that grant existed (or had it skipped the
+// younger get still), it slept until its deadline beside free room and a free token.
+TEST_F(DialPumpRaceTest, AGetWhoseDialServedAnOlderGetIsGrantedADial) {
+  netpool::test::connection_registry registry;
+  held_factory factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function({1, 2});  // the two gets' dials
+  cfg.max_size = 4;
+  cfg.max_connecting = 3;
+  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto discarded = pool.get();  // call 0, on this thread (no deadline)
+  ASSERT_TRUE(discarded) << discarded.error().message();
+  auto older = run_async([&] { return pool.get_for(patience); });  // posts call 1
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  auto younger = run_async([&] { return pool.get_for(patience); });  // posts call 2
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 2 && pool.stats().waiters == 2; }));
+  ASSERT_FALSE(discarded->discard());  // room and a token: a slot to dial into, for neither
+  EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 3; }, 200ms)) << "a second dial for one get";
+  EXPECT_EQ(pool.stats().waiters, 2u);
+  factory.release(2);  // the younger get's dial; the older get's stays held
+  ASSERT_TRUE(ready_within(older));
+  ASSERT_TRUE(ready_within(younger)) << "the younger get was left waiting";
+  auto got_older = older.get();
+  auto got_younger = younger.get();
+  ASSERT_TRUE(got_older) << got_older.error().message();
+  ASSERT_TRUE(got_younger) << got_younger.error().message();
+  EXPECT_EQ(factory.calls.load(), 4);  // call 3: the younger get's second dial, its first served the older
+  factory.release(1);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  EXPECT_EQ(pool.stats().idle, 1u);  // call 1's connection, delivered with nobody waiting
+  got_older->release();
+  got_younger->release();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// Two gets in line, each with its dial posted and held. The younger get's dial fails; its error
+// goes to the oldest waiter (as any dialer thread's failure does), the older get. The younger get
+// then awaits no dial of its own: that dial's end_dial() must grant it one.
+TEST_F(DialPumpRaceTest, AGetWhoseDialFailedForAnOlderGetIsGrantedADial) {
+  netpool::test::connection_registry registry;
+  held_factory factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function({0, 1}, {1});  // the two gets' dials; the younger's fails
+  cfg.max_size = 4;
+  cfg.max_connecting = 3;
+  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
+  cfg.dial_backoff_floor = std::chrono::microseconds(1);  // no backoff to fail the next dial fast
+  cfg.dial_backoff_cap = std::chrono::microseconds(2);
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto older = run_async([&] { return pool.get_for(patience); });  // posts call 0
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  auto younger = run_async([&] { return pool.get_for(patience); });  // posts call 1
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 2 && pool.stats().waiters == 2; }));
+  factory.release(1);  // the younger get's dial fails
+  ASSERT_TRUE(ready_within(older));
+  ASSERT_TRUE(ready_within(younger));
+  auto got_older = older.get();
+  auto got_younger = younger.get();
+  ASSERT_FALSE(got_older);
+  EXPECT_EQ(got_older.error(), std::errc::connection_refused);
+  ASSERT_TRUE(got_younger) << "the younger get was left waiting: " << got_younger.error().message();
+  EXPECT_EQ(factory.calls.load(), 3);  // call 2: the younger get's second dial
+  factory.release(0);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  EXPECT_EQ(pool.stats().idle, 1u);  // call 0's connection, delivered with nobody waiting
+  got_younger->release();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// A get in line with its dial posted is handed a returned connection, which fails its health
+// check and is closed. The get does not dial again into that slot (its dial still runs: one get,
+// one dial); it goes back in line, and its own dial serves it.
+TEST_F(DialPumpRaceTest, AGetWhoseDialRunsDoesNotRedialForAConnectionThatFailedItsCheck) {
+  netpool::test::connection_registry registry;
+  held_factory factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function({1});  // the waiting get's dial
+  cfg.max_size = 2;
+  cfg.dial_timeout = 3 * patience;  // past the get's deadline: its dial goes to a dialer thread
+  cfg.health_check = [](netpool::test::tracked_conn& c) { return !c.broken(); };
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto returned = pool.get();  // call 0, on this thread (no deadline)
+  ASSERT_TRUE(returned) << returned.error().message();
+  auto waiting = run_async([&] { return pool.get_for(patience); });  // posts call 1
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  (*returned)->mark_broken();
+  ASSERT_FALSE(returned->release());  // to the waiting get, whose check fails
+  ASSERT_TRUE(wait_for([&] { return pool.stats().closed_health == 1; }));
+  EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 2; }, 200ms)) << "a second dial for one get";
+  factory.release(1);
+  ASSERT_TRUE(ready_within(waiting));
+  auto got = waiting.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(factory.calls.load(), 2);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  EXPECT_EQ(pool.stats().active, 1u);
+  got->release();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
+// A get that gave up (its deadline) leaves its posted dial behind, still running (a hung connect).
+// A later get that waits without a dial of its own (both dial tokens busy) must be granted one as
+// soon as the other token comes back. A fix that counted posted dials for the line (45ab78b,
+// reverted) still counted the departed get's, and the later get slept beside room and a free token
+// until its deadline.
+TEST_F(DialPumpRaceTest, AGetThatGaveUpLeavesNoDialOwedToTheNextGet) {
+  netpool::test::connection_registry registry;
+  held_factory factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function({0, 1});
+  cfg.max_size = 4;
+  cfg.max_connecting = 2;
+  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto gave_up = pool.get_for(50ms);  // posts call 0, held: the get times out
+  ASSERT_FALSE(gave_up);
+  EXPECT_EQ(gave_up.error(), netpool::errc::timeout);
+  auto patient = run_async([&] { return pool.get(); });  // no deadline: call 1, on its own thread
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 2; }));
+  auto later = run_async([&] { return pool.get_for(patience); });  // no token: waits without a dial
+  ASSERT_TRUE(wait_for([&] { return pool.stats().waiters == 1; }));
+  factory.release(1);  // the patient get's dial ends: a token comes back, room is free
+  ASSERT_TRUE(ready_within(patient));
+  ASSERT_TRUE(ready_within(later));
+  auto got_patient = patient.get();
+  auto got_later = later.get();
+  ASSERT_TRUE(got_patient) << got_patient.error().message();
+  ASSERT_TRUE(got_later) << "slept beside a free token: " << got_later.error().message();
+  factory.release(0);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  got_patient->release();
+  got_later->release();
   pool.close();
   EXPECT_EQ(registry.live(), 0);
 }

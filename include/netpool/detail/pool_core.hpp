@@ -42,7 +42,10 @@
 //   INV10 No lost wake-up for dial tokens (max_connecting): end_dial() lowers connecting_
 //         (seq_cst) then loads waiters_; a waiter raises waiters_ then tries reserve_slot(), which
 //         takes a token with a seq_cst CAS. A waiter is never left asleep while both room and a
-//         token are free.
+//         token are free, unless it awaits the dial it posted (awaits_own_dial()): that dial's
+//         end_dial() then grants it one if the dial served another. The waiter raises waiters_, the
+//         granter (or the waiter) reads the dial's slot word, all seq_cst; the delivery that changes
+//         the word comes before end_dial()'s seq_cst fence and its load of waiters_.
 //   INV11 No lost wake-up for the maintainer's tick: a maintainer about to sleep without a timeout
 //         stores maintainer_sleeps_indefinitely_ (seq_cst) then loads active_; a dial raises
 //         active_ (seq_cst RMW in reserve_count()) and, once it has its connection, loads the flag
@@ -1489,6 +1492,10 @@ class pool_core {
   // A dial is over (either way): give its token back, and if someone waits, start their dial.
   void end_dial() noexcept {
     connecting_.fetch_sub(1, std::memory_order_seq_cst);  // INV10
+    // seq_cst fence: INV10. The dial's delivery (or the release of its slot) is sequenced before
+    // this, so a waiter that found its own dial undelivered (awaits_own_dial(), seq_cst, after its
+    // waiters_ increment) is seen in waiters_ below, and its turn comes in start_dial_for_waiter().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) != 0) start_dial_for_waiter();
   }
 
@@ -2070,14 +2077,35 @@ class pool_core {
 
   // ---- waiters ------------------------------------------------------------------------------
 
-  // Hands slot i (owned, word `owned`) to the oldest waiter as `kind`. False when nobody waits or
-  // the pool closed meanwhile (then nothing changed).
+  // Under wait_mutex_: the waiter a grant of `kind` goes to, left in line. A connection goes to the
+  // oldest. A slot to dial into goes to the oldest that does not await a dial of its own: a get
+  // whose dial was posted to a dialer thread (wait_in_line()) and has not delivered would
+  // otherwise dial a second time, and one connection more than asked for would go idle (one get,
+  // two dials). That dial's outcome goes to the oldest waiter (dial_for_pool()); if that is not
+  // its poster, its end_dial() finds the poster no longer awaiting it, and grants it a dial (INV10).
+  waiter* next_to_grant(std::uint32_t kind) const noexcept {
+    if (kind != waiter::granted_dial) return queue_.front();
+    return queue_.first_where([](const waiter& w) { return !awaits_own_dial(w); });
+  }
+
+  // True while the dial this waiter posted has not delivered its connection (or its error), and
+  // still may: its slot holds the word it was posted with (a delivery, a release, a close or a
+  // doom changes it; generations never repeat).
+  static bool awaits_own_dial(const waiter& w) noexcept {
+    // seq_cst: INV10, in the single order with the poster's waiters_ increment before it and with
+    // end_dial()'s fence after the dial's delivery (which changes the word).
+    return w.own_dial != nullptr && w.own_dial->load(std::memory_order_seq_cst) == w.own_dial_word;
+  }
+
+  // Hands slot i (owned, word `owned`) to the oldest waiter as `kind` (a dial: the oldest not
+  // awaiting its own, next_to_grant()). False when nobody (such) waits or the pool closed meanwhile
+  // (then nothing changed).
   bool grant(std::uint32_t i, std::uint64_t owned, std::uint32_t kind) noexcept {
     waiter* w = nullptr;
     std::uint64_t theirs = 0;
     {
       std::lock_guard lock(wait_mutex_);
-      w = queue_.pop_front();
+      w = next_to_grant(kind);
       if (w == nullptr) return false;
       theirs = word::next_owner(owned, kind == waiter::granted_dial ? word::busy : word::leased);
       // INV12: a slot lent from busy (a fresh dial, a keepalive check) may have its bit clear; the
@@ -2090,9 +2118,9 @@ class pool_core {
       // a doom landed on a leased one (our caller then closes the connection and releases it).
       if (!slots_[i].state.compare_exchange_strong(expect, theirs, std::memory_order_seq_cst,
                                                    std::memory_order_relaxed)) {
-        queue_.push_front(*w);
-        return false;
+        return false;  // the node keeps its place in line
       }
+      queue_.unlink(*w);
       waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
       w->slot = i;
       w->generation = word::generation(theirs);
@@ -2109,18 +2137,17 @@ class pool_core {
     waiter* w = nullptr;
     {
       std::lock_guard lock(wait_mutex_);
-      w = queue_.pop_front();
+      w = next_to_grant(kind);
       if (w != nullptr && kind == waiter::granted_dial) {
         if (!take_dial_token()) {
-          queue_.push_front(*w);  // max_connecting dials in flight: the next end_dial() pumps
-          w = nullptr;
+          w = nullptr;  // max_connecting dials in flight: the next end_dial() pumps
         } else if (!reserve_count()) {
           return_dial_token();
-          queue_.push_front(*w);  // a concurrent reserver took the room; it will take this slot
-          w = nullptr;
+          w = nullptr;  // a concurrent reserver took the room; it will take this slot
         }
       }
       if (w != nullptr) {
+        queue_.unlink(*w);
         waiters_.fetch_sub(1, std::memory_order_seq_cst);  // INV8
         const std::uint64_t theirs = word::next_owner(
             transit_word & ~word::transit, kind == waiter::granted_dial ? word::busy : word::leased);
@@ -2162,6 +2189,12 @@ class pool_core {
     std::uint32_t slot;
     std::uint64_t owned;
   };
+
+  // As awaits_own_dial(), for a get out of line: true while the dial it posted has not delivered.
+  bool awaits_dial(const std::optional<dial_job>& posted) const noexcept {
+    // seq_cst: as in awaits_own_dial(); a get out of line queues (wait_in_line()) and looks again.
+    return posted && slots_[posted->slot].state.load(std::memory_order_seq_cst) == posted->owned;
+  }
 
   struct wait_outcome {
     std::uint32_t kind = 0;  // a waiter::state_value past the pending ones, or `timed_out`
@@ -2233,6 +2266,9 @@ class pool_core {
     // A dial to hand to a dialer thread once we are in line (wait_in_line posts it): queued first,
     // we are there to receive its connection or its error.
     std::optional<dial_job> to_post;
+    // The last dial we posted. While it has not delivered, we dial no other (one get, one dial):
+    // its outcome goes to the oldest waiter, and its end_dial() gives us a dial if we still wait.
+    std::optional<dial_job> posted;
     bool woken_to_compete = false;  // fair_waiters = false: our last wait ended in `retry`
     // A slot reserved for a dial this get no longer waits for: free it for the next caller.
     auto drop_post = [&] {
@@ -2275,7 +2311,7 @@ class pool_core {
           wake_next_to_compete();
           woken_to_compete = false;
         }
-        if (auto reserved = reserve_slot()) {
+        if (auto reserved = awaits_dial(posted) ? std::nullopt : reserve_slot()) {
           if (!wants_background_dial(deadline, stop)) {
             finish_wait();
             return dial_for_caller(reserved->first, reserved->second, deadline, stop, where, waited);
@@ -2296,7 +2332,8 @@ class pool_core {
         wait_start = clock::now();
       }
 
-      const wait_outcome got = wait_in_line(deadline, stop, to_post, wait_start, woken_to_compete);
+      if (to_post) posted = to_post;
+      const wait_outcome got = wait_in_line(deadline, stop, to_post, posted, wait_start, woken_to_compete);
       to_post.reset();
       woken_to_compete = false;
       switch (got.kind) {
@@ -2306,8 +2343,10 @@ class pool_core {
             finish_wait();
             return lend_tracked(got.slot, owned, where, waited);
           }
-          // It failed its check and was closed: the slot is ours; dial into it if we may.
-          if (const std::optional<std::uint64_t> busy = leased_to_busy(got.slot, owned);
+          // It failed its check and was closed: the slot is ours; dial into it if we may, and if
+          // no dial we posted is still to deliver (else the slot goes to the line, or free).
+          if (const std::optional<std::uint64_t> busy =
+                  awaits_dial(posted) ? std::nullopt : leased_to_busy(got.slot, owned);
               busy && take_dial_token()) {
             if (wants_background_dial(deadline, stop)) {
               to_post = dial_job{got.slot, *busy};
@@ -2358,16 +2397,22 @@ class pool_core {
 
   // Queues, re-checks (INV6, INV7), then (if first in line) spins for up to wait_spin and sleeps until
   // granted, closed, cancelled or the deadline. With `to_post`, hands that dial to a dialer thread once
-  // queued, and skips the free-slot re-check: the dial's end (end_dial) hands any free slot to the oldest
-  // waiter, and reserving another here would dial twice for one get.
+  // queued. `own_dial`: the dial this get posted last (`to_post` if any); while it has not delivered,
+  // the node is passed over for grants of a dial (next_to_grant()) and the free-slot re-check is
+  // skipped: that dial's end (end_dial) hands any free slot to the oldest waiter not awaiting its own,
+  // and reserving another here would dial twice for one get.
   // `since`: when this get started waiting (kept across retries; fair_waiters = false reads it).
   // `rejoining`: a woken waiter that lost the race for its connection goes back ahead of every
   // younger waiter (waiter_queue::insert_by_age).
   wait_outcome wait_in_line(clock::time_point deadline, const std::stop_token* stop,
-                            const std::optional<dial_job>& to_post, clock::time_point since,
-                            bool rejoining) noexcept {
+                            const std::optional<dial_job>& to_post, const std::optional<dial_job>& own_dial,
+                            clock::time_point since, bool rejoining) noexcept {
     waiter node;
     node.waiting_since = since;
+    if (own_dial) {
+      node.own_dial = &slots_[own_dial->slot].state;
+      node.own_dial_word = own_dial->owned;
+    }
     bool first_in_line = false;
     bool closed = false;  // (not node.queued: a granter may take the node off the line at once)
     {
@@ -2393,8 +2438,9 @@ class pool_core {
     // Queued, we are there for the dial's outcome. If no dialer can take it, the slot is freed,
     // which grants it to the oldest waiter (INV7): at worst us, and we then dial ourselves.
     if (to_post && !post_dial(*to_post)) abandon_dial(to_post->slot);
-    // A connection or slot freed just before our increment is found here.
-    if (auto reserved = to_post ? std::nullopt : reserve_slot()) {
+    // A connection or slot freed just before our increment is found here (a slot: unless our own
+    // dial is still to deliver; INV10 says why its end_dial() sees us).
+    if (auto reserved = (to_post || awaits_own_dial(node)) ? std::nullopt : reserve_slot()) {
       if (leave_line(node))
         return {waiter::granted_dial, reserved->first, word::generation(reserved->second), {}};
       // A granter already took our node: we get its grant too; give the extra slot back. (If we
@@ -2841,6 +2887,7 @@ class pool_core {
     if (waiters_.load(std::memory_order_relaxed) == 0 || !grant(i, owned, waiter::granted_new_connection)) {
       (void)make_idle(i, owned);  // closes it instead if the pool closed meanwhile
     }
+    NETPOOL_SYNC_POINT("dial_for_pool:delivered");  // its token still held: end_dial() to come
     after_dial();  // the slot no longer busy: a shrink can see it (see after_dial())
     end_dial();
     return true;

@@ -35,7 +35,11 @@ struct waiter {
   std::uint64_t generation = 0;  // likewise
   std::error_code error;         // dial_failed: written by the failer before it publishes
   std::chrono::steady_clock::time_point waiting_since{};  // when the get began to wait (its owner's)
-  waiter* prev = nullptr;                                 // queue links, guarded by the pool's wait mutex
+  // The dial this waiter posted to a dialer thread, if any: the state word of its slot, and the
+  // value it holds until that dial delivers (or will not run). Written before the node is queued.
+  const std::atomic<std::uint64_t>* own_dial = nullptr;
+  std::uint64_t own_dial_word = 0;
+  waiter* prev = nullptr;  // queue links, guarded by the pool's wait mutex
   waiter* next = nullptr;
   bool queued = false;  // guarded by the pool's wait mutex
 
@@ -46,7 +50,15 @@ struct waiter {
 class waiter_queue {
  public:
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
-  [[nodiscard]] const waiter* front() const noexcept { return head_; }
+  [[nodiscard]] waiter* front() const noexcept { return head_; }
+
+  // The oldest node for which `pred` holds, left in line (nullptr if none).
+  template <class Pred>
+  [[nodiscard]] waiter* first_where(Pred pred) const noexcept {
+    waiter* w = head_;
+    while (w != nullptr && !pred(*w)) w = w->next;
+    return w;
+  }
 
   void push_back(waiter& w) noexcept {
     w.prev = tail_;
