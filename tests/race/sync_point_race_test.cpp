@@ -869,6 +869,37 @@ TEST_F(DialPumpRaceTest, AGetWhoseDialRunsDoesNotRedialForAConnectionThatFailedI
   EXPECT_EQ(registry.live(), 0);
 }
 
+// A pool that grows (set_max_size) while a get waits in line with its dial posted and held: the
+// room goes to waiters that await no dial of their own, so to nobody here. It used to go to the
+// oldest waiter, that get, which then dialed a second time.
+TEST_F(DialPumpRaceTest, AGrowingPoolGrantsNoSecondDialToAGetWhoseDialRuns) {
+  netpool::test::connection_registry registry;
+  held_factory factory(registry);
+  netpool::pool_config<netpool::test::tracked_conn> cfg;
+  cfg.factory = factory.function({1});  // the waiting get's dial
+  cfg.max_size = 2;
+  cfg.max_size_limit = 4;
+  cfg.dial_timeout = 3 * patience;  // past the get's deadline: its dial goes to a dialer thread
+  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto held = pool.get();  // call 0, on this thread (no deadline)
+  ASSERT_TRUE(held) << held.error().message();
+  auto waiting = run_async([&] { return pool.get_for(patience); });  // posts call 1: the pool is full
+  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  ASSERT_FALSE(pool.set_max_size(3));  // room and a free token: a slot to dial into, for nobody
+  EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 2; }, 200ms)) << "a second dial for one get";
+  factory.release(1);
+  ASSERT_TRUE(ready_within(waiting));
+  auto got = waiting.get();
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(factory.calls.load(), 2);
+  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+  EXPECT_EQ(pool.stats().active, 2u);
+  got->release();
+  held->release();
+  pool.close();
+  EXPECT_EQ(registry.live(), 0);
+}
+
 // A get that gave up (its deadline) leaves its posted dial behind, still running (a hung connect).
 // A later get that waits without a dial of its own (both dial tokens busy) must be granted one as
 // soon as the other token comes back. A fix that counted posted dials for the line (45ab78b,
