@@ -2436,7 +2436,8 @@ class pool_core {
     NETPOOL_SYNC_POINT("wait_in_line:queued");  // counted in waiters_, not yet re-checked
 
     // Queued, we are there for the dial's outcome. If no dialer can take it, the slot is freed,
-    // which grants it to the oldest waiter (INV7): at worst us, and we then dial ourselves.
+    // which grants it to the oldest waiter awaiting no dial (INV7): at worst us (once freed, the
+    // slot no longer holds our dial's word), and we then dial ourselves.
     if (to_post && !post_dial(*to_post)) abandon_dial(to_post->slot);
     // A connection or slot freed just before our increment is found here (a slot: unless our own
     // dial is still to deliver; INV10 says why its end_dial() sees us).
