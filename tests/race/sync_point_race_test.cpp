@@ -722,6 +722,57 @@ class DialPumpRaceTest : public ::testing::Test {
     std::atomic<std::uint32_t> released{0};  // bit n: call n may go on
   };
 
+  // A standard pool of held_factory's connections whose gets' dials go to dialer threads: its
+  // dial_timeout is past every get's deadline here (patience).
+  static netpool::pool_config<netpool::test::tracked_conn> posting_config(
+      netpool::factory_function<netpool::test::tracked_conn> factory, std::size_t max_size,
+      std::size_t max_connecting) {
+    netpool::pool_config<netpool::test::tracked_conn> cfg;
+    cfg.factory = std::move(factory);
+    cfg.max_size = max_size;
+    cfg.max_connecting = max_connecting;
+    cfg.dial_timeout = 3 * patience;
+    return cfg;
+  }
+
+  // For wait_for(): `held` factory calls are held, and `waiting` gets are in line.
+  template <class Pool>
+  static auto held_and_in_line(Pool& pool, const held_factory& factory, int held, std::size_t waiting) {
+    return [&pool, &factory, held, waiting] {
+      return factory.at_hold.load() == held && pool.stats().waiters == waiting;
+    };
+  }
+
+  // A pool of 2 (up to 4) with one connection lent (call 0) and a get in line with its dial
+  // (call 1) posted and held. `meanwhile(pool, lent)` gives that get a chance to dial again, which
+  // it must not take: its own dial serves it. `open_after`: connections open once it is served.
+  template <class Meanwhile>
+  void expect_one_dial_for_the_waiting_get(Meanwhile meanwhile, std::size_t open_after) {
+    netpool::test::connection_registry registry;
+    held_factory factory(registry);
+    auto cfg = posting_config(factory.function({1}), 2, 2);
+    cfg.max_size_limit = 4;
+    cfg.health_check = [](netpool::test::tracked_conn& c) { return !c.broken(); };
+    auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+    auto lent = pool.get();  // call 0, on this thread (no deadline)
+    ASSERT_TRUE(lent) << lent.error().message();
+    auto waiting = run_async([&] { return pool.get_for(patience); });  // posts call 1: the pool is full
+    ASSERT_TRUE(wait_for(held_and_in_line(pool, factory, 1, 1)));
+    meanwhile(pool, *lent);
+    EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 2; }, 200ms)) << "a second dial for one get";
+    factory.release(1);
+    ASSERT_TRUE(ready_within(waiting));
+    auto got = waiting.get();
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_EQ(factory.calls.load(), 2);
+    ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
+    EXPECT_EQ(pool.stats().active, open_after);
+    got->release();
+    lent->release();  // (errc::empty_lease if `meanwhile` returned it)
+    pool.close();
+    EXPECT_EQ(registry.live(), 0);
+  }
+
   static inline std::atomic<int> delivered{0};  // dials that reached the point
   static inline std::atomic<bool> hold_first_delivery{false};
   static inline std::atomic<bool> let_go{false};
@@ -771,18 +822,14 @@ TEST_F(DialPumpRaceTest, AGetWhoseDialIsPostedIsNotGrantedASecondDial) {
 TEST_F(DialPumpRaceTest, AGetWhoseDialServedAnOlderGetIsGrantedADial) {
   netpool::test::connection_registry registry;
   held_factory factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function({1, 2});  // the two gets' dials
-  cfg.max_size = 4;
-  cfg.max_connecting = 3;
-  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
+  auto cfg = posting_config(factory.function({1, 2}), 4, 3);  // the two gets' dials
   auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
   auto discarded = pool.get();  // call 0, on this thread (no deadline)
   ASSERT_TRUE(discarded) << discarded.error().message();
   auto older = run_async([&] { return pool.get_for(patience); });  // posts call 1
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  ASSERT_TRUE(wait_for(held_and_in_line(pool, factory, 1, 1)));
   auto younger = run_async([&] { return pool.get_for(patience); });  // posts call 2
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 2 && pool.stats().waiters == 2; }));
+  ASSERT_TRUE(wait_for(held_and_in_line(pool, factory, 2, 2)));
   ASSERT_FALSE(discarded->discard());  // room and a token: a slot to dial into, for neither
   EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 3; }, 200ms)) << "a second dial for one get";
   EXPECT_EQ(pool.stats().waiters, 2u);
@@ -809,17 +856,13 @@ TEST_F(DialPumpRaceTest, AGetWhoseDialServedAnOlderGetIsGrantedADial) {
 TEST_F(DialPumpRaceTest, AGetWhoseDialFailedForAnOlderGetIsGrantedADial) {
   netpool::test::connection_registry registry;
   held_factory factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function({0, 1}, {1});  // the two gets' dials; the younger's fails
-  cfg.max_size = 4;
-  cfg.max_connecting = 3;
-  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
-  cfg.dial_backoff_floor = std::chrono::nanoseconds::zero();  // no backoff to fail the next dial fast
+  auto cfg = posting_config(factory.function({0, 1}, {1}), 4, 3);  // the gets' dials; the younger's fails
+  cfg.dial_backoff_floor = std::chrono::nanoseconds::zero();       // no backoff to fail the next dial fast
   auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
   auto older = run_async([&] { return pool.get_for(patience); });  // posts call 0
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
+  ASSERT_TRUE(wait_for(held_and_in_line(pool, factory, 1, 1)));
   auto younger = run_async([&] { return pool.get_for(patience); });  // posts call 1
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 2 && pool.stats().waiters == 2; }));
+  ASSERT_TRUE(wait_for(held_and_in_line(pool, factory, 2, 2)));
   factory.release(1);  // the younger get's dial fails
   ASSERT_TRUE(ready_within(older));
   ASSERT_TRUE(ready_within(younger));
@@ -841,63 +884,24 @@ TEST_F(DialPumpRaceTest, AGetWhoseDialFailedForAnOlderGetIsGrantedADial) {
 // check and is closed. The get does not dial again into that slot (its dial still runs: one get,
 // one dial); it goes back in line, and its own dial serves it.
 TEST_F(DialPumpRaceTest, AGetWhoseDialRunsDoesNotRedialForAConnectionThatFailedItsCheck) {
-  netpool::test::connection_registry registry;
-  held_factory factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function({1});  // the waiting get's dial
-  cfg.max_size = 2;
-  cfg.dial_timeout = 3 * patience;  // past the get's deadline: its dial goes to a dialer thread
-  cfg.health_check = [](netpool::test::tracked_conn& c) { return !c.broken(); };
-  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
-  auto returned = pool.get();  // call 0, on this thread (no deadline)
-  ASSERT_TRUE(returned) << returned.error().message();
-  auto waiting = run_async([&] { return pool.get_for(patience); });  // posts call 1
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
-  (*returned)->mark_broken();
-  ASSERT_FALSE(returned->release());  // to the waiting get, whose check fails
-  ASSERT_TRUE(wait_for([&] { return pool.stats().closed_health == 1; }));
-  EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 2; }, 200ms)) << "a second dial for one get";
-  factory.release(1);
-  ASSERT_TRUE(ready_within(waiting));
-  auto got = waiting.get();
-  ASSERT_TRUE(got) << got.error().message();
-  EXPECT_EQ(factory.calls.load(), 2);
-  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
-  EXPECT_EQ(pool.stats().active, 1u);
-  got->release();
-  pool.close();
-  EXPECT_EQ(registry.live(), 0);
+  expect_one_dial_for_the_waiting_get(
+      [](netpool::test::std_pool& pool, netpool::test::std_pool::lease_type& lent) {
+        lent->mark_broken();
+        ASSERT_FALSE(lent.release());  // to the waiting get, whose check fails
+        ASSERT_TRUE(wait_for([&] { return pool.stats().closed_health == 1; }));
+      },
+      1);
 }
 
 // A pool that grows (set_max_size) while a get waits in line with its dial posted and held: the
 // room goes to waiters that await no dial of their own, so to nobody here. It used to go to the
 // oldest waiter, that get, which then dialed a second time.
 TEST_F(DialPumpRaceTest, AGrowingPoolGrantsNoSecondDialToAGetWhoseDialRuns) {
-  netpool::test::connection_registry registry;
-  held_factory factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function({1});  // the waiting get's dial
-  cfg.max_size = 2;
-  cfg.max_size_limit = 4;
-  cfg.dial_timeout = 3 * patience;  // past the get's deadline: its dial goes to a dialer thread
-  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
-  auto held = pool.get();  // call 0, on this thread (no deadline)
-  ASSERT_TRUE(held) << held.error().message();
-  auto waiting = run_async([&] { return pool.get_for(patience); });  // posts call 1: the pool is full
-  ASSERT_TRUE(wait_for([&] { return factory.at_hold.load() == 1 && pool.stats().waiters == 1; }));
-  ASSERT_FALSE(pool.set_max_size(3));  // room and a free token: a slot to dial into, for nobody
-  EXPECT_FALSE(wait_for([&] { return factory.calls.load() > 2; }, 200ms)) << "a second dial for one get";
-  factory.release(1);
-  ASSERT_TRUE(ready_within(waiting));
-  auto got = waiting.get();
-  ASSERT_TRUE(got) << got.error().message();
-  EXPECT_EQ(factory.calls.load(), 2);
-  ASSERT_TRUE(wait_for([&] { return pool.stats().dialing == 0; }));
-  EXPECT_EQ(pool.stats().active, 2u);
-  got->release();
-  held->release();
-  pool.close();
-  EXPECT_EQ(registry.live(), 0);
+  expect_one_dial_for_the_waiting_get(
+      [](netpool::test::std_pool& pool, netpool::test::std_pool::lease_type&) {
+        ASSERT_FALSE(pool.set_max_size(3));  // room and a free token: a slot to dial into, for nobody
+      },
+      2);
 }
 
 // A get that gave up (its deadline) leaves its posted dial behind, still running (a hung connect).
@@ -908,12 +912,7 @@ TEST_F(DialPumpRaceTest, AGrowingPoolGrantsNoSecondDialToAGetWhoseDialRuns) {
 TEST_F(DialPumpRaceTest, AGetThatGaveUpLeavesNoDialOwedToTheNextGet) {
   netpool::test::connection_registry registry;
   held_factory factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function({0, 1});
-  cfg.max_size = 4;
-  cfg.max_connecting = 2;
-  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
-  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto pool = netpool::test::std_pool::create(posting_config(factory.function({0, 1}), 4, 2)).value();
   auto gave_up = pool.get_for(50ms);  // posts call 0, held: the get times out
   ASSERT_FALSE(gave_up);
   EXPECT_EQ(gave_up.error(), netpool::errc::timeout);
