@@ -710,11 +710,12 @@ class DialPumpRaceTest : public ::testing::Test {
         if (std::find(failing_calls.begin(), failing_calls.end(), n) != failing_calls.end()) {
           return std::make_error_code(std::errc::connection_refused);
         }
-        return made.function()(deadline);
+        return make(deadline);
       };
     }
     void release(int n) { released.fetch_or(1U << n); }
     netpool::test::factory_control made;
+    netpool::factory_function<netpool::test::tracked_conn> make = made.function();  // after the hold
     std::vector<int> held_calls;  // written before the pool exists
     std::vector<int> failing_calls;
     std::atomic<int> calls{0};
@@ -722,7 +723,7 @@ class DialPumpRaceTest : public ::testing::Test {
     std::atomic<std::uint32_t> released{0};  // bit n: call n may go on
   };
 
-  // A standard pool of held_factory's connections whose gets' dials go to dialer threads: its
+  // A standard pool of tracked connections whose gets' dials go to dialer threads: its
   // dial_timeout is past every get's deadline here (patience).
   static netpool::pool_config<netpool::test::tracked_conn> posting_config(
       netpool::factory_function<netpool::test::tracked_conn> factory, std::size_t max_size,
@@ -784,11 +785,7 @@ TEST_F(DialPumpRaceTest, AGetWhoseDialIsPostedIsNotGrantedASecondDial) {
   hold_first_delivery = true;
   netpool::test::connection_registry registry;
   netpool::test::factory_control factory(registry);
-  netpool::pool_config<netpool::test::tracked_conn> cfg;
-  cfg.factory = factory.function();
-  cfg.max_size = 4;
-  cfg.dial_timeout = 3 * patience;  // past the gets' deadlines: their dials go to dialer threads
-  auto pool = netpool::test::std_pool::create(std::move(cfg)).value();
+  auto pool = netpool::test::std_pool::create(posting_config(factory.function(), 4, 2)).value();
   auto first = pool.get_for(patience);  // its dialer is held at the point, its token not yet back
   ASSERT_TRUE(first) << first.error().message();
   ASSERT_TRUE(wait_for([] { return delivered.load() == 1; }));
