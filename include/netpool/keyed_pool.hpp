@@ -226,6 +226,14 @@ class keyed_pool {
         NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
         got = state_type::try_get_until(*(*found)->sub, deadline, where);
         if (got || got.error() == errc::timeout) break;
+        // The sub-pool closed since the dial ended: evicted, look again, as below; removed (or the
+        // keyed pool closed), fail, as any get in flight on it does (remove()). This is not a
+        // connection lost to another get: going round would create the removed key's sub-pool anew.
+        if (got.error() == errc::pool_closed) {
+          if (!evicted_under_us(got, **found)) break;
+          ++round;
+          continue;
+        }
         NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
         if (not_needed < max_not_needed_pause_us + 8) ++not_needed;
         if (not_needed > 8) {

@@ -1653,6 +1653,40 @@ TEST_F(KeyedRaceTest, AGetWhoseDialWasNotNeededStartsOneCheckPastItsDeadline) {
   EXPECT_EQ(pools.stats().total.timeouts, 1u);
 }
 
+// remove() fails the gets in flight on the key's sub-pool with pool_closed (a replica left). A get
+// whose dial was not needed, its sub-pool removed before its look at once, took that look's
+// pool_closed for a connection lost to another get and went round: it created a new sub-pool for
+// the removed key and dialed it (found by review, session 27).
+TEST_F(KeyedRaceTest, AGetWhoseSubPoolIsRemovedBeforeItsLookFailsWithPoolClosed) {
+  auto cfg = config();
+  cfg.per_key_max = 2;
+  cfg.global_max = 1;  // below per_key_max: the get's own dial waits for the token
+  cfg.make_config = [inner = cfg.make_config](const int& key) {
+    auto c = inner(key);
+    c.dial_timeout = 3 * patience;  // only a connection coming back ends the waiting dial
+    return c;
+  };
+  auto pools = keyed::create(std::move(cfg)).value();
+  auto held = pools.get(1);
+  ASSERT_TRUE(held);
+  stop_at looking("getter", "keyed_get:dial_not_needed");
+  active_stops.push_back(&looking);
+  // No deadline: the get dials on its own thread, and that dial waits for the token.
+  auto getter = run_named("getter", [&] { return pools.get(1); });
+  const netpool::detail::scope_guard closing([&pools] { pools.close(); });  // as in the tests above
+  ASSERT_TRUE(wait_for([&] { return pools.stats().global_waiters == 1; }));
+  ASSERT_FALSE(held->release());  // idle: the waiting dial ends, not needed
+  ASSERT_TRUE(looking.reached_within());
+  EXPECT_TRUE(pools.remove(1));
+  looking.let_go();
+  ASSERT_TRUE(ready_within(getter));
+  auto got = getter.get();
+  ASSERT_FALSE(got) << "served by a new sub-pool of the removed key";
+  EXPECT_EQ(got.error(), netpool::errc::pool_closed);
+  EXPECT_EQ(pools.stats().pools_created, 1u);
+  EXPECT_EQ(registry.made(), 1) << "the removed key was dialed again";
+}
+
 // remove() with a lease out leaves the sub-pool in the graveyard until the lease comes back; the
 // sweeper must then destroy it (its threads joined, its config let go). remove() did not wake the
 // sweeper, which had nothing due and slept without a timeout: the sub-pool lived on until another

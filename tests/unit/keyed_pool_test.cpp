@@ -323,6 +323,26 @@ TEST_F(KeyedPoolTest, IdleConnectionOfAnotherKeyIsReclaimedAtOnceLeastRecentlyUs
   EXPECT_EQ(pools.stats(key(1))->idle, 1u);
 }
 
+// "Least recently used" is by each key's last get, not its first: key 0, created first but used
+// again after key 1, keeps its connection. With eviction on, the last get was stored only when the
+// one before was older than evict_idle_after / 8 (75 s here), so key 0 still looked older and lost
+// its connection (found by review, session 27); it is now stored to within 1 ms.
+TEST_F(KeyedPoolTest, ReclaimGoesByEachKeysLastGetNotItsFirst) {
+  auto cfg = config(2, 2);
+  cfg.evict_idle_after = 10min;
+  keyed pools = make(std::move(cfg));
+  ASSERT_TRUE(pools.get(key(0)));
+  std::this_thread::sleep_for(5ms);  // each gap well over 1 ms: a sleep only ever makes it longer
+  ASSERT_TRUE(pools.get(key(1)));
+  std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(pools.get(key(0)));
+  auto c = pools.get_for(key(2), 10s);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(pools.stats().reclaimed, 1u);
+  EXPECT_EQ(pools.stats(key(1))->active, 0u) << "the key used longest ago kept its connection";
+  EXPECT_EQ(pools.stats(key(0))->idle, 1u);
+}
+
 // The dial's own deadline ends its wait for a global token: here dial_timeout (50 ms) is sooner
 // than the get's (30 s), so the get dials on its own thread and fails with exhausted.
 TEST_F(KeyedPoolTest, DialGivesUpWithExhaustedAtItsDeadlineAndLosesNoToken) {

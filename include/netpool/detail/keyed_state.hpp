@@ -20,8 +20,9 @@
 //        (touch()), so an eviction, which re-checks last_get under the exclusive lock, does not
 //        remove an entry that a get found just before; only a get stalled for evict_after between
 //        its lookup and its sub-pool's get can meet an evicted sub-pool (KS1 then looks again).
-//   KS3  last_get lags the last get by at most touch_resolution_ (it is stored only when older than
-//        that, to keep the shared line read-mostly); eviction therefore waits for
+//   KS3  last_get lags the last get by at most touch_resolution_ (evict_after_ / 8, at most 1 ms:
+//        reclaim_idle()'s least-recently-used order holds to within that). It is stored only when
+//        older than that, to keep the shared line read-mostly; eviction therefore waits for
 //        evict_after_ + touch_resolution_ of silence, so a sub-pool is never evicted less than
 //        evict_after_ after its last get.
 //   KS4  Every sub-pool's factory and on_close are wrapped (wrap_config): a dial takes a budget
@@ -127,13 +128,14 @@ class keyed_state {
         per_key_max_(per_key_max),
         evict_after_(evict_after),
         touch_resolution_(evict_after > std::chrono::nanoseconds::zero()
-                              ? std::max<std::int64_t>(evict_after.count() / 8, 1)
-                              : std::chrono::nanoseconds(std::chrono::milliseconds(1)).count()),
+                              ? std::clamp<std::int64_t>(evict_after.count() / 8, 1, max_touch_resolution_ns)
+                              : max_touch_resolution_ns),
         // Saturating: evict_idle_after = nanoseconds::max() ("practically never") must not wrap to
         // a negative silence that every sub-pool has already kept.
         quiet_needed_(evict_after.count() > std::numeric_limits<std::int64_t>::max() - touch_resolution_
                           ? std::numeric_limits<std::int64_t>::max()
                           : evict_after.count() + touch_resolution_),
+        relook_ns_(std::max<std::int64_t>(evict_after.count() / 8, min_period_ns)),
         background_(background),
         budget_(std::make_shared<keyed_budget>(global_max)) {}
 
@@ -291,7 +293,7 @@ class keyed_state {
       if (s.in_use == 0 && s.waiters == 0 && s.dialing == 0) {
         idle.push_back(e);
       } else {
-        next = std::min(next, std::max<std::int64_t>(touch_resolution_, min_period_ns));  // look again
+        next = std::min(next, relook_ns_);  // look again
       }
     }
     if (!idle.empty()) next = std::min(next, evict(idle));
@@ -431,6 +433,8 @@ class keyed_state {
 
  private:
   static constexpr std::int64_t min_period_ns = 1'000'000;  // the sweeper never spins faster than 1 ms
+  // KS3: last_get is stored at most this long after the last get (1 ms), however long evict_after_.
+  static constexpr std::int64_t max_touch_resolution_ns = 1'000'000;
   static constexpr std::int64_t self_maintain_period_ns = 100'000'000;    // 100 ms
   static constexpr std::int64_t graveyard_poll_ns = 10'000'000;           // 10 ms
   static constexpr std::int64_t graveyard_lease_poll_ns = 1'000'000'000;  // 1 s
@@ -567,7 +571,7 @@ class keyed_state {
         try {
           it = map_.find(e->key);
         } catch (...) {  // a throwing Hash or KeyEq: leave this one, and look again next round
-          next = std::min(next, std::max<std::int64_t>(touch_resolution_, min_period_ns));
+          next = std::min(next, relook_ns_);
           continue;
         }
         if (it == map_.end() || it->second != e) continue;  // removed or replaced meanwhile
@@ -709,6 +713,10 @@ class keyed_state {
   const std::chrono::nanoseconds evict_after_;
   const std::int64_t touch_resolution_;  // KS3
   const std::int64_t quiet_needed_;  // KS3: the silence before an eviction, evict_after_ + touch_resolution_
+  // When the sweeper looks again at a sub-pool quiet long enough but still in use: evict_after_ / 8,
+  // at least min_period_ns. (Not touch_resolution_, which is at most 1 ms: a lease held for hours
+  // would have the sweeper look a thousand times a second.)
+  const std::int64_t relook_ns_;
   const bool background_;
   const clock::time_point epoch_ = clock::now();
   const std::shared_ptr<keyed_budget> budget_;  // shared with every sub-pool's on_close
