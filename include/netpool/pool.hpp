@@ -23,8 +23,10 @@
 // Blocking: get(), get_for(), get_until() block while every connection is in use and the pool is
 // full, and while dialing (bounded by dial_timeout). try_get() never waits and never dials (only
 // the health check and on_borrow it runs on an idle connection, user code, may block). put,
-// put_with_error, stats, len and close never block on the network (close() does not wait for
-// leased connections; it fails waiters at once).
+// put_with_error, stats, len and close never block on the network themselves (close() does not
+// wait for leased connections; it fails waiters at once). close(), and so the destructor, waits
+// for the on_return and on_leak calls already running on other threads: do not close or destroy a
+// pool while holding anything such a hook may wait for.
 // Errors: see error.hpp. pool_closed after close(); timeout when the deadline passes (waiting or
 // dialing); cancelled when the stop_token fires; the factory's own error when a dial fails.
 // Lifetime: leases may outlive the pool; returning one then closes its connection.
@@ -153,7 +155,9 @@ class pool_handle {
   // returned later are closed; get() returns pool_closed from now on. A dial already running (on
   // a dialer thread, or a caller's) is not waited for: it ends when the factory returns (within
   // dial_timeout for one that keeps its deadline, as tcp_dialer does) and its connection is
-  // closed; until then stats() counts it in dialing and active.
+  // closed; until then stats() counts it in dialing and active. Once close() has returned, no
+  // on_return or on_leak runs: it waits for those already running on other threads, unless it is
+  // called from inside one (a hook may close its pool).
   void close() noexcept {
     if (core_ != nullptr) core_->close();
   }

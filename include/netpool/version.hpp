@@ -2,7 +2,7 @@
 //
 //   #include <netpool/version.hpp>
 //   #if NETPOOL_VERSION >= 500  // 0.5.0: major * 10000 + minor * 100 + patch, as fmt's FMT_VERSION
-//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.5"
+//   std::clog << "netpool " << netpool::version_string << '\n';  // "0.5.6"
 //   #endif
 //
 // This header is where the version is set: CMakeLists.txt reads the three numbers from it for
@@ -40,13 +40,20 @@
 // 0.5.5: a slot to dial into (the end of a dial, a slot freed while gets wait) goes to the oldest
 //        waiter that does not await a dial of its own, not simply the oldest: a get whose dial runs
 //        on a dialer thread is no longer granted a second one (docs/design.md, "One get, one dial").
+// 0.5.6: close() (and so ~pool()) returns only once the on_return and on_leak ("came back") calls
+//        already running on other threads have ended (unless called from inside one); it may now
+//        wait for such a hook. A keyed get whose sub-pool is removed while its dial ends fails
+//        with pool_closed (it created the removed key's sub-pool anew). A keyed pool with
+//        evict_idle_after set reclaims by each key's last get to within 1 ms (it was to within
+//        evict_idle_after / 8), and evicts a sub-pool after evict_idle_after + at most 1 ms of
+//        silence (it was + evict_idle_after / 8).
 #pragma once
 
 #include <string_view>
 
 #define NETPOOL_VERSION_MAJOR 0
 #define NETPOOL_VERSION_MINOR 5
-#define NETPOOL_VERSION_PATCH 5
+#define NETPOOL_VERSION_PATCH 6
 
 #define NETPOOL_VERSION (NETPOOL_VERSION_MAJOR * 10000 + NETPOOL_VERSION_MINOR * 100 + NETPOOL_VERSION_PATCH)
 

@@ -23,6 +23,10 @@
 //
 // LeakReportRaceTest: a leaked lease coming back while a round reports it as still out.
 //
+// ReturnHooksRaceTest, LeakReturnRaceTest: close() and ~pool() while a return's on_return or
+// on_leak ("came back") runs on another thread: they return only once it has ended; but an
+// on_leak ("still out") that closes the pool does not wait for a return held up by its lock.
+//
 // MaintainerWakeRaceTest: the maintainer deciding to sleep without a timeout while a get dials the
 // first connection.
 //
@@ -53,12 +57,14 @@
 // removed with a lease out must be destroyed once the lease is back, even by a sweeper that had
 // nothing due and slept without a timeout; a connection still being returned must not end a dial
 // that waits for the global limit; a get whose dials are ended again and again goes on, and one
-// whose deadline passes meanwhile starts one check past it, no more.
+// whose deadline passes meanwhile starts one check past it, no more; a get whose sub-pool is
+// removed while its dial ends fails as remove() says.
 //
 // Both pools run every typed test: the code under test is their shared core. DoomRaceTest,
-// ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, MaintainerWakeRaceTest,
-// DialFailureRaceTest, DialPumpRaceTest and MaintainerStopRaceTest run the standard pool only (max
-// lifetime, reset(), maintenance rounds, health checks, leak reports and dialer threads are its own).
+// ShrinkRaceTest, DeadlineWakeRaceTest, LeakReportRaceTest, LeakReturnRaceTest,
+// MaintainerWakeRaceTest, DialFailureRaceTest, DialPumpRaceTest and MaintainerStopRaceTest run the
+// standard pool only (max lifetime, reset(), maintenance rounds, health checks, leak reports and
+// dialer threads are its own).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -571,6 +577,141 @@ TEST_F(LeakReportRaceTest, ALeaseThatCameBackIsNotReportedStillOutAfterwards) {
   ASSERT_EQ(reports.size(), 2u);
   EXPECT_FALSE(reports[0].returned) << "\"came back\" was told before \"still out\"";
   EXPECT_TRUE(reports[1].returned);
+}
+
+// A return's hooks (on_return; on_leak's "came back") run only while the pool is open: once
+// close() or ~pool() has returned, what they capture may be gone with the pool object (README). A
+// return that saw the pool open just before close() flagged its slot used to run its hooks after
+// close(), even after ~pool(), had returned (found by review, session 27). close() now waits for
+// them: here a thread's on_return is under way (held) when another thread closes or destroys the
+// pool, which must not return before the hook has ended.
+template <class P>
+class ReturnHooksRaceTest : public SyncPointTest<P> {
+ protected:
+  // A hook that says it has begun, waits for let_go() (at most `patience`), and says it has ended.
+  struct held_hook {
+    std::atomic<bool> begun{false};
+    std::atomic<bool> go{false};
+    std::atomic<bool> ended{false};
+
+    void run() {
+      begun.store(true);
+      (void)wait_for([&] { return go.load(); }, patience);
+      ended.store(true);
+    }
+  };
+
+  // `end_pool` closes or destroys the pool on a thread named "closer" while `hook` runs on
+  // another: it must wait for the hook, at the sync point that says so, and return after it.
+  template <class EndPool>
+  void expect_pool_end_waits_for(held_hook& hook, EndPool end_pool) {
+    stop_at waits("closer", "close:waits_for_return_hooks", 1, /*let_go=*/true);
+    active_stops = {&waits};
+    ASSERT_TRUE(wait_for([&] { return hook.begun.load(); })) << "the hook never ran";
+    auto closer = run_named("closer", [&] {
+      end_pool();
+      return hook.ended.load();
+    });
+    // The old close() returned here at once, without waiting for anything.
+    EXPECT_TRUE(wait_for([&] { return waits.reached() || ready_within(closer, 0ms); }));
+    hook.go.store(true);
+    ASSERT_TRUE(ready_within(closer));
+    EXPECT_TRUE(closer.get()) << "the pool was closed while a return's hook still ran";
+    EXPECT_TRUE(waits.reached());
+  }
+};
+TYPED_TEST_SUITE(ReturnHooksRaceTest, netpool::test::both_pools, netpool::test::pool_names);
+
+TYPED_TEST(ReturnHooksRaceTest, CloseAndTheDestructorReturnOnlyOnceAnOnReturnUnderWayHasEnded) {
+  for (const bool destroy : {false, true}) {
+    SCOPED_TRACE(destroy ? "~pool()" : "close()");
+    typename TestFixture::held_hook hook;
+    auto cfg = this->config(2);
+    cfg.on_return = [&](netpool::test::tracked_conn&) {
+      hook.run();
+      return true;
+    };
+    std::optional<TypeParam> pool(this->make(std::move(cfg)));
+    auto lease = pool->get();
+    ASSERT_TRUE(lease);
+    auto returned = run_async([&] { return lease->release(); });
+    this->expect_pool_end_waits_for(hook, [&] {
+      if (destroy) {
+        pool.reset();
+      } else {
+        pool->close();
+      }
+    });
+    ASSERT_TRUE(ready_within(returned));
+    // The hook accepted the connection, but the pool had closed meanwhile: closed, not pooled.
+    EXPECT_EQ(returned.get(), netpool::errc::pool_closed);
+    if (pool) {
+      EXPECT_EQ(pool->stats().closed_pool, 1u);
+    }
+  }
+}
+
+// The same for on_leak's "came back" report, made by a leaked lease that is discarded.
+using LeakReturnRaceTest = ReturnHooksRaceTest<netpool::test::std_pool>;
+
+TEST_F(LeakReturnRaceTest, CloseReturnsOnlyOnceALeakReportUnderWayHasEnded) {
+  netpool::test::manual_clock clock;
+  held_hook hook;
+  auto cfg = this->config(1);
+  cfg.leak_threshold = 100ms;
+  cfg.clock = clock.function();
+  cfg.background_maintenance = false;
+  cfg.on_leak = [&](const netpool::leak_report& r) {
+    if (r.returned) hook.run();
+  };
+  auto pool = this->make(std::move(cfg));
+  auto lease = pool.get();
+  ASSERT_TRUE(lease);
+  clock.set(150ms);
+  pool.maintain();  // reported "still out"
+  auto discarded = run_async([&] { return lease->discard(); });
+  expect_pool_end_waits_for(hook, [&] { pool.close(); });
+  ASSERT_TRUE(ready_within(discarded));
+  EXPECT_FALSE(discarded.get());
+}
+
+// on_leak calls never overlap: "still out" is told under the pool's leak lock, and a leaked lease
+// that comes back takes that lock to say "came back". An on_leak("still out") that closes the pool
+// while that lease's owner waits for the lock must not wait for the owner's report: it waited for
+// the lock, held by the closing round itself (found by review, session 27: the report's scope was
+// entered before the lock).
+TEST_F(LeakReturnRaceTest, AStillOutReportThatClosesThePoolDoesNotWaitForTheReturnBehindIt) {
+  netpool::test::manual_clock clock;
+  stop_at returner_locks("returner", "report_if_leaked:lock", 1, /*let_go=*/true);
+  active_stops = {&returner_locks};
+  std::atomic<int> reports{0};
+  netpool::test::std_pool* self = nullptr;
+  auto cfg = this->config(1);
+  cfg.leak_threshold = 100ms;
+  cfg.clock = clock.function();
+  cfg.background_maintenance = false;  // the round runs on a thread of this test
+  cfg.on_leak = [&](const netpool::leak_report& r) {
+    reports.fetch_add(1);
+    if (r.returned) return;
+    // "Still out", under the leak lock: the lease's owner is on its way to that lock.
+    (void)returner_locks.reached_within();
+    self->close();
+  };
+  auto pool = this->make(std::move(cfg));
+  self = &pool;
+  auto lease = pool.get();
+  ASSERT_TRUE(lease);
+  clock.set(150ms);
+  auto round = run_async([&] { return pool.maintain(); });
+  // The round claims the report before it tells it: the owner then reports "came back" too.
+  ASSERT_TRUE(wait_for([&] { return reports.load() == 1; }));
+  auto returned = run_named("returner", [&] { return lease->release(); });
+  ASSERT_TRUE(ready_within(round)) << "close() in on_leak waited for the return behind the leak lock";
+  (void)round.get();
+  ASSERT_TRUE(ready_within(returned));
+  EXPECT_EQ(returned.get(), netpool::errc::pool_closed);
+  EXPECT_TRUE(returner_locks.reached());
+  EXPECT_EQ(reports.load(), 1) << "\"came back\" was told after close()";
 }
 
 // The pool's maintainer ends a round with no connection open and decides to sleep without a

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -454,6 +455,66 @@ TYPED_TEST(HooksTest, OnReturnIsNotCalledForAPutAfterClose) {
     EXPECT_EQ(pool.stats().closed_pool, 2u);
     EXPECT_EQ(this->registry.live(), 0);
   }
+}
+
+// close() waits for the return hooks under way on other threads (ReturnHooksRaceTest), but not when
+// called from inside one: an on_return that closes its pool, here from inside a nested return of
+// another lease, must not wait for itself.
+TYPED_TEST(HooksTest, OnReturnMayCloseItsOwnPool) {
+  auto cfg = this->config(2);
+  TypeParam* self = nullptr;
+  std::optional<netpool::lease<tracked_conn>> inner;
+  std::atomic<int> calls{0};
+  cfg.on_return = [&](tracked_conn&) {
+    if (calls.fetch_add(1) == 0) {
+      EXPECT_EQ(inner->release(), errc::pool_closed);  // nested: on_return again, closing the pool
+    } else {
+      self->close();
+    }
+    return true;
+  };
+  auto pool = this->make(std::move(cfg));
+  self = &pool;
+  auto outer = pool.get();
+  auto held = pool.get();
+  ASSERT_TRUE(outer && held);
+  inner.emplace(std::move(*held));
+  auto returned = netpool::test::run_async([&] { return outer->release(); });
+  ASSERT_TRUE(netpool::test::ready_within(returned)) << "close() in on_return waited for itself";
+  EXPECT_EQ(returned.get(), errc::pool_closed);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_TRUE(pool.closed());
+  EXPECT_EQ(pool.stats().closed_pool, 2u);
+}
+
+// Two returns whose on_return each close the pool (the server said it is going away), both hooks
+// running when either closes: neither close() may wait for the other's hook. A close() that waited
+// for every hook but its own thread's left both threads waiting for each other (found by review,
+// session 27).
+TYPED_TEST(HooksTest, TwoOnReturnsThatEachCloseThePoolBothReturn) {
+  auto cfg = this->config(2);
+  TypeParam* self = nullptr;
+  std::atomic<int> running{0};
+  cfg.on_return = [&](tracked_conn&) {
+    running.fetch_add(1);
+    // Both hooks are under way before either closes (bounded, should the other never come).
+    (void)netpool::test::wait_for([&] { return running.load() == 2; });
+    self->close();
+    return true;
+  };
+  auto pool = this->make(std::move(cfg));
+  self = &pool;
+  auto a = pool.get();
+  auto b = pool.get();
+  ASSERT_TRUE(a && b);
+  auto returned_a = netpool::test::run_async([&] { return a->release(); });
+  auto returned_b = netpool::test::run_async([&] { return b->release(); });
+  ASSERT_TRUE(netpool::test::ready_within(returned_a)) << "the two hooks' close() calls wait for each other";
+  ASSERT_TRUE(netpool::test::ready_within(returned_b)) << "the two hooks' close() calls wait for each other";
+  EXPECT_EQ(returned_a.get(), errc::pool_closed);
+  EXPECT_EQ(returned_b.get(), errc::pool_closed);
+  EXPECT_EQ(running.load(), 2);
+  EXPECT_EQ(pool.stats().closed_pool, 2u);
 }
 
 TYPED_TEST(HooksTest, OnCloseSeesEveryConnectionTheFactoryMadeExactlyOnceWithItsReason) {

@@ -256,6 +256,11 @@ struct walked_slots {
 };
 inline thread_local walked_slots thread_walked[hint_ways]{};
 
+// How many return hooks (on_return, on_leak's "came back") this thread is running, of any pool: a
+// hook may return another lease. close() waits for the return hooks under way on other threads,
+// but not when called from inside one (pool_core::return_hooks).
+inline thread_local std::uint32_t thread_return_hooks = 0;
+
 // Raises `a` to `value` unless it is already at least that: an atomic maximum. relaxed: no caller
 // publishes anything through the value itself (each says why at its call).
 inline void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t value) noexcept {
@@ -485,8 +490,8 @@ class pool_core {
     const std::uint64_t current = s.state.load(std::memory_order_acquire);
     if ((current & ~word::flag_mask) != owned) return put_status::stale;
     // A leaked lease is reported again when it comes back, whichever way (not after close(): see
-    // put_back_hooked()).
-    if (lent_ && (current & word::closed) == 0) report_if_leaked(i, owned);
+    // return_hooks).
+    if (lent_) report_if_leaked(i, owned);
     close_conn(s, close_reason::error);
     release_slot(i);
     return put_status::ok;
@@ -495,7 +500,8 @@ class pool_core {
   // ---- close and lifetime ------------------------------------------------------------------
 
   // Idempotent. Fails every waiter at once, closes idle connections, marks every slot so that
-  // connections returned later are closed (INV4), and asks the maintainer to stop.
+  // connections returned later are closed (INV4), and asks the maintainer to stop. Returns once the
+  // return hooks under way on other threads have ended, unless called from inside one (return_hooks).
   void close() noexcept {
     // Every slot is flagged before closed_ is set: the fast path never reads closed_, and its CAS
     // (a word without flags) would otherwise lend a connection from a slot not yet flagged while
@@ -535,6 +541,7 @@ class pool_core {
       if (word::phase(w) == word::idle) close_idle_after_close(i, w);
     }
     // NOLINTEND(clang-analyzer-cplusplus.NewDelete)
+    wait_for_return_hooks();
   }
 
   [[nodiscard]] bool is_closed() const noexcept {
@@ -726,6 +733,9 @@ class pool_core {
     // whoever next makes it idle must set the bit again (relist()). On the slot's own line: the
     // put that reads it has just written `state`.
     std::atomic<std::uint8_t> unlisted{0};
+    // 1 while the slot's owner runs its return hooks (return_hooks, below), which close() waits for.
+    // In the padding after `unlisted`: the slot stays one line.
+    std::atomic<std::uint32_t> returning{0};
     // Tick at which the connection last became idle (standard pool). Written by the owner before
     // the release CAS that publishes the slot; read by the next owner or the maintainer after an
     // acquire on the same word. relaxed atomic only so that stats-free readers are race-free.
@@ -1742,26 +1752,85 @@ class pool_core {
     // acquire: pairs with the release that made us the owner (see discard()).
     const std::uint64_t current = s.state.load(std::memory_order_acquire);
     if ((current & ~word::flag_mask) != owned) return put_status::stale;
-    // After close() the connection is closed, not pooled (make_idle below says pool_closed): the
-    // hooks would reset a session that is about to end, or report a leak to a user object that may
-    // have gone with the pool object. (A close() that lands after this load is a put that ran
-    // first: the hooks run, as before it.)
-    const bool open = (current & word::closed) == 0;
-    if (lent_ && open) report_if_leaked(i, owned);
-    // Closed by its borrower (see put_back()): on_return never sees it. Freed as discard() frees
-    // one; with the slot's flags (close(), a doom), closed for their reason as any return is.
-    if (returned_closed(*s.conn)) {
+    // Closed by its borrower (see put_back()): on_return never sees it, on_leak still does.
+    const bool closed_by_borrower = returned_closed(*s.conn);
+    if (lent_) report_if_leaked(i, owned);
+    bool refused = false;
+    if (config_.on_return && !closed_by_borrower) {
+      const return_hooks hooks(s);
+      refused = hooks.may_run() && !hook_accepts(config_.on_return, *s.conn);
+    }  // from here on, close() may return: no hook of the return runs
+    if (closed_by_borrower) {
+      // Freed as discard() frees one; with the slot's flags (close(), a doom), closed for their
+      // reason as any return is.
       if ((current & word::flag_mask) != 0) return make_idle_slow(i, owned);
       close_conn(s, close_reason::error);
       release_slot(i);
       return put_status::ok;
     }
-    if (config_.on_return && open && !hook_accepts(config_.on_return, *s.conn)) {
+    if (refused) {
       close_conn(s, close_reason::hook);
       release_slot(i);  // frees it (or lets a waiter dial into it); retires it if the pool closed
       return put_status::ok;
     }
     return make_idle(i, owned);
+  }
+
+  // The scope of a return's hook (on_return; on_leak's "came back" report): it runs only while the
+  // pool is open, and close() returns only once those under way on other threads have ended
+  // (wait_for_return_hooks()). After close() the connection is closed, not pooled: on_return
+  // would reset a session about to end; and once close() (or ~pool()) has returned, whatever the
+  // hooks capture may be gone with the pool object (the README says they do not run then).
+  class return_hooks {
+   public:
+    explicit return_hooks(slot_type& s) noexcept : slot_(s) {
+      slot_.returning.store(1, std::memory_order_relaxed);
+      // seq_cst fence: store buffering with close(), which flags the slot's word, fences, and loads
+      // `returning` (wait_for_return_hooks()): either it sees our 1 and waits for us, or we see its
+      // flag here and run no hook.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      may_run_ = (slot_.state.load(std::memory_order_relaxed) & word::closed) == 0;
+      if (may_run_) ++thread_return_hooks;
+    }
+    ~return_hooks() {
+      if (may_run_) --thread_return_hooks;
+      // release: what the hook did happens before the return of a close() that waited for it.
+      slot_.returning.store(0, std::memory_order_release);
+      // seq_cst fence: store buffering again, with a close() that loaded our 1 and sleeps until
+      // it is 0: it flagged the word before its fence, so if our fence follows its fence we see
+      // the flag and wake it; if ours comes first, its load after its fence sees the 0.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if ((slot_.state.load(std::memory_order_relaxed) & word::closed) != 0) {
+        futex_wake(&slot_.returning, std::numeric_limits<int>::max());  // every close() waiting
+      }
+    }
+    return_hooks(const return_hooks&) = delete;
+    return_hooks& operator=(const return_hooks&) = delete;
+
+    [[nodiscard]] bool may_run() const noexcept { return may_run_; }
+
+   private:
+    slot_type& slot_;
+    bool may_run_ = false;
+  };
+
+  // close(), once every slot is flagged: waits until the return hooks that saw the pool open have
+  // ended. Not from inside a return hook (of any pool): its own hook runs on anyway, and two hooks
+  // that each close the pool (or one another's pools) would wait for each other for ever.
+  void wait_for_return_hooks() noexcept {
+    if (thread_return_hooks != 0) return;
+    // seq_cst fence: pairs with return_hooks' two fences (store buffering, see there).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (std::uint32_t i = 0; i < capacity_; ++i) {
+      const std::atomic<std::uint32_t>& returning = slots_[i].returning;
+      // acquire (here and below): pairs with ~return_hooks()'s release store of 0, so that what a
+      // hook did happens before close() returns, also when it ended just before this load.
+      if (returning.load(std::memory_order_acquire) == 0) continue;
+      NETPOOL_SYNC_POINT("close:waits_for_return_hooks");
+      while (returning.load(std::memory_order_acquire) != 0) {
+        (void)futex_wait(returning, 1, clock::time_point::max());
+      }
+    }
   }
 
   // put_back() whose CAS failed: the slot's word has flags (closed, doomed), or the connection was
@@ -2059,7 +2128,12 @@ class pool_core {
   void report_if_leaked(std::uint32_t i, std::uint64_t owned) noexcept {
     lent_info& info = lent_[i];
     if (info.reported.load(std::memory_order_acquire) != word::generation(owned)) return;
+    NETPOOL_SYNC_POINT("report_if_leaked:lock");
     std::lock_guard tell(leak_mutex_);  // after check_leaks() has told "still out"
+    // The scope inside the lock: check_leaks() tells "still out" under it, and if that on_leak
+    // closes the pool, close() must not wait for a return that waits for this lock.
+    const return_hooks hooks(slots_[i]);
+    if (!hooks.may_run()) return;  // not after close() (return_hooks)
     // Our own lease: we wrote these fields (INV1), so plain relaxed loads are current.
     const std::int64_t since = info.since_ns.load(std::memory_order_relaxed);
     tell_leak({source_location::current(info.file.load(std::memory_order_relaxed),
