@@ -1783,13 +1783,7 @@ class pool_core {
   // hooks capture may be gone with the pool object (the README says they do not run then).
   class return_hooks {
    public:
-    explicit return_hooks(slot_type& s) noexcept : slot_(s) {
-      slot_.returning.store(1, std::memory_order_relaxed);
-      // seq_cst fence: store buffering with close(), which flags the slot's word, fences, and loads
-      // `returning` (wait_for_return_hooks()): either it sees our 1 and waits for us, or we see its
-      // flag here and run no hook.
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      may_run_ = (slot_.state.load(std::memory_order_relaxed) & word::closed) == 0;
+    explicit return_hooks(slot_type& s) noexcept : slot_(s), may_run_(enter(s)) {
       if (may_run_) ++thread_return_hooks;
     }
     ~return_hooks() {
@@ -1810,8 +1804,18 @@ class pool_core {
     [[nodiscard]] bool may_run() const noexcept { return may_run_; }
 
    private:
+    // Marks the slot as returning, then reads whether the pool is still open.
+    static bool enter(slot_type& s) noexcept {
+      s.returning.store(1, std::memory_order_relaxed);
+      // seq_cst fence: store buffering with close(), which flags the slot's word, fences, and loads
+      // `returning` (wait_for_return_hooks()): either it sees our 1 and waits for us, or we see its
+      // flag here and run no hook.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      return (s.state.load(std::memory_order_relaxed) & word::closed) == 0;
+    }
+
     slot_type& slot_;
-    bool may_run_ = false;
+    const bool may_run_;
   };
 
   // close(), once every slot is flagged: waits until the return hooks that saw the pool open have
