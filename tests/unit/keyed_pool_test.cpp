@@ -1227,10 +1227,12 @@ TEST(KeyedPoolCounters, EvictIdleAfterMaxNeverEvicts) {
   EXPECT_EQ(made->stats().pools_evicted, 0u);
 }
 
-// evict_idle_after = 60 min: a quiet sub-pool is due in 67.5 min (its touch resolution added). The
-// sweeper waited without a timeout for any due time of an hour or more, so such sub-pools were
-// evicted only if another key was created meanwhile. It sleeps at most an hour at a time now, and
-// without a timeout only when nothing at all is due.
+// evict_idle_after = 2 h: a quiet sub-pool is due in about 2 h (its touch resolution, at most 1 ms,
+// added). The sweeper waited without a timeout for any due time of an hour or more, so such
+// sub-pools were evicted only if another key was created meanwhile. It sleeps at most an hour at a
+// time now, and without a timeout only when nothing at all is due. (With 60 min, the round's due
+// time was 67.5 min until 0.5.6 capped the resolution at 1 ms; now it is 60 min + 1 ms minus the
+// time since the get, under an hour on a slow run: ASan in CI.)
 TEST(KeyedPoolEviction, TheSweeperSleepsAtMostAnHourAndForeverOnlyWhenNothingIsDue) {
   using netpool::detail::keyed_sweeper_wait;
   EXPECT_EQ(keyed_sweeper_wait(std::chrono::nanoseconds::max()), std::nullopt);
@@ -1240,7 +1242,7 @@ TEST(KeyedPoolEviction, TheSweeperSleepsAtMostAnHourAndForeverOnlyWhenNothingIsD
 
   auto cfg = plain_keyed_config();
   cfg.background_maintenance = false;
-  cfg.evict_idle_after = 60min;
+  cfg.evict_idle_after = 2h;
   auto made = plain_keyed::create(std::move(cfg));
   ASSERT_TRUE(made);
   {
