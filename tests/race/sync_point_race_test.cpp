@@ -1585,6 +1585,21 @@ class KeyedRaceTest : public ::testing::Test {
     return cfg;
   }
 
+  // Keys of up to two connections, one token in all: a key's second get dials, and its dial waits
+  // for the token; only a connection coming back ends that wait (dial_timeout outlasts the test,
+  // however slow the machine).
+  netpool::keyed_pool_config<int, netpool::test::tracked_conn> one_token_config() {
+    auto cfg = config();
+    cfg.per_key_max = 2;
+    cfg.global_max = 1;
+    cfg.make_config = [inner = cfg.make_config](const int& key) {
+      auto c = inner(key);
+      c.dial_timeout = 3 * patience;
+      return c;
+    };
+    return cfg;
+  }
+
   // Times the sweeper went to sleep with nothing due (without a timeout).
   static inline std::atomic<int> sweeper_sleeps{0};
 
@@ -1651,15 +1666,7 @@ TEST_F(KeyedRaceTest, AKeyUsedWhileItsEvictionWaitsForTheLockIsLookedAtAgain) {
 // thousand such rounds in a millisecond or two the get failed with dial_not_needed (seen in CI).
 // The dial must go on waiting until the connection can be taken.
 TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
-  auto cfg = config();
-  cfg.per_key_max = 2;
-  cfg.global_max = 1;  // below per_key_max: a key's second get waits for the token
-  cfg.make_config = [inner = cfg.make_config](const int& key) {
-    auto c = inner(key);
-    c.dial_timeout = 3 * patience;  // the waiting dial must outlast the test, however slow
-    return c;
-  };
-  auto pools = keyed::create(std::move(cfg)).value();
+  auto pools = keyed::create(one_token_config()).value();
   auto held = pools.get(1);
   ASSERT_TRUE(held);
   stop_at returner("returner", "put_back:idle_in_transit");
@@ -1693,12 +1700,9 @@ TEST_F(KeyedRaceTest, AConnectionStillBeingReturnedDoesNotEndAWaitingDial) {
 // global token, then takes it back with try_get() while the get is between rounds.
 TEST_F(KeyedRaceTest, AGetThatLosesItsConnectionAThousandTimesStillGetsOne) {
   constexpr int lost_rounds = 1100;  // more than the old limit of 1000
-  auto cfg = config();
-  cfg.per_key_max = 2;
-  cfg.global_max = 1;  // below per_key_max: the get's own dial waits for the token
+  auto cfg = one_token_config();
   cfg.make_config = [inner = cfg.make_config](const int& key) {
     auto c = inner(key);
-    c.dial_timeout = 3 * patience;        // only a connection coming back ends a waiting dial
     c.dial_backoff_floor = 3 * patience;  // a backoff after an ended dial would fail the next at once
     c.dial_backoff_cap = 3 * patience;
     return c;
@@ -1799,15 +1803,7 @@ TEST_F(KeyedRaceTest, AGetWhoseDialWasNotNeededStartsOneCheckPastItsDeadline) {
 // pool_closed for a connection lost to another get and went round: it created a new sub-pool for
 // the removed key and dialed it (found by review, session 27).
 TEST_F(KeyedRaceTest, AGetWhoseSubPoolIsRemovedBeforeItsLookFailsWithPoolClosed) {
-  auto cfg = config();
-  cfg.per_key_max = 2;
-  cfg.global_max = 1;  // below per_key_max: the get's own dial waits for the token
-  cfg.make_config = [inner = cfg.make_config](const int& key) {
-    auto c = inner(key);
-    c.dial_timeout = 3 * patience;  // only a connection coming back ends the waiting dial
-    return c;
-  };
-  auto pools = keyed::create(std::move(cfg)).value();
+  auto pools = keyed::create(one_token_config()).value();
   auto held = pools.get(1);
   ASSERT_TRUE(held);
   stop_at looking("getter", "keyed_get:dial_not_needed");
