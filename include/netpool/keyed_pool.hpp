@@ -220,32 +220,19 @@ class keyed_pool {
       // wrap_config, from on_connect hook_rejected in the core), so each round that finds
       // nothing is a connection lost to another get, and this get goes on until its deadline, as
       // one waiting in its sub-pool's line does (though not in FIFO order: each returned
-      // connection goes to whichever get looks first). Between rounds it gives the other threads
-      // the CPU, then backs off: 1 us more each round up to 1 ms, never past the deadline.
+      // connection goes to whichever get looks first; pause_after_lost_look() between rounds).
       if (!got && got.error() == errc::dial_not_needed) {
         NETPOOL_SYNC_POINT("keyed_get:dial_not_needed");
         got = state_type::try_get_until(*(*found)->sub, deadline, where);
         if (got || got.error() == errc::timeout) break;
-        // The sub-pool closed since the dial ended: evicted, look again, as below; removed (or the
-        // keyed pool closed), fail, as any get in flight on it does (remove()). This is not a
-        // connection lost to another get: going round would create the removed key's sub-pool anew.
-        if (got.error() == errc::pool_closed) {
-          if (!evicted_under_us(got, **found)) break;
-          ++round;
+        // pool_closed is no connection lost to another get: the sub-pool closed since the dial
+        // ended, and the get goes on below as one that found it closed (going round would create
+        // a removed key's sub-pool anew).
+        if (got.error() != errc::pool_closed) {
+          NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
+          pause_after_lost_look(not_needed, deadline);
           continue;
         }
-        NETPOOL_SYNC_POINT("keyed_get:lost_to_another_get");
-        if (not_needed < max_not_needed_pause_us + 8) ++not_needed;
-        if (not_needed > 8) {
-          const clock::time_point now = clock::now();
-          if (now < deadline) {
-            const std::chrono::nanoseconds pause = std::chrono::microseconds(not_needed - 8);
-            std::this_thread::sleep_for(deadline - now < pause ? deadline - now : pause);
-          }
-        } else if (not_needed > 1) {
-          std::this_thread::yield();
-        }
-        continue;
       }
       if (!evicted_under_us(got, **found)) break;
       ++round;
@@ -355,6 +342,22 @@ class keyed_pool {
  private:
   // The longest pause between two rounds of a get whose dials were not needed (get_until()).
   static constexpr int max_not_needed_pause_us = 1000;
+
+  // get_until(), between rounds of a get whose look after a dial not needed found nothing (`lost`
+  // such rounds so far, counted here): gives the other threads the CPU, then backs off, 1 us more
+  // each round up to max_not_needed_pause_us, never past the deadline.
+  static void pause_after_lost_look(int& lost, clock::time_point deadline) noexcept {
+    if (lost < max_not_needed_pause_us + 8) ++lost;
+    if (lost > 8) {
+      const clock::time_point now = clock::now();
+      if (now < deadline) {
+        const std::chrono::nanoseconds pause = std::chrono::microseconds(lost - 8);
+        std::this_thread::sleep_for(deadline - now < pause ? deadline - now : pause);
+      }
+    } else if (lost > 1) {
+      std::this_thread::yield();
+    }
+  }
 
   explicit keyed_pool(std::unique_ptr<state_type> state) noexcept : state_(std::move(state)) {}
 
